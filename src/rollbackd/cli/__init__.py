@@ -1,0 +1,59 @@
+"""The `rollbackd` command line: one subcommand per thing the runbook asks a person to do.
+
+Each subcommand lives in its own module with a ``register(commands)`` function. Library code raises typed
+exceptions; only the CLI turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rollbackd import __version__
+from rollbackd.cli import check_config
+from rollbackd.cli.common import Handler, Subcommands, not_built
+from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
+from rollbackd.exit_codes import ExitCode
+
+DESCRIPTION = """\
+rollbackd watches a SQLite + Alembic web service and runs its rollback runbook by itself:
+it probes health, latency, locks, integrity, schema and rows; keeps verified backups; and when a
+threshold is crossed it restarts, downgrades or restores, verifies, and records what it did."""
+
+EPILOG = f"""\
+The config file is --config, else ${CONFIG_ENV_VAR}, else {DEFAULT_CONFIG_PATH}.
+Exit codes: 0 ok, 1 failed, 2 bad config or usage (nothing touched), 3 not built yet, 4 unavailable."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollbackd", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"rollbackd {__version__}")
+    parser.add_argument(
+        "--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH})"
+    )
+    commands: Subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    not_built(commands, "run", "run the daemon: probe, back up, recover")
+    not_built(commands, "status", "show each service's state, probes, backups and incidents")
+    check_config.register(commands)
+    not_built(commands, "backup", "take a verified backup now")
+    not_built(commands, "backups", "list, verify or prune backups")
+    not_built(commands, "restore", "restore a verified backup, keeping the current file")
+    not_built(commands, "rollback", "downgrade and/or restore by hand, with the daemon's safety")
+    not_built(commands, "history", "print the rollback history as the runbook's table")
+    not_built(commands, "verify", "run the runbook's verification checklist now")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return int(handler(args))
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED

@@ -1,0 +1,38 @@
+"""`rollbackd check-config`: validate a config and print it resolved, before a daemon ever loads it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rollbackd import toml_dump
+from rollbackd.cli.common import Subcommands, add_command
+from rollbackd.config import config_warnings, dump_config, load_config, resolve_config_path
+from rollbackd.exit_codes import ExitCode
+
+
+def register(commands: Subcommands) -> None:
+    command = add_command(
+        commands, "check-config", "validate a config file and print it resolved (exit 0 valid, 2 invalid)", run
+    )
+    command.add_argument("path", nargs="?", help="config file to check (default: the --config file)")
+    command.add_argument("--json", action="store_true", help="print the resolved config as JSON instead of TOML")
+    command.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    path = Path(args.path) if args.path else resolve_config_path(args.config, os.environ)
+    config = load_config(path)
+    if not args.quiet:
+        data = dump_config(config)
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print(toml_dump.dumps(data), end="")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: valid ({len(config.service)} service(s))", file=sys.stderr)
+    return ExitCode.OK

@@ -1,0 +1,66 @@
+"""The rollbackd command as a user runs it: a real subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ["run", "status", "check-config", "backup", "backups", "restore", "rollback", "history", "verify"]
+
+
+def rollbackd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rollbackd", *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = rollbackd("--help")
+    assert result.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in result.stdout, name
+
+
+def test_version() -> None:
+    from rollbackd import __version__
+
+    result = rollbackd("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"rollbackd {__version__}"
+
+
+def test_check_config_accepts_the_demo_config() -> None:
+    result = rollbackd("check-config", str(REPO / "config/demo.toml"))
+    assert result.returncode == 0, result.stderr
+    assert 'name = "vbrpg"' in result.stdout
+    assert "valid (1 service(s))" in result.stderr
+
+
+def test_check_config_unknown_key_exits_2_and_names_it(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    text = (
+        (REPO / "config/demo.toml")
+        .read_text()
+        .replace("[service.backups]\n", "[service.backups]\nkeep_forever = true\n")
+    )
+    config.write_text(text)
+    result = rollbackd("check-config", str(config))
+    assert result.returncode == 2
+    assert "service[0].backups.keep_forever: unknown key" in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_comes_from_environment_when_no_option(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "ROLLBACKD_CONFIG": str(tmp_path / "missing.toml")}
+    result = rollbackd("check-config", env=env)
+    assert result.returncode == 2
+    assert str(tmp_path / "missing.toml") in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    result = rollbackd("no-such-command")
+    assert result.returncode == 2

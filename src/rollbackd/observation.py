@@ -1,0 +1,93 @@
+"""What a probe saw, as plain data, and the bounded in-memory record of recent observations.
+
+Probes produce ``Observation``s; metrics, the policy's signal windows and ``rollbackd status`` read them. Nothing
+here knows what a probe does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One probe run. ``reason`` is from a small fixed vocabulary per probe ('' when ok), fit for a metric label;
+    ``values`` are numbers (seconds, bytes, counts); ``detail`` is JSON-able context for people (pids, revisions,
+    missing index names) that must never become a label."""
+
+    service: str
+    probe: str
+    ok: bool
+    reason: str = ""
+    values: Mapping[str, float] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    duration: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "probe": self.probe,
+            "ok": self.ok,
+            "reason": self.reason,
+            "values": dict(self.values),
+            "detail": dict(self.detail),
+            "started_at": self.started_at,
+            "duration": self.duration,
+        }
+
+
+class ObservationLog:
+    """Recent observations per (service, probe), bounded by count and age, safe to read from other threads.
+
+    The policy's windows are functions of this log; the daemon appends to it; nothing is persisted.
+    """
+
+    def __init__(self, max_per_probe: int = 2000, max_age: float = 3600.0) -> None:
+        self.max_per_probe = max_per_probe
+        self.max_age = max_age
+        self._entries: dict[tuple[str, str], deque[Observation]] = {}
+        self._lock = threading.Lock()
+
+    def append(self, observation: Observation) -> None:
+        key = (observation.service, observation.probe)
+        with self._lock:
+            entries = self._entries.setdefault(key, deque(maxlen=self.max_per_probe))
+            entries.append(observation)
+            horizon = observation.started_at - self.max_age
+            while entries and entries[0].started_at < horizon:
+                entries.popleft()
+
+    def recent(self, service: str, probe: str, since: float | None = None) -> list[Observation]:
+        """Return the observations of one probe, oldest first, started at or after ``since``."""
+        with self._lock:
+            entries = list(self._entries.get((service, probe), ()))
+        if since is None:
+            return entries
+        return [entry for entry in entries if entry.started_at >= since]
+
+    def latest(self, service: str, probe: str) -> Observation | None:
+        with self._lock:
+            entries = self._entries.get((service, probe))
+            return entries[-1] if entries else None
+
+    def latest_by_probe(self, service: str) -> dict[str, Observation]:
+        with self._lock:
+            return {
+                probe: entries[-1] for (name, probe), entries in self._entries.items() if name == service and entries
+            }
+
+    def forget(self, service: str) -> None:
+        """Drop a service's history (it left the config on reload)."""
+        with self._lock:
+            for key in [key for key in self._entries if key[0] == service]:
+                del self._entries[key]
+
+    def __iter__(self) -> Iterator[Observation]:
+        with self._lock:
+            snapshot = [entry for entries in self._entries.values() for entry in entries]
+        return iter(sorted(snapshot, key=lambda entry: entry.started_at))

@@ -1,0 +1,69 @@
+"""One lock per service, shared by the daemon and the CLI, so two actors never change a service at once.
+
+A ``flock`` on ``state_dir/locks/<service>.lock`` (never on the database file: closing any fd of the database
+would drop SQLite's POSIX locks in this process). The holder writes who it is and why, so the one refused can
+say "restore held by pid 4711 (rollbackd migrate)". The kernel drops the lock when the holder dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class ServiceBusy(Exception):
+    """Another process (or another task of this one) is acting on the service."""
+
+
+class ServiceLock:
+    def __init__(self, state_dir: Path, service: str, purpose: str) -> None:
+        self.path = state_dir / "locks" / f"{service}.lock"
+        self.service = service
+        self.purpose = purpose
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float = 0.0, poll: float = 0.2) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds. Raise ServiceBusy naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = self.holder()
+                    os.close(fd)
+                    raise ServiceBusy(f"service {self.service!r} is busy: {holder}") from None
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": time.time()}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def holder(self) -> str:
+        """Describe the current holder from what it wrote, for error messages."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return "held by another process"
+        return f"{info.get('purpose', 'an action')} held by pid {info.get('pid', '?')}"
+
+    def __enter__(self) -> ServiceLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.release()

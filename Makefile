@@ -1,0 +1,45 @@
+# The two commands a new user needs (README.md): `make demo` and `make test`.
+# Both bootstrap .venv and install what is missing; as root they install the Debian packages too.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := sqlite3 libsystemd-dev pkg-config prometheus monit
+
+.PHONY: setup system-packages demo test lint bench clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; for package in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+			{ DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+		else \
+			echo "missing Debian packages; run:  sudo apt-get install -y$$missing"; exit 1; \
+		fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml examples/vbrpg/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,systemd]' -e examples/vbrpg
+	touch $@
+
+demo: setup
+	$(BIN)/python examples/demo.py
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .demo build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

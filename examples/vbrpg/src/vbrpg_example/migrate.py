@@ -7,13 +7,10 @@ direction comes from the database's current revision and the app dir's revision 
 import re
 from pathlib import Path
 
-from alembic.util import CommandError
-
 from vbrpg_example.alembic_runner import AlembicRun, run_alembic
 from vbrpg_example.app_dir import AppDir
 from vbrpg_example.database import DatabaseMissing, connect, read_revision
 from vbrpg_example.errors import MigrationFailed, UsageError
-from vbrpg_example.migration_scripts import MigrationScripts
 
 _RELATIVE_DOWN = re.compile(r"^-\d+$")
 _RELATIVE_UP = re.compile(r"^\+\d+$")
@@ -31,10 +28,10 @@ def current_revision(database_path: Path) -> str | None:
         connection.close()
 
 
-def direction_to(scripts: MigrationScripts, current: str | None, target: str) -> str:
+def direction_to(app_dir: AppDir, current: str | None, target: str) -> str:
     """Return "upgrade" or "downgrade" for going from `current` to `target`.
 
-    Raise UsageError if the database's revision or the target is unknown to the scripts.
+    Raise UsageError if the database's revision or the target is unknown to the app dir's scripts.
     """
     if target in ("head", "heads") or _RELATIVE_UP.match(target):
         return "upgrade"
@@ -42,9 +39,16 @@ def direction_to(scripts: MigrationScripts, current: str | None, target: str) ->
         return "downgrade"
     if current is None:
         return "upgrade"
+    # Alembic is imported only when a revision id needs the graph: the migration itself runs in a child
+    # process, so the common targets above cost one Alembic start-up, not two.
+    from alembic.util import CommandError
+
+    from vbrpg_example.migration_scripts import MigrationScripts
+
+    scripts = MigrationScripts(app_dir)
     if not scripts.knows(current):
         raise UsageError(
-            f"the database is at {current}, which {scripts.app_dir.versions_path} does not know: "
+            f"the database is at {current}, which {app_dir.versions_path} does not know: "
             "put its script back (a script vault copy) or restore a backup"
         )
     try:
@@ -53,17 +57,14 @@ def direction_to(scripts: MigrationScripts, current: str | None, target: str) ->
         raise UsageError(f"unknown target revision {target!r}: {error}") from error
     if target_script is None:
         raise UsageError(f"unknown target revision {target!r}")
-    if target_script.revision in scripts.ancestors(current):
-        return "downgrade"
-    return "upgrade"
+    return "downgrade" if target_script.revision in scripts.ancestors(current) else "upgrade"
 
 
 def migrate(
     database_path: Path, app_dir: AppDir, target: str = "head", *, journal_mode: str = "wal"
 ) -> AlembicRun:
     """Migrate to `target` (head, base, a revision id or prefix, -N, +N). Raise MigrationFailed on failure."""
-    scripts = MigrationScripts(app_dir)
-    direction = direction_to(scripts, current_revision(database_path), target)
+    direction = direction_to(app_dir, current_revision(database_path), target)
     run = run_alembic(app_dir, database_path, [direction, target], journal_mode=journal_mode)
     if not run.ok:
         raise MigrationFailed(f"alembic {direction} {target} failed (exit {run.returncode}):\n{run.tail()}")

@@ -8,7 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from vbrpg_service import database_rows
 
-from vbrpg_example.database import Database, DatabaseMissing, connect
+from vbrpg_example.database import Database
+from vbrpg_example.sqlite_connection import DatabaseMissing, connect
 
 
 def test_migrated_database_is_in_wal_mode(database: Path) -> None:

@@ -15,10 +15,11 @@ from vbrpg_example import rooms
 from vbrpg_example.api import build_rooms_router
 from vbrpg_example.app_dir import AppDir
 from vbrpg_example.chaos import ChaosState, build_chaos_router
-from vbrpg_example.database import DEFAULT_BUSY_TIMEOUT_SECONDS, Database
+from vbrpg_example.database import Database
 from vbrpg_example.health import check_health
 from vbrpg_example.migration_scripts import MigrationScripts
 from vbrpg_example.service_process import PID_HEADER
+from vbrpg_example.sqlite_connection import DEFAULT_BUSY_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from vbrpg_example import __version__
 from vbrpg_example.app_dir import AppDir, init_app_dir
 from vbrpg_example.errors import ExitCode, UsageError, VbrpgError
 from vbrpg_example.faults.catalog import FAULTS, fault_named
+from vbrpg_example.faults.corruption import DEFAULT_PAGES, DEFAULT_TABLE
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -131,10 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif entry.name == "corrupt":
             _add_database_option(kind)
             kind.add_argument(
-                "--table", default="game_rooms", help="core table to damage (default: game_rooms)"
+                "--table", default=DEFAULT_TABLE, help=f"core table to damage (default: {DEFAULT_TABLE})"
             )
             kind.add_argument(
-                "--pages", type=_positive, default=3, help="pages to damage, root included (default: 3)"
+                "--pages",
+                type=_positive,
+                default=DEFAULT_PAGES,
+                help=f"pages to damage, root included (default: {DEFAULT_PAGES})",
             )
         elif entry.name == "lock":
             _add_database_option(kind)

@@ -10,8 +10,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from vbrpg_example.database import DatabaseMissing, connect, read_revision
 from vbrpg_example.migration_scripts import MigrationScripts
+from vbrpg_example.sqlite_connection import DatabaseMissing, connect, read_revision
 
 CORE_TABLES = ("players", "game_rooms", "game_room_participants")
 # `SELECT *`, not `SELECT 1`: for the latter SQLite reads the smallest covering index and never touches

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from vbrpg_example.alembic_runner import AlembicRun, run_alembic
 from vbrpg_example.app_dir import AppDir
-from vbrpg_example.database import DatabaseMissing, connect, read_revision
 from vbrpg_example.errors import MigrationFailed, UsageError
+from vbrpg_example.sqlite_connection import DatabaseMissing, connect, read_revision
 
 _RELATIVE_DOWN = re.compile(r"^-\d+$")
 _RELATIVE_UP = re.compile(r"^\+\d+$")

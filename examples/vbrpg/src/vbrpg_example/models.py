@@ -17,7 +17,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ROOM_STATUSES = ("waiting", "playing", "finished")
 DEFAULT_MAX_PLAYERS = 8
 _EAGER_DEFAULTS = {"eager_defaults": True}
 

@@ -4,7 +4,6 @@ Each function works inside the caller's session and transaction; the write funct
 (`Database.writing`), which makes their check-then-insert steps race-free under SQLite.
 """
 
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -16,7 +15,6 @@ from vbrpg_example.models import DEFAULT_MAX_PLAYERS, GameRoom, GameRoomParticip
 # No 0/O or 1/I: codes are read aloud and typed by players.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
-CODE_PATTERN = re.compile(r"^[A-Z0-9]{6}$")
 _CODE_ATTEMPTS = 20
 
 

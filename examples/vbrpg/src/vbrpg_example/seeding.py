@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vbrpg_example.database import connect
 from vbrpg_example.errors import UsageError
 from vbrpg_example.models import DEFAULT_MAX_PLAYERS
 from vbrpg_example.rooms import new_room_code
+from vbrpg_example.sqlite_connection import connect
 
 
 class SeedError(UsageError):

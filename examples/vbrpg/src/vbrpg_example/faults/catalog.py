@@ -68,8 +68,6 @@ FAULTS: tuple[Fault, ...] = (
     ),
 )
 
-MIGRATION_FAULTS = tuple(fault for fault in FAULTS if fault.script is not None)
-
 
 def fault_named(name: str) -> Fault:
     """Return the fault called `name`. Raise KeyError."""

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vbrpg_example.database import connect
 from vbrpg_example.errors import VbrpgError
+from vbrpg_example.sqlite_connection import connect
 
 GARBAGE = bytes.fromhex("deadbeef")
 DEFAULT_TABLE = "game_rooms"

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 from vbrpg_example.app_dir import AppDir
-from vbrpg_example.database import connect
 from vbrpg_example.errors import ExitCode
 from vbrpg_example.faults import migration_faults
 from vbrpg_example.faults.catalog import Fault
@@ -13,6 +12,7 @@ from vbrpg_example.faults.corruption import corrupt_table
 from vbrpg_example.faults.write_lock import hold_write_lock
 from vbrpg_example.seeding import count_rows
 from vbrpg_example.service_process import kill_service
+from vbrpg_example.sqlite_connection import connect
 
 ROOM_LOOKUP = "SELECT * FROM game_room_participants WHERE room_id = 1"
 

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vbrpg_example.database import connect
 from vbrpg_example.errors import VbrpgError
+from vbrpg_example.sqlite_connection import connect
 
 # A schema write: it works on any database, migrated or not, and is undone by the rollback.
 _WRITE = "CREATE TABLE vbrpg_example_lock_held (id INTEGER)"

@@ -76,6 +76,19 @@ def test_room_errors_are_404_and_409(service: ExampleService) -> None:
     assert client.post("/api/rooms", json={"name": "", "host_name": "x"}).status_code == 422
 
 
+def test_a_room_in_play_takes_no_one_new(service: ExampleService, database: Path) -> None:
+    client = service.client()
+    code = client.post("/api/rooms", json={"name": "Started", "host_name": "alice"}).json()["code"]
+    database_rows(database, "UPDATE game_rooms SET status = 'playing' WHERE code = ?", (code,))
+
+    joined = client.post(f"/api/rooms/{code}/join", json={"player_name": "bob"})
+
+    assert joined.status_code == 409
+    assert "playing" in joined.json()["detail"]
+    assert client.post(f"/api/rooms/{code}/agents").status_code == 409
+    assert client.get(f"/api/rooms/{code}").json()["status"] == "playing"
+
+
 def test_deleting_a_room_keeps_foreign_keys_intact(service: ExampleService, database: Path) -> None:
     client = service.client()
     code = client.post("/api/rooms", json={"name": "Throwaway", "host_name": "alice"}).json()["code"]

@@ -194,12 +194,13 @@ def process_gone(pid: int, timeout: float = 10.0) -> bool:
         os.close(descriptor)
 
 
-def database_rows(database: Path, sql: str) -> list[tuple[object, ...]]:
-    """Run one statement on a fresh connection (foreign keys on, as the service has them); return its rows."""
-    connection = sqlite3.connect(database, timeout=5)
+def database_rows(database: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement on a fresh autocommit connection (foreign keys on, as the service has them);
+    return its rows."""
+    connection = sqlite3.connect(database, timeout=5, isolation_level=None)
     try:
         connection.execute("PRAGMA foreign_keys = ON")
-        return connection.execute(sql).fetchall()
+        return connection.execute(sql, parameters).fetchall()
     finally:
         connection.close()
 

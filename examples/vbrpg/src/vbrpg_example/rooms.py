@@ -133,7 +133,7 @@ def leave_room(session: Session, code: str, player_name: str) -> str | None:
 
 
 def add_agent(session: Session, code: str, agent_name: str | None = None) -> Seat:
-    """Seat an AI agent. Raise RoomNotFound or RoomConflict (room full)."""
+    """Seat an AI agent. Raise RoomNotFound or RoomConflict (game started, room full)."""
     room = find_room(session, code)
     seats_taken = _ensure_free_seat(session, room)
     participant = GameRoomParticipant(
@@ -187,7 +187,9 @@ def _player_named(session: Session, name: str) -> Player:
 
 
 def _ensure_free_seat(session: Session, room: GameRoom) -> int:
-    """Return how many seats are taken. Raise RoomConflict if none is free."""
+    """Return how many seats are taken. Raise RoomConflict if the game has started or no seat is free."""
+    if room.status != "waiting":
+        raise RoomConflict(f"room {room.code} is {room.status}, not waiting for players")
     taken = session.scalar(
         select(func.count()).select_from(GameRoomParticipant).where(GameRoomParticipant.room_id == room.id)
     )

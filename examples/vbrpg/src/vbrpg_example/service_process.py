@@ -152,7 +152,12 @@ def start_detached(
         raise ServiceFailed(
             f"the service exited ({returncode}) before it was ready; log tail:\n{_tail(log_file)}"
         )
-    _confirm_health(health_url, process.pid, log_file)
+    try:
+        _confirm_health(health_url, process.pid, log_file)
+    except ServiceFailed:
+        _kill(process.pid)
+        process.wait()
+        raise
     return process.pid
 
 

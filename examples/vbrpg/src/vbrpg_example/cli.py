@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_doc(init_app),
     )
     init.add_argument("directory", metavar="DIR", type=Path, help="where to create the app dir")
-    init.add_argument("--db", type=Path, help="write this database into alembic.ini's sqlalchemy.url")
+    init.add_argument(
+        "--db", type=Path, metavar="PATH", help="write this database into alembic.ini's sqlalchemy.url"
+    )
     init.add_argument("--force", action="store_true", help="copy over a non-empty DIR")
     init.set_defaults(handler=init_app)
 
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser(
         "stop", help="stop the service named by a pidfile", description=_doc(stop_command)
     )
-    stop.add_argument("--pidfile", type=Path, required=True, help="the service's pidfile")
+    stop.add_argument("--pidfile", type=Path, metavar="FILE", required=True, help="the service's pidfile")
     _add_stop_timeout(stop)
     stop.set_defaults(handler=stop_command)
 
@@ -107,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         "seed", help="bulk-insert players, rooms and participants", description=_doc(seed_command)
     )
     _add_database_option(seed)
-    seed.add_argument("--rooms", type=_count, required=True, help="rooms to add")
-    seed.add_argument("--players", type=_count, required=True, help="players to add")
-    seed.add_argument("--participants-per-room", type=_count, default=0, help="players seated per room")
-    seed.add_argument("--agents-per-room", type=_count, default=0, help="AI agents seated per room")
+    seed.add_argument("--rooms", type=_count, metavar="N", required=True, help="rooms to add")
+    seed.add_argument("--players", type=_count, metavar="N", required=True, help="players to add")
+    seed.add_argument(
+        "--participants-per-room", type=_count, metavar="K", default=0, help="players seated per room"
+    )
+    seed.add_argument(
+        "--agents-per-room", type=_count, metavar="K", default=0, help="AI agents seated per room"
+    )
     seed.set_defaults(handler=seed_command)
 
     faults = commands.add_parser("faults", help="list the faults with one-line descriptions")
@@ -128,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_database_option(kind)
             _add_app_dir_option(kind)
         if entry.name == "schema-skew":
-            kind.add_argument("--stash", type=Path, help="keep a copy of the removed script here")
+            kind.add_argument(
+                "--stash", type=Path, metavar="DIR", help="keep a copy of the removed script here"
+            )
         elif entry.name == "corrupt":
             _add_database_option(kind)
             kind.add_argument(
@@ -142,12 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif entry.name == "lock":
             _add_database_option(kind)
-            kind.add_argument("--seconds", type=float, required=True, help="how long to hold the lock")
             kind.add_argument(
-                "--busy-timeout", type=float, default=5.0, help="wait this long to get the lock"
+                "--seconds", type=float, metavar="N", required=True, help="how long to hold the lock"
+            )
+            kind.add_argument(
+                "--busy-timeout",
+                type=float,
+                metavar="SECONDS",
+                default=5.0,
+                help="wait this long to get the lock",
             )
         elif entry.name == "kill":
-            kind.add_argument("--pidfile", type=Path, required=True, help="the service's pidfile")
+            kind.add_argument(
+                "--pidfile", type=Path, metavar="FILE", required=True, help="the service's pidfile"
+            )
         kind.set_defaults(handler=fault_command)
     reset = kinds.add_parser("reset", help="remove every fault script from the app dir's versions/")
     _add_app_dir_option(reset)
@@ -167,9 +183,9 @@ def init_app(arguments: argparse.Namespace) -> int:
 
 def serve_command(arguments: argparse.Namespace) -> int:
     """Run the service under uvicorn. In the foreground it serves until SIGTERM/SIGINT; with --detach it
-    starts a background process in a new session, waits until /health answers (any status), writes the
-    pidfile and exits 0, or exits non-zero with the log's tail if the process died. Without --app-dir the
-    packaged template's migration scripts are the code's."""
+    starts a background process in a new session, waits until /health answers (any status) and the pidfile
+    is written, then exits 0, or exits non-zero with the log's tail if the process died. Without --app-dir
+    the packaged template's migration scripts are the code's."""
     database, app_dir = _database(arguments), _app_dir(arguments, read_only=True)
     if arguments.detach:
         return _start_detached(arguments, database)
@@ -303,22 +319,32 @@ def _start_detached(arguments: argparse.Namespace, database: Path) -> int:
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _add_database_option(parser)
     _add_app_dir_option(parser)
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default: {DEFAULT_PORT})"
+        "--host", metavar="ADDRESS", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        default=DEFAULT_PORT,
+        help=f"port to bind (default: {DEFAULT_PORT})",
     )
     parser.add_argument("--chaos", action="store_true", help="enable POST/DELETE /chaos to inject noise")
     parser.add_argument(
         "--busy-timeout",
         type=float,
+        metavar="SECONDS",
         default=5.0,
         help="seconds a query waits on a locked database (default: 5)",
     )
-    parser.add_argument("--pidfile", type=Path, help="write the serving process's pid here")
-    parser.add_argument("--log-file", type=Path, help="with --detach: service output (default: PIDFILE.log)")
+    parser.add_argument("--pidfile", type=Path, metavar="FILE", help="write the serving process's pid here")
+    parser.add_argument(
+        "--log-file", type=Path, metavar="FILE", help="with --detach: service output (default: PIDFILE.log)"
+    )
     parser.add_argument(
         "--start-timeout",
         type=float,
+        metavar="SECONDS",
         default=DEFAULT_START_TIMEOUT_SECONDS,
         help=f"with --detach: seconds to wait for /health (default: {DEFAULT_START_TIMEOUT_SECONDS:g})",
     )
@@ -330,6 +356,7 @@ def _add_stop_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
+        metavar="SECONDS",
         default=DEFAULT_STOP_TIMEOUT_SECONDS,
         help=f"seconds between SIGTERM and SIGKILL (default: {DEFAULT_STOP_TIMEOUT_SECONDS:g})",
     )
@@ -339,6 +366,7 @@ def _add_database_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         type=Path,
+        metavar="PATH",
         default=os.environ.get("VBRPG_DB"),
         help="the SQLite database file (default: $VBRPG_DB)",
     )
@@ -348,6 +376,7 @@ def _add_app_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app-dir",
         type=Path,
+        metavar="DIR",
         default=os.environ.get("VBRPG_APP_DIR"),
         help="app dir made by init-app (default: $VBRPG_APP_DIR; read-only commands fall back to the "
         "packaged template)",

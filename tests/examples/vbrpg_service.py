@@ -38,10 +38,9 @@ STOP_TIMEOUT_SECONDS = 10.0
 CLI_TIMEOUT_SECONDS = 120.0
 
 
-def run_cli(
-    *arguments: str | os.PathLike[str], timeout: float = CLI_TIMEOUT_SECONDS
-) -> subprocess.CompletedProcess[str]:
-    """Run `vbrpg-example ARGUMENTS...` to completion; stdout and stderr are captured separately."""
+def run_cli(*arguments: object, timeout: float = CLI_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
+    """Run `vbrpg-example ARGUMENTS...` (each passed through str()) to completion; stdout and stderr are
+    captured separately."""
     return subprocess.run(
         [*VBRPG_EXAMPLE, *map(str, arguments)],
         capture_output=True,

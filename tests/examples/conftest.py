@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vbrpg_service import ExampleService, kill_detached, run_cli, running_service
+
+from tests.support.vbrpg_service import ExampleService, kill_detached, run_cli, running_service
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +43,7 @@ def database(tmp_path: Path, migrated_database: Path) -> Path:
 @pytest.fixture
 def service(tmp_path: Path, database: Path, app_dir: Path) -> Iterator[ExampleService]:
     """The example service on a free port, serving this test's database and app dir, with a pidfile."""
-    with running_service(
-        database, app_dir, tmp_path / "service.log", pidfile=tmp_path / "service.pid"
-    ) as running:
+    with running_service(database, app_dir, tmp_path / "service.log", pidfile=tmp_path / "service.pid") as running:
         yield running
 
 

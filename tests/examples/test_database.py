@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from vbrpg_service import database_rows
 
+from tests.support.vbrpg_service import database_rows
 from vbrpg_example.database import Database
 from vbrpg_example.sqlite_connection import DatabaseMissing, connect
 

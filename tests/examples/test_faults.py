@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from vbrpg_service import (
+
+from tests.support.vbrpg_service import (
     CLEAN_HEAD,
     FAULT_REVISIONS,
     VBRPG_EXAMPLE,
@@ -72,10 +73,7 @@ def test_fk_violation_fails_the_upgrade_and_leaves_the_revision(database: Path, 
     result = inject("fk-violation", database, app_dir)
 
     assert result.returncode == 3
-    assert (
-        "sqlalchemy.exc.IntegrityError: (sqlite3.IntegrityError) FOREIGN KEY constraint failed"
-        in result.stdout
-    )
+    assert "sqlalchemy.exc.IntegrityError: (sqlite3.IntegrityError) FOREIGN KEY constraint failed" in result.stdout
     assert database_revision(database) == CLEAN_HEAD
     # SQLite DDL is not rolled back: the table the failed migration created stays behind, empty, and the
     # foreign key held, so there are no orphans for foreign_key_check to find.
@@ -108,9 +106,9 @@ def test_schema_skew_leaves_the_database_ahead_of_the_code(
         shutil.copy(script, app_dir / "alembic" / "versions")
     downgrade = run_cli("migrate", "--db", database, "--app-dir", app_dir, CLEAN_HEAD)
     assert downgrade.returncode == 0, downgrade.stderr
-    assert database_rows(
-        database, "SELECT count(*) FROM pragma_table_info('players') WHERE name = 'display_name'"
-    ) == [(0,)]
+    assert database_rows(database, "SELECT count(*) FROM pragma_table_info('players') WHERE name = 'display_name'") == [
+        (0,)
+    ]
     run_cli("fault", "reset", "--app-dir", app_dir)
     assert service.client().get("/health").json() == {
         "status": "ok",
@@ -145,10 +143,7 @@ def test_drop_index_turns_room_lookups_into_scans(database: Path, app_dir: Path)
     assert result.returncode == 0, result.stderr
     assert database_revision(database) == FAULT_REVISIONS["drop-index"]
     assert (
-        database_rows(
-            database, "SELECT name FROM sqlite_master WHERE name = 'ix_game_room_participants_room_id'"
-        )
-        == []
+        database_rows(database, "SELECT name FROM sqlite_master WHERE name = 'ix_game_room_participants_room_id'") == []
     )
     assert database_rows(database, ROOM_LOOKUP_PLAN)[0][-1] == "SCAN game_room_participants"
     downgrade = run_cli("migrate", "--db", database, "--app-dir", app_dir, "-1")
@@ -196,16 +191,12 @@ def test_lock_holds_the_write_lock_until_it_exits(database: Path, journal_mode: 
     )
     try:
         announcement = holder.stdout.readline() if holder.stdout else ""
-        assert f"pid {holder.pid} holding the write lock" in announcement, (
-            holder.stderr and holder.stderr.read()
-        )
+        assert f"pid {holder.pid} holding the write lock" in announcement, holder.stderr and holder.stderr.read()
         contender = sqlite3.connect(database, timeout=0, isolation_level=None)
         try:
             with pytest.raises(sqlite3.OperationalError, match="database is locked"):
                 contender.execute("BEGIN IMMEDIATE")
-            assert contender.execute("SELECT count(*) FROM game_rooms").fetchone() == (
-                0,
-            )  # readers still read
+            assert contender.execute("SELECT count(*) FROM game_rooms").fetchone() == (0,)  # readers still read
 
             holder.send_signal(signal.SIGTERM)  # ends the hold early, releasing cleanly
             assert holder.wait(30) == 0
@@ -217,9 +208,7 @@ def test_lock_holds_the_write_lock_until_it_exits(database: Path, journal_mode: 
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)
         holder.communicate()
-    assert (
-        database_rows(database, "SELECT name FROM sqlite_master WHERE name LIKE 'vbrpg_example_lock%'") == []
-    )
+    assert database_rows(database, "SELECT name FROM sqlite_master WHERE name LIKE 'vbrpg_example_lock%'") == []
 
 
 def test_kill_takes_the_service_down(service: ExampleService) -> None:

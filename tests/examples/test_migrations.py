@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vbrpg_service import CLEAN_HEAD, CLEAN_REVISIONS, database_revision, database_rows, run_cli
+from tests.support.vbrpg_service import CLEAN_HEAD, CLEAN_REVISIONS, database_revision, database_rows, run_cli
 
 ALEMBIC = (sys.executable, "-m", "alembic")
 
@@ -96,9 +96,7 @@ def test_every_downgrade_step_keeps_rooms_players_and_human_seats(database: Path
     assert result.returncode == 0, result.stderr
     assert database_revision(database) == CLEAN_HEAD
     assert seeded_rows(database) == before
-    assert database_rows(
-        database, "SELECT name FROM sqlite_master WHERE name = 'ix_game_room_participants_room_id'"
-    )
+    assert database_rows(database, "SELECT name FROM sqlite_master WHERE name = 'ix_game_room_participants_room_id'")
 
 
 def test_migrate_to_a_revision_goes_down_or_up_as_needed(database: Path, app_dir: Path) -> None:
@@ -118,9 +116,7 @@ def test_migrate_to_a_revision_goes_down_or_up_as_needed(database: Path, app_dir
 def test_env_py_takes_the_database_from_x_before_vbrpg_db(tmp_path: Path, app_dir: Path) -> None:
     from_x, from_environment = tmp_path / "from-x.db", tmp_path / "from-env.db"
 
-    by_x = alembic(
-        app_dir, "-x", f"db={from_x}", "upgrade", "head", environment={"VBRPG_DB": str(from_environment)}
-    )
+    by_x = alembic(app_dir, "-x", f"db={from_x}", "upgrade", "head", environment={"VBRPG_DB": str(from_environment)})
     by_environment = alembic(app_dir, "upgrade", "+1", environment={"VBRPG_DB": str(from_environment)})
 
     assert by_x.returncode == 0 and by_environment.returncode == 0, by_x.stderr + by_environment.stderr
@@ -128,9 +124,7 @@ def test_env_py_takes_the_database_from_x_before_vbrpg_db(tmp_path: Path, app_di
     assert database_revision(from_environment) == CLEAN_REVISIONS[0]
 
 
-def test_journal_mode_of_a_new_database_can_be_a_rollback_journal(
-    tmp_path: Path, template_app_dir: Path
-) -> None:
+def test_journal_mode_of_a_new_database_can_be_a_rollback_journal(tmp_path: Path, template_app_dir: Path) -> None:
     database = tmp_path / "journal.db"
 
     result = run_cli("migrate", "--db", database, "--app-dir", template_app_dir, "--journal-mode", "delete")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from vbrpg_service import CLEAN_HEAD, ExampleService, database_rows
+from tests.support.vbrpg_service import CLEAN_HEAD, ExampleService, database_rows
 
 
 def test_health_reads_revision_and_code_head(service: ExampleService) -> None:
@@ -60,10 +60,7 @@ def test_room_errors_are_404_and_409(service: ExampleService) -> None:
     client = service.client()
     client.post("/api/rooms", json={"name": "Tiny", "host_name": "alice", "max_players": 2, "code": "ABC123"})
 
-    assert (
-        client.post("/api/rooms", json={"name": "Again", "host_name": "x", "code": "abc123"}).status_code
-        == 409
-    )
+    assert client.post("/api/rooms", json={"name": "Again", "host_name": "x", "code": "abc123"}).status_code == 409
     assert client.get("/api/rooms/ZZZ999").status_code == 404
     assert client.post("/api/rooms/ZZZ999/join", json={"player_name": "bob"}).status_code == 404
     assert client.post("/api/rooms/ABC123/join", json={"player_name": "alice"}).status_code == 409

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from vbrpg_service import CLEAN_HEAD, ExampleService, free_port, process_gone, run_cli, running_service
+
+from tests.support.vbrpg_service import CLEAN_HEAD, ExampleService, free_port, process_gone, run_cli, running_service
 
 
 def serve_detached(
@@ -67,9 +68,7 @@ def test_restart_replaces_the_process(database: Path, app_dir: Path, detached_pi
     assert run_cli("stop", "--pidfile", detached_pidfile).returncode == 0
 
 
-def test_detach_reports_a_service_that_cannot_start(
-    database: Path, app_dir: Path, detached_pidfile: Path
-) -> None:
+def test_detach_reports_a_service_that_cannot_start(database: Path, app_dir: Path, detached_pidfile: Path) -> None:
     with socket.socket() as occupant:
         occupant.bind(("127.0.0.1", 0))
         occupant.listen()

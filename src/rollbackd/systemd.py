@@ -26,13 +26,15 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["systemd-python", "socket", "disabled"]
 
-try:  # systemd-python is optional (the `systemd` extra); rollbackd works without it
-    from systemd import daemon as _sd_daemon  # type: ignore[import-untyped, import-not-found, unused-ignore]
+# systemd-python is optional (the `systemd` extra) and untyped. mypy, run from the repository root, may also take
+# the unit-file folder systemd/ for a namespace package (attr-defined); Python prefers the real package.
+try:
+    from systemd import daemon as _sd_daemon  # type: ignore[import-untyped, import-not-found, attr-defined, unused-ignore]
 except ImportError:  # pragma: no cover - depends on what is installed
     _sd_daemon = None
 
 try:
-    from systemd import journal as _sd_journal  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from systemd import journal as _sd_journal  # type: ignore[import-untyped, import-not-found, attr-defined, unused-ignore]
 except ImportError:  # pragma: no cover - depends on what is installed
     _sd_journal = None
 

@@ -203,16 +203,13 @@ if _sd_journal is not None:
         """
 
         def __init__(self, level: int = logging.NOTSET, sender_function: Callable[..., Any] | None = None) -> None:
-            super().__init__(
-                level,
-                sender_function=sender_function or _sd_journal.send,
-                SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER,
-            )
+            super().__init__(level, sender_function=sender_function or _sd_journal.send)
+            self._constant_fields = {"SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER}
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
                 message = self.format(record)
-                fields: dict[str, Any] = dict(self._extra)
+                fields: dict[str, Any] = dict(self._constant_fields)
                 if record.exc_text:
                     fields["EXCEPTION_TEXT"] = record.exc_text
                 fields.update(journal_fields(record))

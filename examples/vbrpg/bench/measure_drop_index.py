@@ -61,9 +61,7 @@ def main() -> int:
                 results = [("with ix_game_room_participants_room_id", plan(database), lookups(client, codes))]
                 timed("fault drop-index", "fault", "drop-index", "--db", database, "--app-dir", app_dir)
                 results.append(("after fault drop-index", plan(database), lookups(client, codes)))
-                timed(
-                    "migrate -1 (recreate the index)", "migrate", "--db", database, "--app-dir", app_dir, "-1"
-                )
+                timed("migrate -1 (recreate the index)", "migrate", "--db", database, "--app-dir", app_dir, "-1")
                 results.append(("after migrate -1", plan(database), lookups(client, codes)))
         finally:
             timed("stop", "stop", "--pidfile", pidfile)

@@ -76,7 +76,5 @@ def run_alembic(
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise MigrationFailed(
-            f"alembic {' '.join(arguments)} did not finish in {timeout_seconds:g} s"
-        ) from error
+        raise MigrationFailed(f"alembic {' '.join(arguments)} did not finish in {timeout_seconds:g} s") from error
     return AlembicRun(argv, completed.returncode, completed.stdout, time.monotonic() - started)

@@ -31,9 +31,7 @@ def build_rooms_router(database: Database, before_request: Callable[[], Awaitabl
     @router.post("", status_code=status.HTTP_201_CREATED)
     def create_room(request: CreateRoom) -> RoomView:
         with database.writing() as session:
-            room = rooms.create_room(
-                session, request.name, request.host_name, request.max_players, request.code
-            )
+            room = rooms.create_room(session, request.name, request.host_name, request.max_players, request.code)
             return _room_view(room, rooms.list_seats(session, room))
 
     @router.get("/{code}")

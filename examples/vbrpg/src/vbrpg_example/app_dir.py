@@ -58,9 +58,7 @@ def init_app_dir(target: Path, database: Path | None = None, *, force: bool = Fa
     if target.exists() and any(target.iterdir()) and not force:
         raise UsageError(f"{target} is not empty; pass --force to copy the template over it")
     template = AppDir.packaged()
-    shutil.copytree(
-        template.path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    shutil.copytree(template.path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     app_dir = AppDir(target)
     ini_text = app_dir.ini_path.read_text()
     if database is not None:

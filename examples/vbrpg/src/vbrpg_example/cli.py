@@ -58,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_doc(init_app),
     )
     init.add_argument("directory", metavar="DIR", type=Path, help="where to create the app dir")
-    init.add_argument(
-        "--db", type=Path, metavar="PATH", help="write this database into alembic.ini's sqlalchemy.url"
-    )
+    init.add_argument("--db", type=Path, metavar="PATH", help="write this database into alembic.ini's sqlalchemy.url")
     init.add_argument("--force", action="store_true", help="copy over a non-empty DIR")
     init.set_defaults(handler=init_app)
 
@@ -71,9 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--detach", action="store_true", help="start in the background; needs --pidfile")
     serve.set_defaults(handler=serve_command)
 
-    stop = commands.add_parser(
-        "stop", help="stop the service named by a pidfile", description=_doc(stop_command)
-    )
+    stop = commands.add_parser("stop", help="stop the service named by a pidfile", description=_doc(stop_command))
     stop.add_argument("--pidfile", type=Path, metavar="FILE", required=True, help="the service's pidfile")
     _add_stop_timeout(stop)
     stop.set_defaults(handler=stop_command)
@@ -111,12 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(seed)
     seed.add_argument("--rooms", type=_count, metavar="N", required=True, help="rooms to add")
     seed.add_argument("--players", type=_count, metavar="N", required=True, help="players to add")
-    seed.add_argument(
-        "--participants-per-room", type=_count, metavar="K", default=0, help="players seated per room"
-    )
-    seed.add_argument(
-        "--agents-per-room", type=_count, metavar="K", default=0, help="AI agents seated per room"
-    )
+    seed.add_argument("--participants-per-room", type=_count, metavar="K", default=0, help="players seated per room")
+    seed.add_argument("--agents-per-room", type=_count, metavar="K", default=0, help="AI agents seated per room")
     seed.set_defaults(handler=seed_command)
 
     faults = commands.add_parser("faults", help="list the faults with one-line descriptions")
@@ -127,21 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kinds = fault.add_subparsers(dest="fault", required=True, metavar="NAME")
     for entry in FAULTS:
-        kind = kinds.add_parser(
-            entry.name, help=entry.summary, description=f"{entry.summary}. {entry.scenario}."
-        )
+        kind = kinds.add_parser(entry.name, help=entry.summary, description=f"{entry.summary}. {entry.scenario}.")
         if entry.script is not None:
             _add_database_option(kind)
             _add_app_dir_option(kind)
         if entry.name == "schema-skew":
-            kind.add_argument(
-                "--stash", type=Path, metavar="DIR", help="keep a copy of the removed script here"
-            )
+            kind.add_argument("--stash", type=Path, metavar="DIR", help="keep a copy of the removed script here")
         elif entry.name == "corrupt":
             _add_database_option(kind)
-            kind.add_argument(
-                "--table", default=DEFAULT_TABLE, help=f"core table to damage (default: {DEFAULT_TABLE})"
-            )
+            kind.add_argument("--table", default=DEFAULT_TABLE, help=f"core table to damage (default: {DEFAULT_TABLE})")
             kind.add_argument(
                 "--pages",
                 type=_positive,
@@ -150,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif entry.name == "lock":
             _add_database_option(kind)
-            kind.add_argument(
-                "--seconds", type=float, metavar="N", required=True, help="how long to hold the lock"
-            )
+            kind.add_argument("--seconds", type=float, metavar="N", required=True, help="how long to hold the lock")
             kind.add_argument(
                 "--busy-timeout",
                 type=float,
@@ -161,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="wait this long to get the lock",
             )
         elif entry.name == "kill":
-            kind.add_argument(
-                "--pidfile", type=Path, metavar="FILE", required=True, help="the service's pidfile"
-            )
+            kind.add_argument("--pidfile", type=Path, metavar="FILE", required=True, help="the service's pidfile")
         kind.set_defaults(handler=fault_command)
     reset = kinds.add_parser("reset", help="remove every fault script from the app dir's versions/")
     _add_app_dir_option(reset)

@@ -63,7 +63,6 @@ def check_health(database_path: Path, scripts: MigrationScripts, busy_timeout_se
             False,
             revision,
             code_head,
-            f"database revision {revision} is unknown to the code's migration scripts "
-            f"(code head {code_head})",
+            f"database revision {revision} is unknown to the code's migration scripts (code head {code_head})",
         )
     return HealthReport(True, revision, code_head)

@@ -60,9 +60,7 @@ def direction_to(app_dir: AppDir, current: str | None, target: str) -> str:
     return "downgrade" if target_script.revision in scripts.ancestors(current) else "upgrade"
 
 
-def migrate(
-    database_path: Path, app_dir: AppDir, target: str = "head", *, journal_mode: str = "wal"
-) -> AlembicRun:
+def migrate(database_path: Path, app_dir: AppDir, target: str = "head", *, journal_mode: str = "wal") -> AlembicRun:
     """Migrate to `target` (head, base, a revision id or prefix, -N, +N). Raise MigrationFailed on failure."""
     direction = direction_to(app_dir, current_revision(database_path), target)
     run = run_alembic(app_dir, database_path, [direction, target], journal_mode=journal_mode)

@@ -10,9 +10,7 @@ from vbrpg_example.rooms import Seat
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
 RoomName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
-RoomCode = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9]{6}$")
-]
+RoomCode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9]{6}$")]
 
 
 class CreateRoom(BaseModel):

@@ -22,9 +22,7 @@ from vbrpg_example.service_process import READY_MESSAGE, running_service
 class _Server(uvicorn.Server):
     """uvicorn's server with two hooks: after the port is bound, and after shutdown."""
 
-    def __init__(
-        self, config: uvicorn.Config, on_ready: Callable[[], None], on_shutdown: Callable[[], None]
-    ) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None], on_shutdown: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_ready = on_ready
         self._on_shutdown = on_shutdown

@@ -149,9 +149,7 @@ def start_detached(
         raise ServiceFailed(f"not ready after {start_timeout_seconds:g} s; log tail:\n{_tail(log_file)}")
     if not ready:
         returncode = process.wait()
-        raise ServiceFailed(
-            f"the service exited ({returncode}) before it was ready; log tail:\n{_tail(log_file)}"
-        )
+        raise ServiceFailed(f"the service exited ({returncode}) before it was ready; log tail:\n{_tail(log_file)}")
     try:
         _confirm_health(health_url, process.pid, log_file)
     except ServiceFailed:

@@ -20,17 +20,14 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-STALE_ROOMS = (
-    "SELECT id FROM game_rooms WHERE status != 'playing' AND created_at < datetime('now', '+30 days')"
-)
+STALE_ROOMS = "SELECT id FROM game_rooms WHERE status != 'playing' AND created_at < datetime('now', '+30 days')"
 
 
 def upgrade() -> None:
     op.execute(f"DELETE FROM game_room_participants WHERE room_id IN ({STALE_ROOMS})")  # noqa: S608 - constant
     op.execute(f"DELETE FROM game_rooms WHERE id IN ({STALE_ROOMS})")  # noqa: S608 - constant
     op.execute(
-        "DELETE FROM players WHERE id NOT IN "
-        "(SELECT player_id FROM game_room_participants WHERE player_id IS NOT NULL)"
+        "DELETE FROM players WHERE id NOT IN (SELECT player_id FROM game_room_participants WHERE player_id IS NOT NULL)"
     )
 
 

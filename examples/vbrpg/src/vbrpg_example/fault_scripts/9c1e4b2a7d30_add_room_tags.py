@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_room_tags"),
     )
     op.create_index("ix_room_tags_room_id", "room_tags", ["room_id"])
-    op.execute(
-        "INSERT INTO room_tags (room_id, tag) SELECT id, 'open' FROM game_rooms WHERE status = 'waiting'"
-    )
+    op.execute("INSERT INTO room_tags (room_id, tag) SELECT id, 'open' FROM game_rooms WHERE status = 'waiting'")
     op.execute(FEATURE_LOBBY)
 
 

@@ -48,9 +48,7 @@ def corrupt_table(database: Path, table: str = DEFAULT_TABLE, pages: int = DEFAU
             raise CorruptionFailed(f"no table {table} in {database}")
         table_pages = [
             int(row[0])
-            for row in connection.execute(
-                "SELECT pageno FROM dbstat WHERE name = ? ORDER BY pageno", (table,)
-            )
+            for row in connection.execute("SELECT pageno FROM dbstat WHERE name = ? ORDER BY pageno", (table,))
         ]
     finally:
         # Close before writing: our own open connection must not see or cache the file mid-damage.

@@ -57,9 +57,7 @@ def lock(database: Path, seconds: float, busy_timeout_seconds: float) -> int:
 
 def kill(pidfile: Path) -> int:
     pid = kill_service(pidfile)
-    print(
-        f"fault kill: sent SIGKILL to pid {pid}; it is gone, its pidfile {pidfile} stays as a crash leaves it"
-    )
+    print(f"fault kill: sent SIGKILL to pid {pid}; it is gone, its pidfile {pidfile} stays as a crash leaves it")
     return ExitCode.OK
 
 

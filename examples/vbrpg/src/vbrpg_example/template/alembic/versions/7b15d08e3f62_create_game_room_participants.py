@@ -31,9 +31,7 @@ def upgrade() -> None:
             name="fk_game_room_participants_room_id_game_rooms",
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["player_id"], ["players.id"], name="fk_game_room_participants_player_id_players"
-        ),
+        sa.ForeignKeyConstraint(["player_id"], ["players.id"], name="fk_game_room_participants_player_id_players"),
         sa.PrimaryKeyConstraint("id", name="pk_game_room_participants"),
     )
     op.create_index("ix_game_room_participants_room_id", "game_room_participants", ["room_id"])

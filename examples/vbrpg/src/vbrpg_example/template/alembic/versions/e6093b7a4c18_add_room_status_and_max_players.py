@@ -22,9 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "game_rooms", sa.Column("status", sa.String(length=16), server_default="waiting", nullable=False)
-    )
+    op.add_column("game_rooms", sa.Column("status", sa.String(length=16), server_default="waiting", nullable=False))
     op.add_column("game_rooms", sa.Column("max_players", sa.Integer(), server_default="8", nullable=False))
 
 

@@ -38,7 +38,8 @@ from rollbackd.config import ServiceConfig
 from rollbackd.metrics import Metrics
 
 METHOD = "backup-api-stepped-read-snapshot"
-STEP_PAGES = 4096  # 16 MiB of 4 KiB pages between progress reports; the step size does not affect consistency
+STEPS = 100  # progress reports per copy (1 %); the step size does not affect consistency, the read snapshot does
+MIN_STEP_PAGES = 64
 SOURCE_BUSY_TIMEOUT = 30.0  # seconds the copy waits for a rollback-mode writer's commit
 SQLITE_FULL = 13
 SQLITE_BUSY = 5
@@ -254,8 +255,9 @@ def _copy(source: Path, temp: Path, *, timeout: float, progress: Progress | None
             journal_mode = database.journal_mode(reader)
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # pins the snapshot
+            step = max(MIN_STEP_PAGES, database.page_count(reader) // STEPS)
             try:
-                reader.backup(writer, pages=STEP_PAGES, progress=_progress_guard(progress, deadline))
+                reader.backup(writer, pages=step, progress=_progress_guard(progress, deadline))
             finally:
                 reader.execute("COMMIT")
             writer.execute("PRAGMA journal_mode = DELETE")  # a WAL-mode header would put -wal/-shm beside it

@@ -26,7 +26,8 @@ TABLES = ["game_rooms", "players", "game_room_participants"]
 
 # The example service's schema at its head revision (as `vbrpg-example migrate` leaves it).
 SCHEMA = """
-CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
 CREATE TABLE players (
     id INTEGER NOT NULL, name VARCHAR(40) NOT NULL, created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
     CONSTRAINT pk_players PRIMARY KEY (id), CONSTRAINT uq_players_name UNIQUE (name));

@@ -63,9 +63,7 @@ def make_database(
         for player in range(1, players + 1):
             connection.execute("INSERT INTO players (id, name) VALUES (?, ?)", (player, f"player-{player}"))
             if rooms:
-                connection.execute(
-                    "INSERT INTO game_room_participants (room_id, player_id) VALUES (1, ?)", (player,)
-                )
+                connection.execute("INSERT INTO game_room_participants (room_id, player_id) VALUES (1, ?)", (player,))
         connection.execute("COMMIT")
     return path
 

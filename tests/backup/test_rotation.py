@@ -92,9 +92,7 @@ def test_keep_hourly_keeps_the_newest_of_each_recent_hour() -> None:
 def test_the_newest_verified_backup_is_kept_even_when_no_rule_would() -> None:
     lonely = entry(at("2024-01-01T00:00:00"))
     newer_but_broken = entry(at("2025-06-01T00:00:00"), verified=False)
-    plan = plan_rotation(
-        [lonely, newer_but_broken], RetentionPolicy(keep_last=1), now=at("2025-06-02T00:00:00")
-    )
+    plan = plan_rotation([lonely, newer_but_broken], RetentionPolicy(keep_last=1), now=at("2025-06-02T00:00:00"))
     assert plan.keep == [lonely.name]
     assert plan.unverified == [newer_but_broken.name]
     assert plan.remove == []

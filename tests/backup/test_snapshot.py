@@ -199,9 +199,12 @@ def test_disk_filling_mid_copy_is_reported_and_leaves_no_partial_file(
         take_backup(guarded, reason="scheduled", metrics=metrics)
     assert refused.value.reason == "low_space"
     assert backup_files(backup_dir) == before
-    assert metrics.registry.get_sample_value(
-        "rollbackd_backup_failures_total", {"service": "vbrpg", "reason": "low_space"}
-    ) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "rollbackd_backup_failures_total", {"service": "vbrpg", "reason": "low_space"}
+        )
+        == 1
+    )
 
 
 def test_stale_temp_files_of_dead_backups_are_removed_live_ones_kept(tmp_path: Path) -> None:

@@ -209,10 +209,10 @@ def _check_backup(service: ServiceConfig, backup: BackupEntry) -> BackupManifest
         with contextlib.closing(connection):
             rows = connection.execute(f"PRAGMA {pragma}").fetchall()
     except sqlite3.Error as error:
-        raise RestoreError("corrupt", f"refusing {backup.name}: SQLite cannot read it: {error}") from error
+        raise RestoreError("corrupt", f"refusing {backup.name}: it is corrupt (SQLite: {error})") from error
     if [tuple(row) for row in rows] != [("ok",)]:
         detail = "; ".join(str(row[0]) for row in rows[:3])
-        raise RestoreError("corrupt", f"refusing {backup.name}: {pragma} failed: {detail}")
+        raise RestoreError("corrupt", f"refusing {backup.name}: it is corrupt ({pragma}: {detail})")
     return manifest
 
 

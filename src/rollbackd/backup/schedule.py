@@ -142,8 +142,10 @@ class BackupScheduler:
     def _next_delay(self, now: float) -> float:
         every = self.service.backups.every
         due = [self._retry_at if self._retry_at is not None else (self._newest_at or now) + every]
-        if self.service.backups.drill_every > 0 and self._newest_at is not None:
-            due.append((self._last_drill_at or now) + self.service.backups.drill_every)
+        if self._drill_due(now):
+            due.append(now)
+        elif self.service.backups.drill_every > 0 and self._last_drill_at is not None:
+            due.append(self._last_drill_at + self.service.backups.drill_every)
         return min(max(0.0, min(due) - now), every)
 
     # -- blocking work (threads) ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from rollbackd.actions.control import ControlError, ControlUnavailable, ServiceControl
 from rollbackd.config import ServiceConfig, parse_config
+from tests.support.vbrpg_service import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -119,12 +119,6 @@ def test_a_command_that_hangs_is_killed_at_the_timeout(tmp_path: Path) -> None:
     )
     with pytest.raises(ControlError, match="timed out"):
         control.start()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pid_in(pidfile: Path) -> int | None:

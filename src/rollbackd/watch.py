@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 EventKind = Literal["migration", "code"]
 CHANGE_EVENTS = (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED, EVENT_TYPE_CLOSED)
 IGNORED_PARTS = ("__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules")
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", ".tmp", ".log", ".partial", "~")
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", ".tmp", ".log", ".partial", ".pid", ".lock", ".sock", "~")
 SQLITE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite3", "-wal", "-shm", "-journal")
 
 
@@ -142,14 +142,18 @@ class DeployWatcher:
             self._observer = None
 
     def _from_thread(self, path: str) -> None:
+        """On the observer thread: drop noise here (pure path checks), so the service's own database writes
+        never wake the event loop; hand the rest over."""
+        kind = self.classify(Path(path))
         loop = self.loop
-        if loop is None or loop.is_closed():
+        if kind is None or loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            loop.call_soon_threadsafe(self._collect, path)
+            loop.call_soon_threadsafe(self._collect, path, kind)
 
     def classify(self, path: Path) -> EventKind | None:
-        """``migration`` for a script in the versions dir, ``code`` for another code file, None if ignored."""
+        """``migration`` for a script in the versions dir, ``code`` for another code file, None if ignored.
+        Pure path logic: safe on the observer thread."""
         path = Path(path)
         if is_ignored(path, self.ignored_dirs):
             return None
@@ -159,9 +163,8 @@ class DeployWatcher:
             return "code"
         return None
 
-    def _collect(self, raw: str) -> None:
-        kind = self.classify(Path(raw))
-        if kind is None or self.loop is None:
+    def _collect(self, raw: str, kind: EventKind) -> None:
+        if self.loop is None:
             return
         now = self.loop.time()
         if not self._pending:

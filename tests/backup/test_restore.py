@@ -271,3 +271,23 @@ def test_resume_finishes_a_restore_killed_between_the_quarantine_and_the_swap(
     assert rows(Path(moves[0].target)) == old_rows
     assert not temp.exists()
     assert control_log(tmp_path) == ["start"]
+
+
+def test_a_restored_file_that_fails_its_check_is_undone_and_the_old_database_comes_back(
+    tmp_path: Path,
+    restorable: tuple,  # type: ignore[type-arg]
+) -> None:
+    service, state_dir, backup = restorable
+    old_rows = rows(service.database)
+    files_before = data_files(service.database.parent)
+    data = json.loads(manifest_path(backup).read_text())
+    data["row_counts"]["players"] = 99  # the bytes still match their sha256; what was recorded about them does not
+    manifest_path(backup).write_text(json.dumps(data))
+    with pytest.raises(RestoreError, match="row counts") as caught:
+        restore_backup(service, newest(service), control=ServiceControl(service), state_dir=state_dir)
+    assert caught.value.reason == "verify_failed" and caught.value.touched
+    assert rows(service.database) == old_rows
+    assert data_files(service.database.parent) == files_before  # no quarantine copy, no temp left behind
+    assert control_log(tmp_path) == ["stop", "start"]  # the service runs again, on its old database
+    journal = read_journal(state_dir.service_dir("vbrpg"))
+    assert journal is not None and journal.state == "undone"

@@ -1,0 +1,457 @@
+"""`rollbackd backup`, `rollbackd backups [list|verify|prune|drill]`, `rollbackd restore`.
+
+The runbook's backup section by hand: take a verified backup now (the deploy script's ``BACKUP_DB=true`` hook is
+``rollbackd backup --reason pre-deploy``), see which backups exist and which can be trusted, prune, drill, and
+restore one the safe way. Every error is one line and a named exit code; ``--json`` prints for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rollbackd.actions.control import ServiceControl
+from rollbackd.backup.catalog import (
+    BackupEntry,
+    BackupRefused,
+    NoBackup,
+    choose_backup,
+    list_backups,
+    parse_moment,
+    resolve_backup_name,
+    verify_backup,
+)
+from rollbackd.backup.drill import run_drill
+from rollbackd.backup.pre_deploy import PreDeployRecord, pinned_pre_deploy, read_pre_deploy, record_pre_deploy
+from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup, resume_interrupted_restore
+from rollbackd.backup.rotation import prune_backups
+from rollbackd.backup.snapshot import BackupError, take_backup
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.config import Config, ServiceConfig
+from rollbackd.exit_codes import ExitCode
+from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state_dir import StateDir
+
+LOCK_WAIT = 60.0  # seconds a CLI command waits for the daemon's backup or another action to finish
+UNAVAILABLE_REASONS = ("disk_full", "low_space", "source_unavailable", "dir_unwritable", "no_space", "no_backup")
+BACKUPS_ACTIONS = ("list", "verify", "prune", "drill")
+
+
+class CommandFailed(Exception):
+    """A one-line error for the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def register(commands: Subcommands) -> None:
+    backup = add_command(commands, "backup", "take a verified backup now", _guarded("backup", run_backup))
+    backup.add_argument("service", nargs="?", help="service name (optional when the config has one)")
+    backup.add_argument(
+        "--reason",
+        choices=("manual", "pre-deploy"),
+        default="manual",
+        help="pre-deploy: the deploy script's hook (BACKUP_DB=true); recorded as the deploy's fallback",
+    )
+    backup.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    backups = add_command(commands, "backups", "list, verify, prune or drill backups", _guarded("backups", run_backups))
+    backups.add_argument(
+        "words", nargs="*", metavar="[ACTION] [SERVICE]", help=f"action: {', '.join(BACKUPS_ACTIONS)} (default list)"
+    )
+    backups.add_argument("--json", action="store_true", help="print JSON")
+    backups.add_argument("--dry-run", action="store_true", help="prune: show what would be removed, remove nothing")
+    backups.add_argument("--verify", action="store_true", help="list: check every backup's sha256 (reads them all)")
+
+    restore = add_command(
+        commands, "restore", "restore a verified backup, keeping the current file", _guarded("restore", run_restore)
+    )
+    restore.add_argument("service", nargs="?", help="service name (optional when the config has one)")
+    which = restore.add_mutually_exclusive_group()
+    which.add_argument("--backup", metavar="NAME", help="the backup's file name (default: the newest verified)")
+    which.add_argument("--before", metavar="TIME", help="the newest verified backup before YYYYMMDD_HHMMSS or ISO")
+    which.add_argument("--revision", metavar="REV", help="the newest verified backup of this Alembic revision")
+    restore.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
+    restore.add_argument("--resume", action="store_true", help="finish or undo an interrupted restore")
+    restore.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--service-stopped",
+        action="store_true",
+        help="you stopped the service yourself (needed with control kind 'none'); rollbackd will not start it",
+    )
+    restore.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _guarded(name: str, handler: Callable[[argparse.Namespace], ExitCode]) -> Callable[[argparse.Namespace], ExitCode]:
+    def run(args: argparse.Namespace) -> ExitCode:
+        try:
+            return handler(args)
+        except CommandFailed as error:
+            print(f"rollbackd {name}: {error}", file=sys.stderr)
+            return error.code
+        except KeyError as error:  # an unknown service name
+            print(f"rollbackd {name}: {error.args[0]}", file=sys.stderr)
+            return ExitCode.CONFIG
+        except OSError as error:
+            print(f"rollbackd {name}: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+            return ExitCode.UNAVAILABLE
+
+    return run
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _service(config: Config, name: str | None) -> ServiceConfig:
+    if name:
+        return config.get_service(name)
+    if len(config.service) == 1:
+        return config.service[0]
+    names = ", ".join(service.name for service in config.service)
+    raise CommandFailed(f"the config has several services; name one of: {names}", ExitCode.CONFIG)
+
+
+def _lock(config: Config, service: ServiceConfig, purpose: str) -> ServiceLock:
+    lock = ServiceLock(config.daemon.state_dir, service.name, purpose)
+    try:
+        lock.acquire(timeout=LOCK_WAIT)
+    except ServiceBusy as error:
+        raise CommandFailed(f"{error} (waited {LOCK_WAIT:.0f}s)", ExitCode.UNAVAILABLE) from error
+    except OSError as error:
+        raise CommandFailed(
+            f"cannot use the state dir {config.daemon.state_dir}: {error.strerror}", ExitCode.UNAVAILABLE
+        ) from error
+    return lock
+
+
+class ProgressBar:
+    """A carriage-return progress line on a terminal; silent when the stream is not one (cron, CI, pipes)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "pages") -> None:
+        self.stream = stream or sys.stderr
+        self.label = label
+        self.unit = unit
+        self.enabled = self.stream.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = int(100 * done / total)
+        if percent == self._last:
+            return
+        self._last = percent
+        bar = "#" * (percent // 4)
+        self.stream.write(f"\r{self.label} [{bar:<25}] {percent:3d}%")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last >= 0:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _when(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)
+
+
+def _entry_json(entry: BackupEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "path": str(entry.path),
+        "status": entry.status,
+        "problem": entry.problem,
+        "created_at": datetime.fromtimestamp(entry.created_at, UTC).isoformat(),
+        "size_bytes": entry.size_bytes,
+        "manifest": entry.manifest.to_json() if entry.manifest else None,
+    }
+
+
+# -- rollbackd backup ----------------------------------------------------------------------------------------
+
+
+def run_backup(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    service = _service(config, args.service)
+    state_dir = StateDir(config.daemon.state_dir)
+    lock = _lock(config, service, f"rollbackd backup --reason {args.reason}")
+    progress = ProgressBar(f"backing up {service.database.name}", unit="pages") if not args.json else None
+    try:
+        result = take_backup(service, reason=args.reason, progress=progress)
+    except BackupError as error:
+        code = ExitCode.UNAVAILABLE if error.reason in UNAVAILABLE_REASONS else ExitCode.FAILED
+        raise CommandFailed(f"{error} [{error.reason}]", code) from error
+    finally:
+        if progress is not None:
+            progress.close()
+        lock.release()
+    manifest = result.manifest
+    if args.reason == "pre-deploy":
+        record = PreDeployRecord(result.path.name, manifest.revision, manifest.created_at, "cli")
+        record_pre_deploy(state_dir.service_dir(service.name), record)
+    if args.json:
+        print_json({"path": str(result.path), **manifest.to_json()})
+    else:
+        rows = sum(count or 0 for count in manifest.row_counts.values())
+        print(
+            f"{result.path}: revision {manifest.revision}, {rows} rows, {_size(manifest.size_bytes)}, "
+            f"sha256 {manifest.sha256[:12]}, {manifest.check} ok, {manifest.duration_seconds:.2f}s"
+        )
+    return ExitCode.OK
+
+
+# -- rollbackd backups ---------------------------------------------------------------------------------------
+
+
+def run_backups(args: argparse.Namespace) -> ExitCode:
+    words = list(args.words)
+    action = words.pop(0) if words and words[0] in BACKUPS_ACTIONS else "list"
+    if len(words) > 1:
+        raise CommandFailed(f"expected [ACTION] [SERVICE], got {' '.join(args.words)!r}", ExitCode.CONFIG)
+    config = load_cli_config(args)
+    service = _service(config, words[0] if words else None)
+    if action == "list":
+        return _list(service, args)
+    if action == "verify":
+        return _verify(service, args)
+    if action == "prune":
+        return _prune(config, service, args)
+    return _drill(config, service, args)
+
+
+def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    listing = list_backups(service.backups.dir, service.database.stem, verify=args.verify)
+    if args.json:
+        print_json(
+            {
+                "service": service.name,
+                "backup_dir": str(service.backups.dir),
+                "backups": [_entry_json(entry) for entry in listing.backups],
+                "orphan_manifests": [str(path) for path in listing.orphan_manifests],
+                "partials": [str(path) for path in listing.partials],
+            }
+        )
+        return ExitCode.OK
+    if not listing.backups:
+        print(f"no backups of {service.name} in {service.backups.dir}")
+    for entry in reversed(listing.backups):
+        manifest = entry.manifest
+        status = "verified" if entry.verified else f"UNVERIFIED: {entry.problem}"
+        reason = manifest.reason if manifest else "?"
+        drill = ""
+        if manifest is not None and manifest.drill is not None:
+            drill = f" drill {'ok' if manifest.drill.ok else 'FAILED'} {_when(manifest.drill.at)}"
+        print(
+            f"{entry.name}  {_when(entry.created_at)}  {reason:<11}  revision {entry.revision}  "
+            f"{_size(entry.size_bytes)}  {status}{drill}"
+        )
+    for path in listing.orphan_manifests:
+        print(f"note: {path.name} describes a backup that is gone (removed by `rollbackd backups prune`)")
+    for path in listing.partials:
+        print(f"note: {path.name} is an unfinished backup's temp file")
+    return ExitCode.OK
+
+
+def _verify(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    listing = list_backups(service.backups.dir, service.database.stem)
+    checked = [verify_backup(entry) if entry.manifest else entry for entry in listing.backups]
+    if args.json:
+        print_json({"service": service.name, "backups": [_entry_json(entry) for entry in checked]})
+    else:
+        for entry in checked:
+            print(f"{entry.name}: {'ok' if entry.verified else 'UNVERIFIED: ' + entry.problem}")
+    bad = [entry for entry in checked if not entry.verified]
+    if bad and not args.json:
+        print(f"{len(bad)} of {len(checked)} backup(s) unverified: they will never be restored", file=sys.stderr)
+    return ExitCode.FAILED if bad else ExitCode.OK
+
+
+def reachable_revisions(service: ServiceConfig, seen: set[str]) -> set[str]:
+    """Revisions a downgrade or upgrade can reach: those in the Alembic script dir. When it cannot be read,
+    every revision seen in the backups (keeping more is the safe side)."""
+    try:
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory(str(service.script_location))
+        return {revision.revision for revision in script.walk_revisions()}
+    except Exception:  # noqa: BLE001 - any failure to read the scripts falls back to keeping more
+        return seen
+
+
+def _prune(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    lock = None if args.dry_run else _lock(config, service, "rollbackd backups prune")
+    try:
+        now = time.time()
+        listing = list_backups(service.backups.dir, service.database.stem)
+        seen = {entry.revision for entry in listing.verified if entry.revision}
+        record = read_pre_deploy(StateDir(config.daemon.state_dir).service_dir(service.name))
+        result = prune_backups(
+            service,
+            now=now,
+            reachable_revisions=reachable_revisions(service, seen),
+            pinned=pinned_pre_deploy(record, now=now, window=service.deploy.window),
+            dry_run=args.dry_run,
+            listing=listing,
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+    if args.json:
+        print_json(
+            {
+                "service": service.name,
+                "dry_run": result.dry_run,
+                "decisions": [
+                    {"name": d.name, "action": d.action, "reasons": list(d.reasons)} for d in result.plan.decisions
+                ],
+                "removed": list(result.removed),
+                "orphan_manifests_removed": list(result.orphan_manifests_removed),
+            }
+        )
+        return ExitCode.OK
+    verb = "would be removed" if result.dry_run else "removed"
+    for decision in result.plan.decisions:
+        what = {"keep": "keep", "remove": verb, "unverified": "UNVERIFIED (left alone)"}[decision.action]
+        print(f"{decision.name}: {what}: {'; '.join(decision.reasons)}")
+    for name in result.orphan_manifests_removed:
+        print(f"{name}: {verb} (manifest of a backup that is gone)")
+    plan = result.plan
+    print(f"{len(result.removed)} backup(s) {verb}, {len(plan.keep)} kept, {len(plan.unverified)} unverified")
+    return ExitCode.OK
+
+
+def _drill(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    lock = _lock(config, service, "rollbackd backups drill")
+    try:
+        report = run_drill(service, state_dir=StateDir(config.daemon.state_dir))
+    except NoBackup as error:
+        raise CommandFailed(str(error), ExitCode.UNAVAILABLE) from error
+    finally:
+        lock.release()
+    if args.json:
+        print_json({"service": service.name, **report.__dict__})
+    else:
+        print(f"{report.backup}: drill {'ok' if report.ok else 'FAILED'}: {report.detail} ({report.seconds:.2f}s)")
+    return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+# -- rollbackd restore ---------------------------------------------------------------------------------------
+
+
+def run_restore(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    service = _service(config, args.service)
+    state_dir = StateDir(config.daemon.state_dir)
+    control = ServiceControl(service)
+    if args.resume:
+        return _resume(config, service, control, state_dir, args.json)
+    before = None
+    if args.before:
+        try:
+            before = parse_moment(args.before)
+        except ValueError as error:
+            raise CommandFailed(str(error), ExitCode.CONFIG) from error
+    lock = None if args.dry_run else _lock(config, service, "rollbackd restore")
+    try:
+        entry = _choose(service, args.backup, before, args.revision)
+        if not args.dry_run and not args.yes:
+            _confirm(service, entry)
+        progress = ProgressBar("copying the backup", unit="bytes") if not args.json else None
+        try:
+            report = restore_backup(
+                service,
+                entry,
+                control=control,
+                state_dir=state_dir,
+                reason="manual",
+                dry_run=args.dry_run,
+                service_stopped=args.service_stopped,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+    except RestoreError as error:
+        raise _restore_failed(error) from error
+    finally:
+        if lock is not None:
+            lock.release()
+    _print_report(report, args.json)
+    return ExitCode.OK
+
+
+def _resume(
+    config: Config, service: ServiceConfig, control: ServiceControl, state_dir: StateDir, as_json: bool
+) -> ExitCode:
+    lock = _lock(config, service, "rollbackd restore --resume")
+    try:
+        report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
+    except RestoreError as error:
+        raise _restore_failed(error) from error
+    finally:
+        lock.release()
+    if report is None:
+        if as_json:
+            print_json({"service": service.name, "outcome": "nothing", "message": "no interrupted restore"})
+        else:
+            print(f"no interrupted restore of {service.name}")
+        return ExitCode.OK
+    _print_report(report, as_json)
+    return ExitCode.OK
+
+
+def _choose(service: ServiceConfig, name: str | None, before: float | None, revision: str | None) -> BackupEntry:
+    try:
+        if name is not None:
+            resolve_backup_name(service.backups.dir, name, service.database.stem)
+        listing = list_backups(service.backups.dir, service.database.stem)
+        return choose_backup(listing, name=name, before=before, revision=revision)
+    except BackupRefused as error:
+        raise CommandFailed(str(error), ExitCode.FAILED) from error
+    except NoBackup as error:
+        raise CommandFailed(str(error), ExitCode.UNAVAILABLE) from error
+
+
+def _confirm(service: ServiceConfig, entry: BackupEntry) -> None:
+    question = (
+        f"Restore {entry.name} (revision {entry.revision}, {_when(entry.created_at)}) over {service.database}?\n"
+        "The service will be stopped and the current files kept as *_corrupted_*. [y/N] "
+    )
+    if not sys.stdin.isatty():
+        raise CommandFailed("refusing to restore without confirmation: pass --yes (or --dry-run)", ExitCode.CONFIG)
+    answer = input(question)
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CommandFailed("not confirmed; nothing was touched", ExitCode.FAILED)
+
+
+def _restore_failed(error: RestoreError) -> CommandFailed:
+    code = ExitCode.UNAVAILABLE if error.reason in UNAVAILABLE_REASONS else ExitCode.FAILED
+    return CommandFailed(str(error), code)
+
+
+def _print_report(report: RestoreReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.to_json())
+        return
+    for line in report.plan:
+        print(f"plan: {line}")
+    for step in report.steps:
+        print(f"{step.name}: {step.seconds:.2f}s{' (' + step.detail + ')' if step.detail else ''}")
+    for path in report.quarantined:
+        print(f"kept the previous file as {path}")
+    if report.outcome == "restored":
+        print(f"restored {report.backup} to {report.database}: revision {report.revision}, rows {report.row_counts}")
+    print(report.message)

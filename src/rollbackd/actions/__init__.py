@@ -1,0 +1,1 @@
+"""What rollbackd does to a service: control it, migrate it, restore it; and the executor running plans."""

@@ -8,7 +8,7 @@ at start, so a newer rollbackd reads an older state DB. Calls block: the daemon 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,13 +274,13 @@ class History:
             return record.id
 
     def finish_action(
-        self, action_id: int, outcome: str, *, commands: Sequence[dict[str, Any]] = (), detail: dict[str, Any]
+        self, action_id: int, outcome: str, *, commands: Sequence[Mapping[str, Any]] = (), detail: dict[str, Any]
     ) -> None:
         with self.session() as session:
             record = session.get_one(ActionRecord, action_id)
             record.finished_at = self.clock()
             record.outcome = outcome
-            record.commands = list(commands)
+            record.commands = [dict(command) for command in commands]
             record.detail = {**record.detail, **detail}
 
     def record_verification(

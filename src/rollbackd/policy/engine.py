@@ -89,6 +89,7 @@ class ActionOutcome:
     backup_used: str | None = None
     revision_after: str | None = None
     blocked_revision: str | None = None
+    commands: tuple[Mapping[str, Any], ...] = ()  # each external command run: argv, exit code, output tail, duration
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -292,13 +293,33 @@ class ServicePolicy:
         self._hold(incident_id, decision, failure)
 
     async def _act(self, rung: Rung, context: ActionContext) -> ActionOutcome:
+        """Run one rung, recorded in the history before it starts (the flap guard counts it even if we crash)."""
+        action_id = self.history.start_action(
+            self.service.name,
+            rung.kind,
+            context.incident_id,
+            automatic=context.automatic,
+            detail={"rung": rung.describe(), "target": rung.target},
+        )
         try:
             outcome = await self.runner.execute(rung, context)
         except Exception as error:  # noqa: BLE001 - an action's bug must end in HOLD, never kill the daemon
             log.exception("%s: %s raised", self.service.name, rung.kind, extra={"service": self.service.name})
             outcome = ActionOutcome(False, f"{type(error).__name__}: {error}")
         label = "success" if outcome.ok else "failed"
+        self.history.finish_action(
+            action_id, label, commands=outcome.commands, detail={"summary": outcome.summary, **outcome.detail}
+        )
         self.metrics.recovery_actions.labels(service=self.service.name, action=rung.kind, outcome=label).inc()
+        log.log(
+            logging.INFO if outcome.ok else logging.ERROR,
+            "%s: %s %s: %s",
+            self.service.name,
+            rung.describe(),
+            label,
+            outcome.summary,
+            extra={"service": self.service.name, "action": rung.kind, "incident": context.incident_id},
+        )
         return outcome
 
     async def _recovered(self, decision: Decision, incident_id: int, outcome: ActionOutcome, started: float) -> None:

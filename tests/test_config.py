@@ -157,21 +157,33 @@ MALFORMED = [
     ),
     (
         "rule with unknown action",
-        VALID_SERVICE + "[[service.rules]]\nname = 'r'\naction = 'reboot'\n",
+        VALID_SERVICE + "[[service.rules]]\nname = 'data-loss'\naction = 'reboot'\n",
         "service[0].rules[0].action",
         "'restart'",
     ),
     (
         "rule with bad for",
-        VALID_SERVICE + "[[service.rules]]\nname = 'r'\nfor = 'a while'\n",
+        VALID_SERVICE + "[[service.rules]]\nname = 'health-failing'\nfor = 'a while'\n",
         "service[0].rules[0].for",
         "not a duration",
     ),
     (
         "duplicate rule names",
-        VALID_SERVICE + "[[service.rules]]\nname = 'r'\n[[service.rules]]\nname = 'r'\n",
+        VALID_SERVICE + "[[service.rules]]\nname = 'data-loss'\n[[service.rules]]\nname = 'data-loss'\n",
         "service[0]",
         "defined twice",
+    ),
+    (
+        "rule with unknown signal",
+        VALID_SERVICE + "[[service.rules]]\nname = 'health-failing'\nsignal = 'vibes'\n",
+        "service[0].rules[0].signal",
+        "'health_failing'",
+    ),
+    (
+        "new rule without action",
+        VALID_SERVICE + "[[service.rules]]\nname = 'my-rule'\nsignal = 'latency_high'\n",
+        "service[0].rules[0]",
+        "needs both 'signal' and 'action'",
     ),
     (
         "webhook not http",

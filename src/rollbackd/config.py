@@ -297,7 +297,41 @@ class PolicyConfig(_Model):
     code_rollback: bool = False
 
 
-RuleAction = Literal["restart", "downgrade", "restore", "alert", "hold", "none"]
+RuleAction = Literal["restart", "stop", "downgrade", "restore", "alert", "hold", "none"]
+RuleSignal = Literal[
+    "blocked_revision_applied",
+    "blocked_script_present",
+    "rows_dropped",
+    "migration_failed",
+    "integrity_failed",
+    "foreign_key_violation",
+    "schema_ahead",
+    "health_failing",
+    "slow_with_missing_index",
+    "latency_high",
+    "process_down",
+    "write_lock_held",
+]
+# The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
+BUILTIN_RULE_NAMES = frozenset(
+    {
+        "blocked-revision-applied",
+        "blocked-revision-arrived",
+        "data-loss",
+        "migration-failed",
+        "integrity-failed",
+        "foreign-key-violation",
+        "schema-ahead",
+        "post-deploy-health",
+        "slow-after-index-drop",
+        "slow-after-deploy",
+        "process-down",
+        "health-failing",
+        "write-lock-stuck",
+        "write-lock-held",
+        "slow-no-deploy",
+    }
+)
 
 
 class RuleConfig(_Model):
@@ -305,11 +339,20 @@ class RuleConfig(_Model):
 
     name: Annotated[str, Field(min_length=1)]
     enabled: bool = True
-    signal: str | None = None
-    threshold: Annotated[float, Strict(False)] | None = None
+    signal: RuleSignal | None = None
+    threshold: Annotated[float, Strict(False), Field(ge=0)] | None = None
     for_: Duration | None = Field(default=None, alias="for")
     action: RuleAction | None = None
     when: Literal["always", "deploy_window", "no_deploy"] | None = None
+
+    @model_validator(mode="after")
+    def _new_rule_is_complete(self) -> RuleConfig:
+        if self.name not in BUILTIN_RULE_NAMES and (self.signal is None or self.action is None):
+            raise ValueError(
+                f"{self.name!r} is not a built-in rule, so it needs both 'signal' and 'action' "
+                f"(built-in rules: {', '.join(sorted(BUILTIN_RULE_NAMES))})"
+            )
+        return self
 
 
 class SmokeStep(_Model):

@@ -1,1 +1,1 @@
-"""What rollbackd does to a service: stop, start, restart (control), and later downgrades and the executor."""
+"""What rollbackd does to a service: control it, migrate it, restore it; and the executor that runs a plan."""

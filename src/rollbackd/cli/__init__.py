@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config
+from rollbackd.cli import backup, check_config, history, resume, verify
 from rollbackd.cli.common import Handler, Subcommands, not_built
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_config.register(commands)
     backup.register(commands)
     not_built(commands, "rollback", "downgrade and/or restore by hand, with the daemon's safety")
-    not_built(commands, "history", "print the rollback history as the runbook's table")
-    not_built(commands, "verify", "run the runbook's verification checklist now")
+    history.register(commands)
+    verify.register(commands)
+    resume.register(commands)
     return parser
 
 

@@ -1,0 +1,34 @@
+"""`rollbackd resume`: lift HOLD after a person has looked (the runbook's on-call engineer signing off)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config
+from rollbackd.exit_codes import ExitCode
+from rollbackd.history import History
+from rollbackd.state_dir import StateDir
+
+
+def register(commands: Subcommands) -> None:
+    command = add_command(commands, "resume", "lift HOLD so the daemon may act on a service again", run)
+    command.add_argument("service", help="the service in HOLD")
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    config.get_service(args.service)
+    history = History(StateDir(config.daemon.state_dir).history_db)
+    try:
+        history.upgrade()
+        state = history.load_state(args.service)
+        if not history.request_resume(args.service):
+            current = state.state if state else "ok"
+            print(f"{args.service} is not in HOLD (state: {current}); nothing to resume", file=sys.stderr)
+            return ExitCode.FAILED
+    finally:
+        history.close()
+    reason = state.reason if state else ""
+    print(f"{args.service}: resume requested; the daemon lifts HOLD at its next check (was: {reason})")
+    return ExitCode.OK

@@ -1,0 +1,44 @@
+"""`rollbackd verify`: run the runbook's verification checklist now, against the live service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import httpx
+
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
+from rollbackd.config import ServiceConfig
+from rollbackd.exit_codes import ExitCode
+from rollbackd.verify import Expectations, Verification, Verifier
+
+
+def register(commands: Subcommands) -> None:
+    command = add_command(commands, "verify", "run the runbook's verification checklist now", run)
+    command.add_argument("service", nargs="?", help="the service (default: all)")
+    command.add_argument("--expect-revision", metavar="REV", help="fail unless `alembic current` is REV")
+    command.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for health first")
+    command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    services = select_services(config, args.service)
+    results = asyncio.run(_verify_all(services, args.expect_revision, args.wait))
+    if args.json:
+        print_json({name: {"ok": result.ok, "items": result.as_dicts()} for name, result in results.items()})
+    else:
+        for name, result in results.items():
+            print(f"{name}: {'OK' if result.ok else 'FAILED'}")
+            for item in result.items:
+                mark = "skip" if item.skipped else ("ok" if item.ok else "FAIL")
+                print(f"  [{mark:>4}] {item.name}: {item.detail}")
+    return ExitCode.OK if all(result.ok for result in results.values()) else ExitCode.FAILED
+
+
+async def _verify_all(services: list[ServiceConfig], revision: str | None, wait: float) -> dict[str, Verification]:
+    async with httpx.AsyncClient() as client:
+        return {
+            service.name: await Verifier(service, client).verify(Expectations(revision=revision), wait_for_health=wait)
+            for service in services
+        }

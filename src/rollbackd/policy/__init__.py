@@ -1,0 +1,1 @@
+"""The recovery brain: signals over observations, rules from the runbook, the per-service state machine."""

@@ -1,0 +1,316 @@
+"""Whether a rule's signal is active for a service now, read from the probes' observations.
+
+Each signal is a function of a ``ServiceView`` (the observations since the last recovery, the deploy window,
+blocked revisions, a clock reading) and the rule (threshold, for-duration). It returns a ``Reading`` with the
+evidence and one sentence saying why, or None. This module is the only place that knows which observation
+fields mean what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollbackd.observation import Observation
+from rollbackd.policy.rules import Rule
+from rollbackd.policy.signals import consecutive_failures, percentile, sustained, within
+from rollbackd.units import format_duration
+
+
+@dataclass(frozen=True)
+class DeployWindow:
+    deploy_id: int
+    opened_at: float
+    closes_at: float
+    trigger: str
+    from_revision: str | None
+    pre_deploy_backup: str | None
+    code_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What the policy may know about one service at one instant."""
+
+    service: str
+    now: float
+    observations: Mapping[str, Sequence[Observation]]  # per probe, oldest first, since the last recovery
+    deploy: DeployWindow | None = None
+    blocked: frozenset[str] = frozenset()
+    arrived: frozenset[str] = frozenset()  # revisions whose scripts arrived in the versions dir since the last recovery
+    service_pid: int | None = None
+
+    def recent(self, probe: str) -> Sequence[Observation]:
+        return self.observations.get(probe, ())
+
+    def latest(self, probe: str) -> Observation | None:
+        observations = self.recent(probe)
+        return observations[-1] if observations else None
+
+
+@dataclass(frozen=True)
+class Reading:
+    signal: str
+    since: float
+    explanation: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+Condition = Callable[[ServiceView, Rule], Reading | None]
+
+
+def _failing(reason: str | None = None) -> Callable[[Observation], bool]:
+    def predicate(observation: Observation) -> bool:
+        return not observation.ok and (reason is None or observation.reason == reason)
+
+    return predicate
+
+
+def _for(rule: Rule) -> str:
+    return format_duration(rule.for_) if rule.for_ else "two checks"
+
+
+def health_failing(view: ServiceView, rule: Rule) -> Reading | None:
+    observations = view.recent("health")
+    since = sustained(observations, _failing(), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading(
+        "health_failing",
+        since,
+        f"health check failing for {format_duration(view.now - since)} ({last.reason})",
+        {"reason": last.reason, "detail": dict(last.detail), "failures": consecutive_failures(observations)},
+    )
+
+
+def process_down(view: ServiceView, rule: Rule) -> Reading | None:
+    observations = view.recent("process")
+    since = sustained(
+        observations, lambda o: not o.ok and o.reason in ("not_running", "zombie", "no_pid"), view.now, rule.for_
+    )
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading("process_down", since, f"service process down ({last.reason})", {"detail": dict(last.detail)})
+
+
+def integrity_failed(view: ServiceView, rule: Rule) -> Reading | None:
+    observations = view.recent("integrity")
+    since = sustained(observations, _failing("corrupt"), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading("integrity_failed", since, "the database failed its integrity check", {"detail": dict(last.detail)})
+
+
+def foreign_key_violation(view: ServiceView, rule: Rule) -> Reading | None:
+    observations = view.recent("integrity")
+    since = sustained(observations, _failing("foreign_key_violation"), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading(
+        "foreign_key_violation", since, "PRAGMA foreign_key_check found violations", {"detail": dict(last.detail)}
+    )
+
+
+def schema_ahead(view: ServiceView, rule: Rule) -> Reading | None:
+    observations = view.recent("schema")
+    since = sustained(observations, lambda o: _schema_state(o) in ("db_ahead", "unknown_revision"), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading(
+        "schema_ahead",
+        since,
+        f"database at revision {last.detail.get('db_revision')} but the code's head is "
+        f"{_heads(last)} ({_schema_state(last)})",
+        {"state": _schema_state(last), "db_revision": last.detail.get("db_revision"), "code_heads": _heads(last)},
+    )
+
+
+def migration_failed(view: ServiceView, rule: Rule) -> Reading | None:
+    """In a deploy window the code's head moved but the database did not follow, and the schema or the foreign
+    keys changed anyway: the upgrade ran and failed half way (SQLite DDL is not transactional in Alembic)."""
+    if view.deploy is None:
+        return None
+    observations = view.recent("schema")
+    since = sustained(observations, lambda o: _schema_state(o) == "db_behind", view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    evidence: dict[str, Any] = {"db_revision": last.detail.get("db_revision"), "code_heads": _heads(last)}
+    reasons = []
+    fingerprint = last.detail.get("schema_fingerprint")
+    reference = last.detail.get("pre_deploy_fingerprint")
+    if fingerprint and reference and fingerprint != reference:
+        reasons.append("the schema differs from the pre-deploy backup's")
+        evidence["schema_fingerprint"] = fingerprint
+    integrity = view.latest("integrity")
+    if integrity is not None and integrity.reason == "foreign_key_violation":
+        reasons.append("foreign keys are broken")
+        evidence["integrity"] = dict(integrity.detail)
+    if not reasons:
+        return None
+    return Reading(
+        "migration_failed",
+        since,
+        f"migration to {_heads(last)} failed at {last.detail.get('db_revision')}: " + " and ".join(reasons),
+        evidence,
+    )
+
+
+def rows_dropped(view: ServiceView, rule: Rule) -> Reading | None:
+    latest = view.latest("rows")
+    if latest is None:
+        return None
+    threshold = rule.threshold if rule.threshold is not None else 0.5
+    drops = {
+        table: ratio
+        for table, ratio in _mapping(latest.detail.get("drop_ratio_since_revision_change")).items()
+        if isinstance(ratio, int | float) and ratio >= threshold
+    }
+    if not drops:
+        return None
+    baseline = _mapping(latest.detail.get("baseline"))
+    counts = _mapping(latest.detail.get("counts"))
+    described = ", ".join(f"{table} {baseline.get(table)} → {counts.get(table)}" for table in sorted(drops))
+    return Reading(
+        "rows_dropped",
+        latest.started_at,
+        f"data loss after migration to {latest.detail.get('revision')}: {described}",
+        {
+            "drops": drops,
+            "baseline": baseline,
+            "counts": counts,
+            "revision": latest.detail.get("revision"),
+            "baseline_revision": latest.detail.get("baseline_revision"),
+        },
+    )
+
+
+def latency_high(view: ServiceView, rule: Rule) -> Reading | None:
+    """p95 of the slowest path over the last ``for`` seconds above the threshold, with history covering them."""
+    threshold = rule.threshold if rule.threshold is not None else 5.0
+    observations = view.recent("latency")
+    if not observations or observations[0].started_at > view.now - rule.for_:
+        return None
+    window = within(observations, view.now, rule.for_)
+    if len(window) < 2:
+        return None
+    p95 = percentile([_latency(observation) for observation in window], 0.95)
+    if p95 is None or p95 <= threshold:
+        return None
+    return Reading(
+        "latency_high",
+        window[0].started_at,
+        f"p95 latency {p95 * 1000:.0f} ms over {format_duration(rule.for_)} (bound {threshold * 1000:.0f} ms)",
+        {"p95": p95, "threshold": threshold, "samples": len(window)},
+    )
+
+
+def slow_with_missing_index(view: ServiceView, rule: Rule) -> Reading | None:
+    integrity = view.latest("integrity")
+    missing = list(integrity.detail.get("missing_vs_previous_revision") or []) if integrity else []
+    if not missing:
+        return None
+    slow = latency_high(view, rule)
+    if slow is None:
+        return None
+    return Reading(
+        "slow_with_missing_index",
+        slow.since,
+        f"{slow.explanation} and index {', '.join(missing)} vanished with the last migration",
+        {**slow.evidence, "missing_indexes": missing},
+    )
+
+
+def write_lock_held(view: ServiceView, rule: Rule) -> Reading | None:
+    latest = view.latest("sqlite_lock")
+    if latest is None:
+        return None
+    held = float(latest.values.get("held_seconds", 0.0))
+    threshold = rule.threshold if rule.threshold is not None else 60.0
+    if held < threshold:
+        return None
+    holder = latest.detail.get("holder_pid")
+    if rule.acts and (view.service_pid is None or holder != view.service_pid):
+        return None  # only the service's own stuck writer is restarted; anyone else's is alerted on
+    return Reading(
+        "write_lock_held",
+        view.now - held,
+        f"write lock held for {format_duration(held)} by pid {holder} ({latest.detail.get('holder_name')})",
+        {"held_seconds": held, "holder_pid": holder, "holder_name": latest.detail.get("holder_name")},
+    )
+
+
+def blocked_revision_applied(view: ServiceView, rule: Rule) -> Reading | None:
+    latest = view.latest("schema")
+    revision = latest.detail.get("db_revision") if latest else None
+    if not revision or revision not in view.blocked:
+        return None
+    return Reading(
+        "blocked_revision_applied",
+        latest.started_at if latest else view.now,
+        f"blocked revision {revision} was applied again",
+        {"revision": revision},
+    )
+
+
+def blocked_script_present(view: ServiceView, rule: Rule) -> Reading | None:
+    """A blocked revision's script arrived in the versions dir again (a re-deploy of the buggy migration)."""
+    present = sorted(view.arrived & view.blocked)
+    if not present:
+        return None
+    return Reading(
+        "blocked_script_present",
+        view.now,
+        f"blocked migration {', '.join(present)} is back in the code",
+        {"revisions": present},
+    )
+
+
+CONDITIONS: dict[str, Condition] = {
+    "blocked_revision_applied": blocked_revision_applied,
+    "blocked_script_present": blocked_script_present,
+    "rows_dropped": rows_dropped,
+    "migration_failed": migration_failed,
+    "integrity_failed": integrity_failed,
+    "foreign_key_violation": foreign_key_violation,
+    "schema_ahead": schema_ahead,
+    "health_failing": health_failing,
+    "slow_with_missing_index": slow_with_missing_index,
+    "latency_high": latency_high,
+    "process_down": process_down,
+    "write_lock_held": write_lock_held,
+}
+
+
+def evaluate(rule: Rule, view: ServiceView) -> Reading | None:
+    """Return the rule's reading when its signal is active and the rule applies now, else None."""
+    if not rule.enabled or not rule.applies(view.deploy is not None):
+        return None
+    return CONDITIONS[rule.signal](view, rule)
+
+
+def _schema_state(observation: Observation) -> str:
+    return str(observation.detail.get("state", "unknown"))
+
+
+def _heads(observation: Observation) -> str:
+    heads = observation.detail.get("code_heads") or []
+    return "+".join(str(head) for head in heads) or "none"
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _latency(observation: Observation) -> float:
+    """The slowest configured path of one latency run (a failed request counts as infinitely slow)."""
+    if not observation.ok and observation.reason not in ("", "slow"):
+        return float("inf")
+    values = [value for key, value in observation.values.items() if key.startswith("latency")]
+    return max(values, default=0.0)

@@ -1,0 +1,152 @@
+"""Deploy windows: the minutes after a migration arrives or the revision changes, when failures undo the deploy.
+
+The runbook's first two reasons to roll back are "migration fails during deployment" and "post-deployment health
+checks fail"; outside a deploy the same failure gets a restart, never a schema change. A window opens when the
+file watch sees a new migration script, when the schema probe sees the database revision change, or when
+`rollbackd migrate` starts one; it records the revision and code commit before the deploy and the pre-deploy
+backup, which is what a rollback goes back to. Windows live in the state DB so a daemon restart keeps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from rollbackd.config import ServiceConfig
+from rollbackd.history import DeployRecord, History
+from rollbackd.policy.conditions import DeployWindow
+
+log = logging.getLogger(__name__)
+
+
+class DeployTracker:
+    def __init__(self, service: ServiceConfig, history: History, clock: Callable[[], float]) -> None:
+        self.service = service
+        self.history = history
+        self.clock = clock
+        self.stable_commit = git_head(service.code_dir)
+        self._expected: set[str] = set()
+
+    def window(self) -> DeployWindow | None:
+        record = self.history.open_deploy_window(self.service.name)
+        return None if record is None else _window(record)
+
+    def note_commit(self) -> None:
+        """Remember the code's commit while no deploy is under way: a code rollback goes back to it."""
+        if self.window() is None:
+            self.stable_commit = git_head(self.service.code_dir) or self.stable_commit
+
+    def expect_revision(self, revision: str | None) -> None:
+        """rollbackd itself is about to move the database to ``revision``: that change is not a deploy."""
+        if revision:
+            self._expected.add(revision)
+
+    def migration_arrived(
+        self, revisions: list[str], current_revision: str | None, pre_deploy_backup: str | None
+    ) -> DeployWindow:
+        """A new migration script appeared: open (or extend) the window before the revision changes."""
+        open_window = self.history.open_deploy_window(self.service.name)
+        if open_window is not None:
+            self.history.update_deploy(
+                open_window.id,
+                closes_at=self.clock() + self.service.deploy.window,
+                detail={**open_window.detail, "arrived": sorted({*open_window.detail.get("arrived", []), *revisions})},
+            )
+            return self._current(open_window.id)
+        deploy_id = self.history.open_deploy(
+            self.service.name,
+            "migration_arrived",
+            self.service.deploy.window,
+            from_revision=current_revision,
+            pre_deploy_backup=pre_deploy_backup,
+            code_commit=self.stable_commit,
+            detail={"arrived": sorted(revisions)},
+        )
+        log.info(
+            "%s: deploy window opened: migration %s arrived (at %s, fallback %s)",
+            self.service.name,
+            ", ".join(revisions),
+            current_revision,
+            pre_deploy_backup,
+            extra={"service": self.service.name},
+        )
+        return self._current(deploy_id)
+
+    def revision_changed(
+        self, old: str | None, new: str | None, newest_backup_before: str | None
+    ) -> DeployWindow | None:
+        """The database revision moved. Return the window it belongs to, or None when rollbackd moved it."""
+        if new in self._expected:
+            self._expected.discard(new)
+            return self.window()
+        open_window = self.history.open_deploy_window(self.service.name)
+        if open_window is not None:
+            self.history.update_deploy(open_window.id, to_revision=new)
+            return self._current(open_window.id)
+        deploy_id = self.history.open_deploy(
+            self.service.name,
+            "revision_change",
+            self.service.deploy.window,
+            from_revision=old,
+            pre_deploy_backup=newest_backup_before,
+            code_commit=self.stable_commit,
+        )
+        self.history.update_deploy(deploy_id, to_revision=new)
+        log.info(
+            "%s: deploy window opened: revision %s → %s (fallback %s)",
+            self.service.name,
+            old,
+            new,
+            newest_backup_before,
+            extra={"service": self.service.name},
+        )
+        return self._current(deploy_id)
+
+    def _current(self, deploy_id: int) -> DeployWindow:
+        for record in self.history.deploys(self.service.name, limit=5):
+            if record.id == deploy_id:
+                return _window(record)
+        raise LookupError(f"deploy {deploy_id} vanished from the state DB")
+
+
+def _window(record: DeployRecord) -> DeployWindow:
+    return DeployWindow(
+        deploy_id=record.id,
+        opened_at=record.opened_at,
+        closes_at=record.closes_at,
+        trigger=record.trigger,
+        from_revision=record.from_revision,
+        pre_deploy_backup=record.pre_deploy_backup,
+        code_commit=record.code_commit,
+    )
+
+
+def git_head(code_dir: Path) -> str | None:
+    """Read the commit checked out in ``code_dir`` from .git's files (no subprocess), or None if not a checkout."""
+    git = code_dir / ".git"
+    try:
+        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            target = git.read_text().strip().removeprefix("gitdir:").strip()
+            git = (code_dir / target).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.removeprefix("ref:").strip()
+        ref_file = git / ref
+        if ref_file.is_file():
+            return ref_file.read_text().strip() or None
+        common = git / "commondir"
+        if common.is_file():
+            shared = (git / common.read_text().strip()).resolve()
+            if (shared / ref).is_file():
+                return (shared / ref).read_text().strip() or None
+            git = shared
+        packed = git / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split(" ", 1)[0]
+    except OSError:
+        return None
+    return None

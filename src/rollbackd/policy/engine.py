@@ -1,0 +1,445 @@
+"""One service's recovery state machine: OK → DEGRADED → RECOVERING → VERIFYING → OK, or HOLD.
+
+Fed a ``ServiceView`` after each observation, it picks the highest-priority active rule, asks the guard whether
+it may act, then climbs the rule's ladder one rung at a time: act, verify, and either close the incident as
+recovered or go to the next rung; at the top of the ladder (or past the flap limit) it holds and alerts. Every
+transition goes through ``transition()``: a log line, a metric and, for HOLD, a persisted reason. The engine
+knows nothing of how an action is carried out (``ActionRunner``) or how the service is checked (``Verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from rollbackd.config import ServiceConfig
+from rollbackd.history import History
+from rollbackd.metrics import POLICY_STATES, Metrics
+from rollbackd.observation import Observation
+from rollbackd.policy.conditions import DeployWindow, Reading, ServiceView, evaluate
+from rollbackd.policy.rules import Rule, Rung
+from rollbackd.verify import Expectations, Verification
+
+log = logging.getLogger(__name__)
+
+
+class PolicyState(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    RECOVERING = "recovering"
+    VERIFYING = "verifying"
+    HOLD = "hold"
+
+
+TRANSITIONS: dict[PolicyState, frozenset[PolicyState]] = {
+    PolicyState.OK: frozenset({PolicyState.DEGRADED, PolicyState.RECOVERING, PolicyState.HOLD}),
+    PolicyState.DEGRADED: frozenset({PolicyState.OK, PolicyState.RECOVERING, PolicyState.HOLD}),
+    PolicyState.RECOVERING: frozenset(
+        {PolicyState.VERIFYING, PolicyState.RECOVERING, PolicyState.HOLD, PolicyState.OK}
+    ),
+    PolicyState.VERIFYING: frozenset({PolicyState.OK, PolicyState.RECOVERING, PolicyState.HOLD}),
+    PolicyState.HOLD: frozenset({PolicyState.OK}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy chose and why: the rule, the evidence, and the ladder it will climb."""
+
+    service: str
+    rule: Rule
+    reading: Reading
+    deploy: DeployWindow | None
+
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        return self.rule.ladder
+
+    def explanation(self) -> str:
+        """One sentence for the history and the alert: what was seen, and what the runbook says to do."""
+        plan = ", then ".join(rung.describe() for rung in self.ladder) or "nothing"
+        return f"{self.reading.explanation[:1].upper()}{self.reading.explanation[1:]}; rule {self.rule.name}: {plan}."
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    service: str
+    incident_id: int | None
+    decision: Decision
+    automatic: bool = True
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """How an action ended, and what its verification must prove."""
+
+    ok: bool
+    summary: str
+    expectations: Expectations = field(default_factory=Expectations)
+    verify: bool = True  # a stop is not verified: nothing should answer afterwards
+    backup_used: str | None = None
+    revision_after: str | None = None
+    blocked_revision: str | None = None
+    commands: tuple[Mapping[str, Any], ...] = ()  # each external command run: argv, exit code, output tail, duration
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ActionRunner(Protocol):
+    async def execute(self, rung: Rung, context: ActionContext) -> ActionOutcome: ...
+
+    def plan(self, rung: Rung, context: ActionContext) -> list[str]: ...
+
+
+Verify = Callable[[Expectations], Awaitable[Verification]]
+Alert = Callable[[str, dict[str, Any]], None]
+
+
+class ServicePolicy:
+    def __init__(
+        self,
+        service: ServiceConfig,
+        rules: tuple[Rule, ...],
+        *,
+        history: History,
+        metrics: Metrics,
+        runner: ActionRunner,
+        verify: Verify,
+        alert: Alert | None = None,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.rules = rules
+        self.history = history
+        self.metrics = metrics
+        self.runner = runner
+        self.verify = verify
+        self.alert = alert or (lambda event, payload: None)
+        self.dry_run = dry_run
+        self.clock = clock
+        self.state = PolicyState.OK
+        self.reason = ""
+        self.ignore_before = 0.0  # observations older than the last recovery do not count
+        self.flap_reset_at = 0.0  # automatic actions before this do not count towards the flap limit
+        self.recovered_at: float | None = None
+        self.announced: set[str] = set()  # alert-only / dry-run rules already reported for the current episode
+        self.task: asyncio.Task[None] | None = None
+        self.last_decision: Decision | None = None
+        saved = history.load_state(service.name)
+        if saved is not None and saved.state == PolicyState.HOLD:
+            self.state, self.reason = PolicyState.HOLD, saved.reason
+        self._export_state()
+
+    # The state machine
+
+    def transition(self, new: PolicyState, reason: str) -> None:
+        """The one place states change: legal moves only, each logged, exported and (HOLD) persisted."""
+        if new == self.state and new != PolicyState.RECOVERING:
+            self.reason = reason
+            return
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"{self.service.name}: {self.state} → {new} is not a legal transition")
+        log.log(
+            logging.WARNING if new in (PolicyState.HOLD, PolicyState.RECOVERING) else logging.INFO,
+            "%s: %s → %s: %s",
+            self.service.name,
+            self.state.value,
+            new.value,
+            reason,
+            extra={"service": self.service.name},
+        )
+        self.state, self.reason = new, reason
+        self._export_state()
+        self.history.save_state(self.service.name, new.value, reason)
+
+    def _export_state(self) -> None:
+        self.metrics.set_state(self.metrics.policy_state, self.service.name, POLICY_STATES, self.state.value)
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    # Deciding
+
+    def decide(self, view: ServiceView) -> Decision | None:
+        """Return the decision of the highest-priority active rule that acts, or None. No side effects."""
+        return next((decision for decision in self.active(view) if decision.rule.acts), None)
+
+    def active(self, view: ServiceView) -> list[Decision]:
+        """Every rule whose signal is active now, highest priority first."""
+        decisions = []
+        for rule in self.rules:
+            reading = evaluate(rule, view)
+            if reading is not None:
+                decisions.append(Decision(self.service.name, rule, reading, view.deploy))
+        return decisions
+
+    def view(
+        self,
+        observations: Mapping[str, list[Observation]],
+        *,
+        deploy: DeployWindow | None,
+        blocked: frozenset[str],
+        arrived: frozenset[str] = frozenset(),
+        service_pid: int | None = None,
+    ) -> ServiceView:
+        """Build the view the rules read: only observations since the last recovery count."""
+        recent = {
+            probe: [entry for entry in entries if entry.started_at >= self.ignore_before]
+            for probe, entries in observations.items()
+        }
+        return ServiceView(
+            service=self.service.name,
+            now=self.clock(),
+            observations=recent,
+            deploy=deploy,
+            blocked=blocked,
+            arrived=arrived,
+            service_pid=service_pid,
+        )
+
+    async def evaluate(self, view: ServiceView) -> Decision | None:
+        """Look at the service once; maybe start a recovery (in a task). Return the decision taken, if any."""
+        if self.busy:
+            return None
+        if self.state == PolicyState.HOLD:
+            self._check_resume()
+            return None
+        self._maybe_reset_flap_counter(view.now)
+        active = self.active(view)
+        self.announced &= {decision.rule.name for decision in active}
+        for alert_only in (decision for decision in active if not decision.rule.acts):
+            self._announce_once(alert_only, outcome="alerted")
+        decision = next((decision for decision in active if decision.rule.acts), None)
+        if decision is None:
+            failing = [probe for probe, entries in view.observations.items() if entries and not entries[-1].ok]
+            if failing or active:
+                self.transition(PolicyState.DEGRADED, f"failing: {', '.join(sorted(failing)) or active[0].rule.name}")
+            elif self.state == PolicyState.DEGRADED:
+                self.transition(PolicyState.OK, "all probes ok")
+            return None
+        self.last_decision = decision
+        if self.dry_run:
+            self._announce_once(decision, outcome="dry_run")
+            return decision
+        limit = self.service.policy.max_actions
+        taken = self.history.automatic_actions_since(
+            self.service.name, max(view.now - self.service.policy.action_window, self.flap_reset_at)
+        )
+        if taken >= limit:
+            self._hold_without_acting(
+                decision, f"flap limit: {taken} automatic actions in the last window (max {limit})"
+            )
+            return decision
+        self.task = asyncio.create_task(self._recover(decision), name=f"recover-{self.service.name}")
+        return decision
+
+    # Acting
+
+    async def _recover(self, decision: Decision) -> None:
+        service = self.service.name
+        started = self.clock()
+        incident_id = self.history.open_incident(
+            service,
+            decision.rule.name,
+            decision.reading.signal,
+            decision.explanation(),
+            decision.reading.evidence,
+            in_deploy_window=decision.deploy is not None,
+            revision_before=_revision_from(decision),
+        )
+        self.metrics.incidents.labels(service=service, rule=decision.rule.name).inc()
+        self.alert(
+            "incident_opened",
+            {"incident": incident_id, "rule": decision.rule.name, "explanation": decision.explanation()},
+        )
+        context = ActionContext(service, incident_id, decision)
+        failure = "the ladder has no action"
+        for rung in decision.ladder:
+            if rung.kind == "hold":
+                break
+            taken = self.history.automatic_actions_since(
+                service, max(self.clock() - self.service.policy.action_window, self.flap_reset_at)
+            )
+            if taken >= self.service.policy.max_actions:
+                failure = f"flap limit reached ({taken} automatic actions) before {rung.describe()}"
+                break
+            self.transition(PolicyState.RECOVERING, f"{decision.rule.name}: {rung.describe()}")
+            outcome = await self._act(rung, context)
+            if not outcome.ok:
+                failure = f"{rung.describe()} failed: {outcome.summary}"
+                continue
+            if not outcome.verify:
+                failure = f"{rung.describe()} done; a person must look"
+                continue
+            self.transition(PolicyState.VERIFYING, f"{decision.rule.name}: verifying after {rung.describe()}")
+            verification = await self.verify(outcome.expectations)
+            self.history.record_verification(service, incident_id, None, verification.ok, verification.as_dicts())
+            if not verification.ok:
+                failure = f"after {rung.describe()}: {verification.summary()}"
+                log.warning("%s: %s", service, failure, extra={"service": service, "incident": incident_id})
+                continue
+            await self._recovered(decision, incident_id, outcome, started)
+            return
+        self._hold(incident_id, decision, failure)
+
+    async def _act(self, rung: Rung, context: ActionContext) -> ActionOutcome:
+        """Run one rung, recorded in the history before it starts (the flap guard counts it even if we crash)."""
+        action_id = self.history.start_action(
+            self.service.name,
+            rung.kind,
+            context.incident_id,
+            automatic=context.automatic,
+            detail={"rung": rung.describe(), "target": rung.target},
+        )
+        try:
+            outcome = await self.runner.execute(rung, context)
+        except Exception as error:  # noqa: BLE001 - an action's bug must end in HOLD, never kill the daemon
+            log.exception("%s: %s raised", self.service.name, rung.kind, extra={"service": self.service.name})
+            outcome = ActionOutcome(False, f"{type(error).__name__}: {error}")
+        label = "success" if outcome.ok else "failed"
+        self.history.finish_action(
+            action_id, label, commands=outcome.commands, detail={"summary": outcome.summary, **outcome.detail}
+        )
+        self.metrics.recovery_actions.labels(service=self.service.name, action=rung.kind, outcome=label).inc()
+        log.log(
+            logging.INFO if outcome.ok else logging.ERROR,
+            "%s: %s %s: %s",
+            self.service.name,
+            rung.describe(),
+            label,
+            outcome.summary,
+            extra={"service": self.service.name, "action": rung.kind, "incident": context.incident_id},
+        )
+        return outcome
+
+    async def _recovered(self, decision: Decision, incident_id: int, outcome: ActionOutcome, started: float) -> None:
+        now = self.clock()
+        notes = []
+        if outcome.blocked_revision:
+            self.history.block_revision(
+                self.service.name, outcome.blocked_revision, decision.explanation(), incident_id
+            )
+            notes.append(f"revision {outcome.blocked_revision} blocked")
+        self.history.close_incident(
+            incident_id,
+            "recovered",
+            revision_after=outcome.revision_after,
+            backup_used=outcome.backup_used,
+            notes="; ".join(notes),
+        )
+        self.metrics.recovery_duration_seconds.labels(service=self.service.name).observe(now - started)
+        self.ignore_before = now
+        self.recovered_at = now
+        self.alert("recovered", {"incident": incident_id, "rule": decision.rule.name, "seconds": now - started})
+        if decision.rule.hold_after:
+            self.transition(PolicyState.HOLD, f"recovered from {decision.rule.name}; holding for a person to look")
+        else:
+            self.transition(PolicyState.OK, f"recovered from {decision.rule.name} (incident {incident_id})")
+
+    def _hold(self, incident_id: int, decision: Decision, reason: str) -> None:
+        self.history.close_incident(incident_id, "hold", notes=reason)
+        self.transition(PolicyState.HOLD, f"{decision.rule.name}: {reason}")
+        self.alert("hold", {"incident": incident_id, "rule": decision.rule.name, "reason": reason})
+
+    def _hold_without_acting(self, decision: Decision, reason: str) -> None:
+        incident_id = self.history.open_incident(
+            self.service.name,
+            decision.rule.name,
+            decision.reading.signal,
+            decision.explanation(),
+            decision.reading.evidence,
+            in_deploy_window=decision.deploy is not None,
+            revision_before=_revision_from(decision),
+        )
+        self._hold(incident_id, decision, reason)
+
+    def _announce_once(self, decision: Decision, outcome: str) -> None:
+        """Alert-only rules and dry-run decisions: one incident per episode, not one per observation."""
+        if decision.rule.name in self.announced:
+            return
+        self.announced.add(decision.rule.name)
+        incident_id = self.history.open_incident(
+            self.service.name,
+            decision.rule.name,
+            decision.reading.signal,
+            decision.explanation(),
+            decision.reading.evidence,
+            dry_run=outcome == "dry_run",
+            in_deploy_window=decision.deploy is not None,
+            revision_before=_revision_from(decision),
+        )
+        if outcome == "dry_run":
+            context = ActionContext(self.service.name, incident_id, decision)
+            for rung in decision.ladder:
+                if rung.kind in ("hold", "alert"):
+                    continue
+                steps = self.runner.plan(rung, context)
+                action_id = self.history.start_action(
+                    self.service.name, rung.kind, incident_id, detail={"would": steps, "rung": rung.describe()}
+                )
+                self.history.finish_action(action_id, "dry_run", detail={})
+                self.metrics.recovery_actions.labels(
+                    service=self.service.name, action=rung.kind, outcome="dry_run"
+                ).inc()
+                log.warning("%s: dry run: would %s: %s", self.service.name, rung.describe(), "; ".join(steps))
+        self.history.close_incident(
+            incident_id, outcome, notes="dry run: nothing was changed" if outcome == "dry_run" else ""
+        )
+        self.transition(PolicyState.DEGRADED, f"{decision.rule.name}: {outcome.replace('_', ' ')}")
+        self.alert(
+            outcome, {"incident": incident_id, "rule": decision.rule.name, "explanation": decision.explanation()}
+        )
+
+    # HOLD and the flap counter
+
+    def _check_resume(self) -> None:
+        saved = self.history.load_state(self.service.name)
+        if saved is not None and saved.resume_requested_at is not None:
+            now = self.clock()
+            self.flap_reset_at = now
+            self.ignore_before = now
+            self.announced.clear()
+            self.transition(PolicyState.OK, "resumed by an operator")
+
+    def resume(self) -> None:
+        """Lift HOLD from this process (the CLI's `rollbackd resume` goes through the state DB instead)."""
+        if self.state == PolicyState.HOLD:
+            self.history.request_resume(self.service.name)
+            self._check_resume()
+
+    def _maybe_reset_flap_counter(self, now: float) -> None:
+        """Counters reset only once a verified recovery has held for ``stable_after``."""
+        if (
+            self.recovered_at is not None
+            and self.state == PolicyState.OK
+            and now - self.recovered_at >= self.service.policy.stable_after
+        ):
+            self.flap_reset_at = now
+            self.recovered_at = None
+
+    def describe(self) -> dict[str, Any]:
+        """State for `rollbackd status`."""
+        return {
+            "state": self.state.value,
+            "reason": self.reason,
+            "busy": self.busy,
+            "last_decision": self.last_decision.explanation() if self.last_decision else None,
+        }
+
+
+def _revision_from(decision: Decision) -> str | None:
+    evidence = decision.reading.evidence
+    for key in ("revision", "db_revision"):
+        if isinstance(evidence.get(key), str):
+            return str(evidence[key])
+    return decision.deploy.from_revision if decision.deploy else None

@@ -56,6 +56,7 @@ class Daemon:
         observations: ObservationLog | None = None,
         clock: Callable[[], float] = time.time,
         probe_builder: ProbeBuilder = build_probes,
+        task_restart_delay: float = TASK_RESTART_DELAY,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -69,6 +70,7 @@ class Daemon:
         self.should_exit = False
         self.force_exit = False
         self._probe_builder = probe_builder
+        self.task_restart_delay = task_restart_delay
         self._task_factories: list[tuple[str, TaskFactory]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._exit_event: asyncio.Event | None = None
@@ -241,8 +243,8 @@ class Daemon:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("task %s crashed; restarting it in %.0fs", name, TASK_RESTART_DELAY)
-                await asyncio.sleep(TASK_RESTART_DELAY)
+                log.exception("task %s crashed; restarting it in %.0fs", name, self.task_restart_delay)
+                await asyncio.sleep(self.task_restart_delay)
             else:
                 log.info("task %s finished", name)
                 return

@@ -32,3 +32,6 @@ def context(state_dir: StateDir) -> Iterator[ProbeContext]:
     client = httpx.AsyncClient(trust_env=False)
     yield ProbeContext(http=client, state_dir=state_dir)
     asyncio.run(client.aclose())
+
+
+from vbrpg_service import served_vbrpg, vbrpg_app, vbrpg_template  # noqa: E402,F401 - fixtures for the tests of this folder

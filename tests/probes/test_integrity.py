@@ -8,12 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
-from game_database import execute, make_game_database
 from probe_support import run_once, service_config
 
+from game_database import execute, make_game_database
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.integrity import IntegrityProbe
+from vbrpg_service import VbrpgApp
 
 
 def integrity_probe(tmp_path: Path, context: ProbeContext, database: Path, extra: str = "") -> IntegrityProbe:
@@ -147,3 +148,34 @@ def test_exports_check_results(tmp_path: Path, context: ProbeContext) -> None:
     assert sample("rollbackd_sqlite_check_ok", {"service": "vbrpg", "check": "full"}) == 1
     assert sample("rollbackd_sqlite_check_ok", {"service": "vbrpg", "check": "foreign_keys"}) == 0
     assert sample("rollbackd_sqlite_missing_indexes", {"service": "vbrpg"}) == 0
+
+
+def test_drop_index_fault_names_the_missing_index(tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp) -> None:
+    probe = integrity_probe(tmp_path, context, vbrpg_app.database)
+    before = run_once(probe)
+    vbrpg_app.fault("drop-index")
+    after = run_once(probe)
+    assert before.ok, before
+    assert (after.ok, after.reason) == (False, "missing_index")
+    assert after.detail["missing_vs_previous_revision"] == ["ix_game_room_participants_room_id"]
+    assert after.detail["revision"] == "2d6f8a0c4e19"
+
+
+def test_corrupt_fault_is_corrupt(tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp) -> None:
+    vbrpg_app.fault("corrupt")
+    observation = run_once(integrity_probe(tmp_path, context, vbrpg_app.database))
+    assert (observation.ok, observation.reason) == (False, "corrupt")
+
+
+def test_fk_violation_in_the_example_database_names_the_row(
+    tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp
+) -> None:
+    execute(
+        vbrpg_app.database,
+        "INSERT INTO game_room_participants (id, room_id, player_id, is_host, is_ai) VALUES (7777, 987654, 1, 0, 0)",
+    )
+    observation = run_once(integrity_probe(tmp_path, context, vbrpg_app.database))
+    assert observation.reason == "foreign_key_violation"
+    assert {"table": "game_room_participants", "rowid": 7777, "parent": "game_rooms"} in observation.detail[
+        "foreign_key_violations"
+    ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from game_database import execute, make_game_database
 from probe_support import run_once, service_config
 
+from game_database import execute, make_game_database
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.rows import RowsProbe, drop_ratio
+from vbrpg_service import VbrpgApp
 
 
 def rows_probe(tmp_path: Path, context: ProbeContext, database: Path) -> RowsProbe:
@@ -101,3 +102,19 @@ def test_exports_table_rows(tmp_path: Path, context: ProbeContext) -> None:
     metrics = Metrics()
     probe.export(metrics, run_once(probe))
     assert metrics.registry.get_sample_value("rollbackd_table_rows", {"service": "vbrpg", "table": "players"}) == 7
+
+
+def test_data_loss_fault_is_measured_against_the_rows_before_the_migration(
+    tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp
+) -> None:
+    probe = rows_probe(tmp_path, context, vbrpg_app.database)
+    before = run_once(probe)
+    vbrpg_app.fault("data-loss")
+    after = run_once(probe)
+    assert before.detail["counts"] == {"game_rooms": 20, "players": 40, "game_room_participants": 40}
+    assert after.detail["revision"] == "8e4b6c2d0a91"
+    assert after.detail["baseline_revision"] == "e6093b7a4c18"
+    assert after.detail["baseline"] == before.detail["counts"]
+    assert after.detail["counts"] == {"game_rooms": 0, "players": 0, "game_room_participants": 0}
+    assert after.values["drop_ratio_since_revision_change"] == 1.0
+    assert after.values["game_rooms:drop_ratio_since_revision_change"] == 1.0

@@ -14,6 +14,7 @@ from rollbackd.probes import ProbeContext
 from rollbackd.probes.schema import SchemaProbe
 from rollbackd.vault import Vault
 from test_alembic_scripts import write_script
+from vbrpg_service import VbrpgApp
 
 
 @pytest.fixture
@@ -117,3 +118,35 @@ def test_exports_state_and_revisions(tmp_path: Path, context: ProbeContext, vers
     assert sample("rollbackd_schema_state", {"service": "vbrpg", "state": "in_sync"}) == 0
     assert sample("rollbackd_schema_revision_info", {"service": "vbrpg", "db_revision": "a1", "code_head": "b2"}) == 1
     assert sample("rollbackd_vault_scripts", {"service": "vbrpg"}) == 2
+
+
+def test_schema_skew_fault_is_db_ahead_when_the_vault_saw_the_script(
+    tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp
+) -> None:
+    probe = schema_probe(tmp_path, context, vbrpg_app.database, vbrpg_app.versions_dir)
+    in_sync = run_once(probe)
+    stash = tmp_path / "deployed"
+    vbrpg_app.fault("schema-skew", "--stash", str(stash))
+    probe.vault.store_from(stash)  # the probe copied the script while it was deployed; the stash is that moment
+    ahead = run_once(probe)
+    assert in_sync.ok and in_sync.values["vault_scripts"] == 4
+    assert (ahead.ok, ahead.reason) == (False, "db_ahead")
+    assert ahead.detail["db_revision"] == "5a7d3e9b1f24"
+    assert ahead.detail["code_heads"] == ["e6093b7a4c18"]
+    assert ahead.detail["path"] == ["5a7d3e9b1f24"]
+
+
+def test_schema_skew_fault_unseen_by_the_vault_is_unknown_revision(
+    tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp
+) -> None:
+    vbrpg_app.fault("schema-skew")
+    observation = run_once(schema_probe(tmp_path, context, vbrpg_app.database, vbrpg_app.versions_dir))
+    assert (observation.ok, observation.reason) == (False, "unknown_revision")
+
+
+def test_example_database_one_migration_behind_is_db_behind(
+    tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp
+) -> None:
+    vbrpg_app.migrate("-1")
+    observation = run_once(schema_probe(tmp_path, context, vbrpg_app.database, vbrpg_app.versions_dir))
+    assert (observation.reason, observation.detail["path"]) == ("db_behind", ["e6093b7a4c18"])

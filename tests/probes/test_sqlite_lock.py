@@ -17,6 +17,7 @@ from sqlite_processes import busy_intolerant_writer, create_database, write_lock
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.proc_locks import TO_END, parse_proc_locks
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
+from vbrpg_service import VBRPG_EXAMPLE, VbrpgApp
 
 MODES = ["wal", "delete"]
 EXPECTED_MODE = {"wal": "wal", "delete": "rollback"}
@@ -179,3 +180,29 @@ def test_probing_every_10ms_never_makes_a_busy_intolerant_writer_fail(
     assert busy == 0
     assert len(held) > 1  # the probe really ran alongside the writes
     assert 1.0 in held  # and saw the writer's lock at least once
+
+
+def test_example_lock_fault_is_seen_with_its_pid(tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp) -> None:
+    holder = subprocess.Popen(
+        [VBRPG_EXAMPLE, "fault", "lock", "--db", str(vbrpg_app.database), "--seconds", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    try:
+        announced = holder.stdout.readline()  # "fault lock: pid P holding the write lock on ..."
+        probe = lock_probe(tmp_path, context, vbrpg_app.database)
+        held = run_once(probe)
+        holder.send_signal(signal.SIGTERM)  # ends the fault early, cleanly (rolled back)
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+    free = run_once(probe)
+    assert f"pid {holder.pid} holding the write lock" in announced
+    assert held.values["held"] == 1
+    assert [entry["pid"] for entry in held.detail["holders"]] == [holder.pid]
+    assert held.detail["journal_mode"] == "wal"
+    assert free.values["held"] == 0

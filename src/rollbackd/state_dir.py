@@ -1,12 +1,12 @@
 """Where rollbackd keeps its own files under ``daemon.state_dir``, named in one place.
 
-    state_dir/
-      rollbackd.db                       history of incidents and actions (SQLite, own Alembic migrations)
-      rollbackd.sock                     the running daemon's status socket (0600)
-      locks/<service>.lock               one action at a time per service (daemon and CLI)
-      vault/<service>/<script>.py        every migration script ever seen, for downgrades after a code rollback
-      services/<service>/                per-service state: baselines, the restore journal, deploy window
-      scratch/                           drills and rehearsals (emptied before use)
+state_dir/
+  rollbackd.db                       history of incidents and actions (SQLite, own Alembic migrations)
+  rollbackd.sock                     the running daemon's status socket (0600)
+  locks/<service>.lock               one action at a time per service (daemon and CLI)
+  vault/<service>/<script>.py        every migration script ever seen, for downgrades after a code rollback
+  services/<service>/                per-service state: baselines, the restore journal, deploy window
+  scratch/                           drills and rehearsals (emptied before use)
 """
 
 from __future__ import annotations

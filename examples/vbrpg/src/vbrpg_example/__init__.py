@@ -1,0 +1,3 @@
+"""VBRPG example service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The runbook's bad deployments, injectable one at a time: see `catalog` for the list."""

@@ -49,6 +49,7 @@ class LatencyWindow:
         summary = {name: quantile(latencies, q) for name, q in QUANTILES}
         summary["error_ratio"] = failures / len(self._samples) if self._samples else 0.0
         summary["samples"] = float(len(self._samples))
+        summary["sum"] = sum(latencies)
         return summary
 
 
@@ -99,10 +100,12 @@ class LatencyProbe:
             metrics.http_request_duration_seconds.labels(service=self.service, path=path).observe(
                 observation.values[f"{path}:latency"]
             )
-            for key, q in QUANTILES:
-                metrics.http_latency_window_seconds.labels(service=self.service, path=path, quantile=str(q)).set(
-                    observation.values[f"{path}:{key}"]
-                )
+            metrics.http_latency_window_seconds.set(
+                {"service": self.service, "path": path},
+                {q: observation.values[f"{path}:{key}"] for key, q in QUANTILES},
+                count=observation.values[f"{path}:samples"],
+                total=observation.values[f"{path}:sum"],
+            )
             metrics.http_error_ratio.labels(service=self.service, path=path).set(
                 observation.values[f"{path}:error_ratio"]
             )

@@ -149,7 +149,8 @@ class Daemon:
         expected = loop.time() + TICK_SECONDS
         while not exit_event.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exit_event.wait(), timeout=max(0.0, expected - loop.time()))
+                async with asyncio.timeout(max(0.0, expected - loop.time())):
+                    await exit_event.wait()
             if exit_event.is_set():
                 break
             now = loop.time()
@@ -207,7 +208,7 @@ class Daemon:
         next one rather than piling runs up."""
         loop = asyncio.get_running_loop()
         next_run = loop.time()
-        while True:
+        while not self._stopping.is_set():  # besides cancellation: a swallowed cancel must not keep it running
             observation = await observe(probe, self.clock)
             try:
                 await self.record(probe, observation)
@@ -237,7 +238,7 @@ class Daemon:
             await _call_safely("observation listener", listener, observation)
 
     async def _supervise(self, name: str, factory: TaskFactory) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await factory()
             except asyncio.CancelledError:

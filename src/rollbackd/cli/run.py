@@ -36,6 +36,8 @@ def register(commands: Subcommands) -> None:
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # httpx logs every request at INFO: one line per probe run is noise, not a notable event.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run(args: argparse.Namespace) -> ExitCode:

@@ -59,7 +59,9 @@ async def observe(probe: Probe, clock: Callable[[], float] = time.time) -> Obser
     started_at = clock()
     started = time.perf_counter()
     try:
-        observation = await asyncio.wait_for(probe.run(), probe.timeout + TIMEOUT_GRACE)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the run ends.
+        async with asyncio.timeout(probe.timeout + TIMEOUT_GRACE):
+            observation = await probe.run()
     except TimeoutError:
         observation = Observation(
             probe.service, probe.name, ok=False, reason="timeout", detail={"error": f"no result in {probe.timeout}s"}

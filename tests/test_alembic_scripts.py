@@ -7,28 +7,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.alembic_scripts import RevisionGraph, ScriptParseError, ScriptReader, parse_script
-
-
-def write_script(directory: Path, revision: str, down: object, *, depends_on: object = None, name: str = "") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{revision}_{name or 'step'}.py"
-    path.write_text(
-        f'''"""{name or "step"}"""
-from collections.abc import Sequence
-
-import no_such_module_the_daemon_must_never_import  # importing this script would fail
-
-revision: str = "{revision}"
-down_revision: str | Sequence[str] | None = {down!r}
-branch_labels = None
-depends_on = {depends_on!r}
-
-
-def upgrade() -> None:
-    raise SystemExit("never executed")
-'''
-    )
-    return path
+from tests.probes.script_files import write_script
 
 
 def test_reads_identifiers_without_importing_the_script(tmp_path: Path) -> None:

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import signal
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from game_database import make_game_database
 from rollbackd.config import Config, ServiceConfig, parse_config
 from rollbackd.daemon import Daemon, DaemonStartupError
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
-from rollbackd.probes import Probe, ProbeContext, build_probes
+from rollbackd.probes import PROBE_NAMES, Probe, ProbeContext, build_probes
+from tests.daemon_process import RunningDaemon, running, write_daemon_config
+from tests.probes.example_app import VbrpgApp, serving
+from tests.probes.game_database import make_game_database
+from tests.support.vbrpg_service import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture
+def served_vbrpg(tmp_path: Path) -> Iterator[VbrpgApp]:
+    with serving(VbrpgApp(tmp_path / "vbrpg").create()) as app:
+        yield app
+
+
+@pytest.fixture
+def running_daemon(tmp_path: Path, served_vbrpg: VbrpgApp) -> Iterator[RunningDaemon]:
+    port = free_port()
+    config = write_daemon_config(tmp_path / "rollbackd.toml", served_vbrpg, port, served_vbrpg.create_room())
+    with running(config) as daemon:
+        yield daemon
 
 
 def daemon_config(tmp_path: Path, *, metrics_listen: str = "", base_url: str = "http://127.0.0.1:9") -> Config:
@@ -202,3 +218,67 @@ def test_loop_lag_is_measured_on_each_tick(tmp_path: Path, caplog: pytest.LogCap
     assert len(ticks) == 1 and ticks[0] is not None and ticks[0] >= 0
     assert "vbrpg/rows: ok" in caplog.text
     assert "stopped" in caplog.text
+
+
+@pytest.mark.e2e
+def test_rollbackd_run_probes_the_example_service_and_stops_cleanly_on_sigterm(
+    running_daemon: RunningDaemon,
+) -> None:
+    exposition = running_daemon.scrape_with_every_probe()
+    for name in ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "process"):
+        assert f'rollbackd_probe_success{{probe="{name}",service="vbrpg"}} 1.0' in exposition, (
+            name,
+            running_daemon.log_tail(),
+        )
+    assert 'rollbackd_schema_state{service="vbrpg",state="in_sync"} 1.0' in exposition
+    assert 'rollbackd_process_up{service="vbrpg"} 1.0' in exposition
+    running_daemon.process.send_signal(signal.SIGTERM)
+    assert running_daemon.process.wait(timeout=30) == 0
+    log = running_daemon.log_tail()
+    assert "received SIGTERM, shutting down" in log
+    assert "stopped" in log
+    assert "Traceback" not in log
+    assert "did not stop" not in log  # every probe task ended when cancelled
+
+
+@pytest.mark.e2e
+def test_rollbackd_probe_prints_every_probe_once(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:
+    config = write_daemon_config(tmp_path / "rollbackd.toml", served_vbrpg, free_port(), served_vbrpg.create_room())
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe", "vbrpg", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    observations = json.loads(result.stdout)
+    assert [entry["probe"] for entry in observations] == list(PROBE_NAMES)
+    assert all(entry["ok"] for entry in observations)
+    served_vbrpg.stop()
+    human = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert human.returncode == 1
+    assert "FAIL connect_refused" in human.stdout
+
+
+def test_rollbackd_probe_of_an_unknown_service_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "rollbackd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[[service]]\nname = "vbrpg"\nworkdir = "{tmp_path}"\n'
+        f'database = "vbrpg.db"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe", "other"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no service named 'other'" in result.stderr

@@ -12,8 +12,8 @@ from pathlib import Path
 from rollbackd.alembic_scripts import RevisionGraph
 from rollbackd.database import connect_readonly, read_revision
 from rollbackd.vault import Vault
-from test_alembic_scripts import write_script
-from vbrpg_service import VbrpgApp, vbrpg_app, vbrpg_template  # noqa: F401 - fixtures used by name
+from tests.probes.example_app import VbrpgApp
+from tests.probes.script_files import write_script
 
 
 def test_stores_each_script_once_owner_only(tmp_path: Path) -> None:
@@ -72,12 +72,10 @@ def test_materializes_only_the_scripts_the_code_lacks(tmp_path: Path) -> None:
     assert copies[0].read_text() == vault.scripts()["b2"].read_text()
 
 
-def test_downgrade_through_the_vault_after_the_code_lost_the_script(
-    tmp_path: Path,
-    vbrpg_app: VbrpgApp,  # noqa: F811 - a fixture
-) -> None:
+def test_downgrade_through_the_vault_after_the_code_lost_the_script(tmp_path: Path) -> None:
     """Scenario 2 end to end: the database is at a revision whose script left with a code rollback; plain alembic
     cannot downgrade ("Can't locate revision"); with the vault's copy on version_locations it can."""
+    vbrpg_app = VbrpgApp(tmp_path / "vbrpg").create()
     code_head = "e6093b7a4c18"
     vault = Vault(tmp_path / "vault")
     vault.store_from(vbrpg_app.versions_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +11,7 @@ import pytest
 
 from rollbackd.probes import ProbeContext
 from rollbackd.state_dir import StateDir
-
-# Helpers shared with the daemon tests (vbrpg_service.py, test_alembic_scripts.py) live one folder up.
-TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+from tests.probes.example_app import VbrpgApp, serving
 
 
 @pytest.fixture
@@ -34,4 +29,19 @@ def context(state_dir: StateDir) -> Iterator[ProbeContext]:
     asyncio.run(client.aclose())
 
 
-from vbrpg_service import served_vbrpg, vbrpg_app, vbrpg_template  # noqa: E402,F401 - fixtures for the tests of this folder
+@pytest.fixture(scope="session")
+def vbrpg_template(tmp_path_factory: pytest.TempPathFactory) -> VbrpgApp:
+    """The example app made once per session: init-app, migrate to head (WAL), seed. Tests work on copies."""
+    return VbrpgApp(tmp_path_factory.mktemp("vbrpg-template")).create()
+
+
+@pytest.fixture
+def vbrpg_app(tmp_path: Path, vbrpg_template: VbrpgApp) -> VbrpgApp:
+    """An app dir with its database at head and seeded (not served), this test's own copy."""
+    return vbrpg_template.copy_to(tmp_path / "vbrpg")
+
+
+@pytest.fixture
+def served_vbrpg(vbrpg_app: VbrpgApp) -> Iterator[VbrpgApp]:
+    with serving(vbrpg_app) as app:
+        yield app

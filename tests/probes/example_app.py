@@ -1,36 +1,27 @@
-"""The example VBRPG service as the probe and daemon tests use it: an app dir in tmp_path, served on a free port,
-driven only through its own `vbrpg-example` command line (as an operator or a deploy would)."""
+"""The example VBRPG service as the probe and daemon tests drive it: an app dir and database in tmp_path, served
+on a free port, changed only through `vbrpg-example` (as an operator or a deploy would). Built on the shared
+helpers in tests/support/vbrpg_service.py."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-VBRPG_EXAMPLE = str(Path(sys.executable).parent / "vbrpg-example")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.vbrpg_service import ExampleService, run_cli, start_service
 
 
 @dataclass
 class VbrpgApp:
     root: Path
-    port: int = 0
+    service: ExampleService | None = None
+    port: int = 9  # until served; kept after stop so a probe finds the port closed
 
     @property
     def app_dir(self) -> Path:
@@ -52,59 +43,49 @@ class VbrpgApp:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [VBRPG_EXAMPLE, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root
-        )
+    def run(self, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = run_cli(*args)
         if check and result.returncode != 0:
-            raise AssertionError(
-                f"vbrpg-example {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
-            )
+            output = result.stdout + result.stderr
+            raise AssertionError(f"vbrpg-example {' '.join(map(str, args))}: exit {result.returncode}\n{output}")
         return result
 
     def create(self, *, journal_mode: str = "wal", rooms: int = 20) -> VbrpgApp:
+        """init-app, migrate to head, seed ``rooms`` rooms with two seats each (``rooms * 2`` players)."""
         self.database.parent.mkdir(parents=True, exist_ok=True)
-        self.run("init-app", str(self.app_dir), "--db", str(self.database))
-        self.run("migrate", "--db", str(self.database), "--app-dir", str(self.app_dir), "--journal-mode", journal_mode)
-        self.run(
-            "seed", "--db", str(self.database), "--rooms", str(rooms), "--players", str(rooms * 2),
-            "--participants-per-room", "2",
-        )  # fmt: skip
+        self.run("init-app", self.app_dir, "--db", self.database)
+        self.run("migrate", "--db", self.database, "--app-dir", self.app_dir, "--journal-mode", journal_mode)
+        self.run("seed", "--db", self.database, "--rooms", rooms, "--players", rooms * 2, "--participants-per-room", 2)
         return self
 
     def copy_to(self, root: Path) -> VbrpgApp:
         """A copy of this app dir and database at ``root`` (its alembic.ini pointed at the copied database)."""
         shutil.copytree(self.root, root, ignore=shutil.ignore_patterns("run"))
         copy = VbrpgApp(root)
-        copy.run("init-app", str(copy.app_dir), "--db", str(copy.database), "--force")
+        copy.run("init-app", copy.app_dir, "--db", copy.database, "--force")
         return copy
 
     def serve(self) -> None:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.run(
-            "serve", "--db", str(self.database), "--app-dir", str(self.app_dir), "--port", str(self.port),
-            "--chaos", "--pidfile", str(self.pidfile), "--detach",
-        )  # fmt: skip
+        self.service = start_service(
+            self.database, self.app_dir, self.root / "run" / "service.log", chaos=True, pidfile=self.pidfile
+        )
+        self.port = self.service.port
 
     def stop(self) -> None:
-        self.run("stop", "--pidfile", str(self.pidfile), check=False)
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
 
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def fault(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def fault(self, name: str, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Inject a fault; migration faults get the app dir, file faults (corrupt, lock) only the database."""
-        where = ["--db", str(self.database)]
+        where: list[object] = ["--db", self.database]
         if name not in ("corrupt", "lock"):
-            where += ["--app-dir", str(self.app_dir)]
+            where += ["--app-dir", self.app_dir]
         return self.run("fault", name, *where, *args, check=check)
 
     def migrate(self, target: str = "head") -> None:
-        self.run("migrate", "--db", str(self.database), "--app-dir", str(self.app_dir), target)
+        self.run("migrate", "--db", self.database, "--app-dir", self.app_dir, target)
 
     def chaos(self, **settings: Any) -> None:
         response = httpx.post(f"{self.base_url}/chaos", json=settings, trust_env=False, timeout=10)
@@ -118,25 +99,11 @@ class VbrpgApp:
         return str(response.json()["code"])
 
 
-@pytest.fixture(scope="session")
-def vbrpg_template(tmp_path_factory: pytest.TempPathFactory) -> VbrpgApp:
-    """Made once per session: init-app, migrate to head (WAL), seed. Tests work on copies."""
-    return VbrpgApp(tmp_path_factory.mktemp("vbrpg-template")).create()
-
-
-@pytest.fixture
-def vbrpg_app(tmp_path: Path, vbrpg_template: VbrpgApp) -> VbrpgApp:
-    """An app dir with its database migrated to head and seeded (not served), this test's own copy."""
-    return vbrpg_template.copy_to(tmp_path / "vbrpg")
-
-
-@pytest.fixture
-def served_vbrpg(vbrpg_app: VbrpgApp) -> Iterator[VbrpgApp]:
-    """The example service running (with /chaos) on a free loopback port; stopped after the test."""
-    vbrpg_app.serve()
-    pid = vbrpg_app.pid()
-    yield vbrpg_app
-    vbrpg_app.stop()
-    if pid is not None:  # stop refuses a pid that is not a live `vbrpg-example serve`; make sure nothing is left
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+@contextmanager
+def serving(app: VbrpgApp) -> Iterator[VbrpgApp]:
+    """The example service running (with /chaos and a pidfile) on a free loopback port until the block ends."""
+    app.serve()
+    try:
+        yield app
+    finally:
+        app.stop()

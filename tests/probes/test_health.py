@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from probe_support import service_config
 
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
@@ -18,7 +17,8 @@ from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.health import HealthProbe
 from rollbackd.probes.http_request import status_reason
 from rollbackd.state_dir import StateDir
-from vbrpg_service import VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.probe_support import service_config
 
 
 def check_health(

@@ -8,13 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
-from probe_support import run_once, service_config
-
-from game_database import execute, make_game_database
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.integrity import IntegrityProbe
-from vbrpg_service import VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.game_database import execute, make_game_database
+from tests.probes.probe_support import run_once, service_config
 
 
 def integrity_probe(tmp_path: Path, context: ProbeContext, database: Path, extra: str = "") -> IntegrityProbe:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from probe_support import service_config
 
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.latency import LatencyProbe, LatencyWindow, quantile
 from rollbackd.state_dir import StateDir
-from vbrpg_service import VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.probe_support import service_config
 
 
 def measure(tmp_path: Path, app: VbrpgApp, paths: list[str], times: int, metrics: Metrics) -> list[Observation]:
@@ -64,7 +64,14 @@ def test_room_lookup_window_fills_from_real_requests(tmp_path: Path, served_vbrp
     assert last.values["error_ratio"] == 0
     sample = metrics.registry.get_sample_value
     assert sample("rollbackd_http_request_duration_seconds_count", {"service": "vbrpg", "path": path}) == 5
-    assert sample("rollbackd_http_latency_window_seconds", {"service": "vbrpg", "path": path, "quantile": "0.95"})
+    window = "rollbackd_http_latency_window_seconds"
+    assert sample(window, {"service": "vbrpg", "path": path, "quantile": "0.95"}) == last.values[f"{path}:p95"]
+    assert sample(f"{window}_count", {"service": "vbrpg", "path": path}) == 5
+    assert sample(f"{window}_sum", {"service": "vbrpg", "path": path}) == pytest.approx(
+        sum(observation.values[f"{path}:latency"] for observation in observations)
+    )
+    metrics.forget_service("vbrpg")  # a service removed from the config on reload stops being exported
+    assert sample(f"{window}_count", {"service": "vbrpg", "path": path}) is None
 
 
 def test_slow_api_raises_the_percentiles(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from probe_support import run_once, service_config
 
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext, build_probes
 from rollbackd.probes.process import ProcessProbe, parse_main_pid
+from tests.probes.probe_support import run_once, service_config
 
 
 @pytest.fixture

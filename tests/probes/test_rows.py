@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe_support import run_once, service_config
-
-from game_database import execute, make_game_database
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.rows import RowsProbe, drop_ratio
-from vbrpg_service import VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.game_database import execute, make_game_database
+from tests.probes.probe_support import run_once, service_config
 
 
 def rows_probe(tmp_path: Path, context: ProbeContext, database: Path) -> RowsProbe:

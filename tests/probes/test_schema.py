@@ -7,14 +7,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from probe_support import run_once, service_config
 
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.schema import SchemaProbe
 from rollbackd.vault import Vault
-from test_alembic_scripts import write_script
-from vbrpg_service import VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.probe_support import run_once, service_config
+from tests.probes.script_files import write_script
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from probe_support import run_once, service_config
-from sqlite_processes import busy_intolerant_writer, create_database, write_lock_held
 
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.proc_locks import TO_END, parse_proc_locks
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
-from vbrpg_service import VBRPG_EXAMPLE, VbrpgApp
+from tests.probes.example_app import VbrpgApp
+from tests.probes.probe_support import run_once, service_config
+from tests.probes.sqlite_processes import busy_intolerant_writer, create_database, write_lock_held
+from tests.support.vbrpg_service import VBRPG_EXAMPLE
 
 MODES = ["wal", "delete"]
 EXPECTED_MODE = {"wal": "wal", "delete": "rollback"}
@@ -184,7 +185,7 @@ def test_probing_every_10ms_never_makes_a_busy_intolerant_writer_fail(
 
 def test_example_lock_fault_is_seen_with_its_pid(tmp_path: Path, context: ProbeContext, vbrpg_app: VbrpgApp) -> None:
     holder = subprocess.Popen(
-        [VBRPG_EXAMPLE, "fault", "lock", "--db", str(vbrpg_app.database), "--seconds", "60"],
+        [*VBRPG_EXAMPLE, "fault", "lock", "--db", str(vbrpg_app.database), "--seconds", "60"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -63,26 +62,22 @@ def prepare(root: Path, size_mb: int) -> tuple[Path, Path]:
     return app, database
 
 
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 async def measure(probe: Probe, runs: int) -> tuple[float, float, str]:
     await observe(probe)  # warm-up: first runs learn baselines, fill the vault, prime psutil
-    cpu, wall = cpu_seconds(), time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()  # process_time: every thread of this process
     last = None
     for _ in range(runs):
         last = await observe(probe)
     assert last is not None
     verdict = "ok" if last.ok else last.reason
-    return (cpu_seconds() - cpu) / runs, (time.perf_counter() - wall) / runs, verdict
+    return (time.process_time() - cpu) / runs, (time.perf_counter() - wall) / runs, verdict
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=100, help="runs of each cheap probe")
+    parser.add_argument("--check-runs", type=int, default=5, help="runs of each integrity check kind")
     parser.add_argument("--keep", type=Path, help="build (or reuse) the database here instead of a temp dir")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="rollbackd-bench-"))
@@ -115,21 +110,26 @@ pidfile = "{pidfile}"
         state_dir = StateDir(root / "state")
         state_dir.ensure()
         size = database.stat().st_size
-        print(f"database {size / 1024**2:.0f} MiB ({database}), {args.runs} runs per probe (full check: 3)")
+        print(
+            f"database {size / 1024**2:.0f} MiB ({database}), {args.runs} runs per probe,"
+            f" {args.check_runs} per integrity check kind"
+        )
         print(f"{'probe':<18} {'CPU ms/run':>10} {'wall ms/run':>11}  last result")
         async with httpx.AsyncClient(trust_env=False) as client:
             context = ProbeContext(http=client, state_dir=state_dir)
             for probe in build_probes(service, context):
                 if isinstance(probe, IntegrityProbe):
-                    probe.full_every = 1e-9  # every run a full integrity_check
-                    cpu, wall, verdict = await measure(probe, 3)
-                    print(f"{'integrity (full)':<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
-                    probe.full_every = 1e12  # every run a quick_check
-                    name = "integrity (quick)"
-                else:
-                    name = probe.name
+                    for name, full_every, foreign_keys in (
+                        ("integrity full", 1e-9, True),  # every run an integrity_check
+                        ("integrity quick", 1e12, True),  # every run a quick_check
+                        ("quick, no FK", 1e12, False),  # quick_check alone: the difference is foreign_key_check
+                    ):
+                        probe.full_every, probe.check_foreign_keys = full_every, foreign_keys
+                        cpu, wall, verdict = await measure(probe, args.check_runs)
+                        print(f"{name:<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
+                    continue
                 cpu, wall, verdict = await measure(probe, args.runs)
-                print(f"{name:<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
+                print(f"{probe.name:<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
     finally:
         vbrpg("stop", "--pidfile", str(pidfile))
         if args.keep is None:

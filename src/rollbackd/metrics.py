@@ -7,7 +7,12 @@ HTTP paths from the config. Revisions, pids and file paths appear only in the ``
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from rollbackd import __version__
 
@@ -62,10 +67,10 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        self.http_latency_window_seconds = Gauge(
+        self.http_latency_window_seconds = WindowSummary(
             "rollbackd_http_latency_window_seconds",
-            "Latency percentile over the probe's rolling window.",
-            ["service", "path", "quantile"],
+            "Latency quantiles over the latency probe's rolling window.",
+            ["service", "path"],
             registry=r,
         )
         self.http_error_ratio = Gauge(
@@ -246,3 +251,44 @@ class Metrics:
                         stale.add(tuple(sample.labels[name] for name in labelnames))
             for labels in stale:
                 metric.remove(*labels)
+
+
+class WindowSummary(Collector):
+    """A summary whose quantiles, count and sum are computed elsewhere over a rolling window (the latency probe's).
+
+    Prometheus accepts a ``quantile`` label only on a summary (promtool rejects it on a gauge), and
+    prometheus_client's own Summary cannot be given precomputed quantiles; so this collector exposes the latest
+    window as ``name{quantile=...}``, ``name_count`` and ``name_sum``.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._windows: dict[tuple[str, ...], tuple[dict[float, float], float, float]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def set(self, labels: Mapping[str, str], quantiles: Mapping[float, float], count: float, total: float) -> None:
+        key = tuple(labels[name] for name in self._labelnames)
+        with self._lock:
+            self._windows[key] = (dict(quantiles), count, total)
+
+    def remove(self, *labelvalues: str) -> None:
+        with self._lock:
+            self._windows.pop(tuple(labelvalues), None)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self._name, self._documentation, "summary")]
+
+    def collect(self) -> list[Metric]:
+        metric = Metric(self._name, self._documentation, "summary")
+        with self._lock:
+            windows = list(self._windows.items())
+        for key, (quantiles, count, total) in windows:
+            labels = dict(zip(self._labelnames, key, strict=True))
+            for quantile, value in sorted(quantiles.items()):
+                metric.add_sample(self._name, {**labels, "quantile": str(quantile)}, value)
+            metric.add_sample(f"{self._name}_count", labels, count)
+            metric.add_sample(f"{self._name}_sum", labels, total)
+        return [metric]

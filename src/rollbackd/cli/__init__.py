@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config, history, resume, verify
+from rollbackd.cli import backup, check_config, history, resume, run, verify
 from rollbackd.cli.common import Handler, Subcommands, not_built
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH})"
     )
     commands: Subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    not_built(commands, "run", "run the daemon: probe, back up, recover")
+    run.register(commands)
     not_built(commands, "status", "show each service's state, probes, backups and incidents")
     check_config.register(commands)
     backup.register(commands)

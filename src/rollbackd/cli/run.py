@@ -1,0 +1,96 @@
+"""`rollbackd run` (the daemon) and `rollbackd probe` (every enabled probe once, printed)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+import httpx
+
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
+from rollbackd.config import ServiceConfig
+from rollbackd.daemon import Daemon, DaemonStartupError
+from rollbackd.exit_codes import ExitCode
+from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation
+from rollbackd.probes import ProbeContext, build_probes, observe
+from rollbackd.state_dir import StateDir
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def register(commands: Subcommands) -> None:
+    add_command(commands, "run", "run the daemon: probe, back up, recover (stops on SIGTERM/SIGINT)", run)
+    probe = add_command(
+        commands,
+        "probe",
+        "run every enabled probe once and print what it saw (exit 0 all ok, 1 any failing)",
+        probe_once,
+    )
+    probe.add_argument("service", nargs="?", help="only this service (default: all)")
+    probe.add_argument("--json", action="store_true", help="print the observations as JSON")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # httpx logs every request at INFO: one line per probe run is noise, not a notable event.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    configure_logging(config.daemon.log_level)
+    daemon = Daemon(config, metrics=Metrics())
+    try:
+        asyncio.run(daemon.serve())
+    except DaemonStartupError as error:
+        print(f"rollbackd run: {error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK
+
+
+def probe_once(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    configure_logging("warning")
+    try:
+        services = select_services(config, args.service)
+    except KeyError as error:
+        print(f"rollbackd probe: {error.args[0]}", file=sys.stderr)
+        return ExitCode.CONFIG
+    state_dir = StateDir(config.daemon.state_dir)
+    try:
+        state_dir.ensure()
+    except OSError as error:
+        print(f"rollbackd probe: cannot create the state dir {state_dir.root}: {error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    observations = asyncio.run(observe_services(services, state_dir))
+    if args.json:
+        print_json([observation.as_dict() for observation in observations])
+    else:
+        for observation in observations:
+            print(render(observation))
+    return ExitCode.OK if all(observation.ok for observation in observations) else ExitCode.FAILED
+
+
+async def observe_services(services: list[ServiceConfig], state_dir: StateDir) -> list[Observation]:
+    """Run every enabled probe of ``services`` once, concurrently; return their observations in config order."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        context = ProbeContext(http=client, state_dir=state_dir)
+        probes = [probe for service in services for probe in build_probes(service, context)]
+        return list(await asyncio.gather(*(observe(probe) for probe in probes)))
+
+
+def render(observation: Observation) -> str:
+    """Two lines for a person: verdict and values, then the detail as compact JSON."""
+    verdict = "ok" if observation.ok else f"FAIL {observation.reason}"
+    values = " ".join(f"{key}={_number(value)}" for key, value in observation.values.items())
+    head = f"{observation.service:<12} {observation.probe:<12} {verdict:<28} {values}".rstrip()
+    detail = json.dumps(dict(observation.detail), default=str, separators=(", ", ": "))
+    return f"{head}\n{'':<12} {detail}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"

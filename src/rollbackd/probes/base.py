@@ -1,0 +1,78 @@
+"""What every probe is, what it is built from, and the guard that turns any failure into an Observation.
+
+A probe is a small object built from a service's config and injected parts (HTTP client, clock, state dir). Its
+``run()`` returns an Observation; ``export()`` copies that observation into the probe's own Prometheus series.
+Probes know nothing of the scheduler, the policy or each other; the daemon calls ``observe()``, which never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation
+from rollbackd.state_dir import StateDir
+
+log = logging.getLogger(__name__)
+
+# Probes whose config has no timeout of their own (lock, schema, rows, process) get this bound.
+DEFAULT_TIMEOUT = 10.0
+# observe() gives a probe this much longer than its own timeout before it abandons the run.
+TIMEOUT_GRACE = 1.0
+
+
+class Probe(Protocol):
+    name: str
+    service: str
+    interval: float
+    timeout: float
+
+    async def run(self) -> Observation: ...
+
+    def export(self, metrics: Metrics, observation: Observation) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """The parts probes share, injected so tests use a real server, a tmp state dir and their own clock."""
+
+    http: httpx.AsyncClient
+    state_dir: StateDir
+    clock: Callable[[], float] = time.time
+    # Set when the daemon stops: long SQLite checks in worker threads abort at their next progress callback
+    # instead of holding the exit for up to their timeout (a thread cannot be cancelled from outside).
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+async def observe(probe: Probe, clock: Callable[[], float] = time.time) -> Observation:
+    """Run ``probe`` once; return its Observation stamped with start time and duration. Never raises: an
+    exception becomes ok=False with reason ``probe_error`` (and a log line), a run past its timeout ``timeout``."""
+    started_at = clock()
+    started = time.perf_counter()
+    try:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the run ends.
+        async with asyncio.timeout(probe.timeout + TIMEOUT_GRACE):
+            observation = await probe.run()
+    except TimeoutError:
+        observation = Observation(
+            probe.service, probe.name, ok=False, reason="timeout", detail={"error": f"no result in {probe.timeout}s"}
+        )
+    except Exception as error:
+        log.exception("probe %s of service %s raised", probe.name, probe.service)
+        observation = Observation(
+            probe.service,
+            probe.name,
+            ok=False,
+            reason="probe_error",
+            detail={"error": f"{type(error).__name__}: {error}"},
+        )
+    return dataclasses.replace(observation, started_at=started_at, duration=time.perf_counter() - started)

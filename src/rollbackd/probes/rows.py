@@ -1,0 +1,130 @@
+"""Row counts of the runbook's tables, against the last run and against the counts before the last revision change.
+
+Scenario 3 ("data loss after migration") shows as counts that fell across a revision change. The baseline is the
+last counts seen at the previous revision, kept in ``rows.json`` (atomic writes) so a daemon restart after a bad
+deploy still compares against the data before it. Drops are facts for the policy (values
+``drop_ratio_since_revision_change`` per table and the largest), not a failure here: deleting rows is normal
+work, and whether a drop across a migration is a disaster is the rule's threshold. The probe fails only when it
+cannot count (``unavailable``) or a table it counted before has vanished (``table_missing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rollbackd.atomic_files import read_json, write_json_atomic
+from rollbackd.config import ServiceConfig
+from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
+from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation
+from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
+
+PROGRESS_STEPS = 10_000
+
+
+def drop_ratio(before: int | None, now: int | None) -> float:
+    """The share of ``before`` rows that are gone (0.0 when it grew or there is nothing to compare)."""
+    if not before or now is None:
+        return 0.0
+    return max(0.0, (before - now) / before)
+
+
+class RowsProbe:
+    name = "rows"
+
+    def __init__(self, service: ServiceConfig, context: ProbeContext) -> None:
+        config = service.probes.rows
+        self.service = service.name
+        self.interval = config.every
+        self.timeout = DEFAULT_TIMEOUT
+        self.tables = list(config.tables)
+        self.database = service.database
+        self._clock = context.clock
+        self._stopping = context.stopping
+        self._state_path = context.state_dir.service_dir(service.name) / "rows.json"
+
+    async def run(self) -> Observation:
+        return await asyncio.to_thread(self.check)
+
+    def check(self) -> Observation:
+        try:
+            revision, counts = self._count()
+        except (DatabaseUnavailable, sqlite3.DatabaseError, TimeoutError) as error:
+            return Observation(self.service, self.name, ok=False, reason="unavailable", detail={"error": str(error)})
+        state = read_json(self._state_path)
+        if not isinstance(state, dict):
+            state = {}
+        previous: Mapping[str, Any] = state.get("counts") or {}
+        baseline: Mapping[str, Any] = state.get("baseline") or {}
+        baseline_revision = state.get("baseline_revision")
+        if "revision" in state and state["revision"] != revision:
+            baseline, baseline_revision = previous, state["revision"]
+            state["baseline_at"] = self._clock()
+        write_json_atomic(
+            self._state_path,
+            {
+                "revision": revision,
+                "counts": counts,
+                "baseline_revision": baseline_revision,
+                "baseline": dict(baseline),
+                "baseline_at": state.get("baseline_at"),
+            },
+        )
+        values: dict[str, float] = {}
+        since_change: dict[str, float] = {}
+        for table, count in counts.items():
+            if count is not None:
+                values[f"{table}:rows"] = float(count)
+            values[f"{table}:drop_ratio_since_previous"] = drop_ratio(previous.get(table), count)
+            since_change[table] = drop_ratio(baseline.get(table), count)
+            values[f"{table}:drop_ratio_since_revision_change"] = since_change[table]
+        values["drop_ratio_since_revision_change"] = max(since_change.values(), default=0.0)
+        vanished = sorted(
+            table
+            for table, count in counts.items()
+            if count is None and (previous.get(table) is not None or baseline.get(table) is not None)
+        )
+        detail = {
+            "revision": revision,
+            "counts": counts,
+            "previous": dict(previous),
+            "baseline_revision": baseline_revision,
+            "baseline": dict(baseline),
+            "drop_ratio_since_revision_change": since_change,
+            "absent": sorted(table for table, count in counts.items() if count is None),
+            "vanished": vanished,
+        }
+        reason = "table_missing" if vanished else ""
+        return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
+
+    def _count(self) -> tuple[str | None, dict[str, int | None]]:
+        deadline = time.monotonic() + self.timeout
+        stopping = self._stopping
+        connection = connect_readonly(self.database, timeout=min(self.timeout, 5.0))
+        try:
+            connection.set_progress_handler(
+                lambda: int(time.monotonic() > deadline or stopping.is_set()), PROGRESS_STEPS
+            )
+            try:
+                # One read transaction, so the counts and the revision belong to the same moment.
+                connection.execute("BEGIN")
+                revision = read_revision(connection)
+                counts = count_rows(connection, self.tables)
+                connection.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                if "interrupted" in str(error):
+                    raise TimeoutError(f"counting rows took longer than {self.timeout}s") from error
+                raise
+        finally:
+            connection.close()
+        return revision, {table: counts.get(table) for table in self.tables}
+
+    def export(self, metrics: Metrics, observation: Observation) -> None:
+        for table in self.tables:
+            key = f"{table}:rows"
+            if key in observation.values:
+                metrics.table_rows.labels(service=self.service, table=table).set(observation.values[key])

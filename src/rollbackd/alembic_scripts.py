@@ -186,6 +186,11 @@ class RevisionGraph:
         wanted &= set(self.scripts)
         return list(reversed(self._topological(wanted)))
 
+    def parents(self, revision: str) -> tuple[str, ...]:
+        """The revisions ``revision`` revises (its down_revision, not depends_on): where ``downgrade -1`` goes."""
+        script = self.scripts.get(revision)
+        return script.down_revisions if script else ()
+
     def _parents(self, revision: str) -> tuple[str, ...]:
         script = self.scripts.get(revision)
         return (*script.down_revisions, *script.depends_on) if script else ()

@@ -21,7 +21,14 @@ import httpx
 
 from rollbackd.commands import run_command_async
 from rollbackd.config import ServiceConfig, SmokeStep, SystemdControl
-from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, index_names, read_revision
+from rollbackd.database import (
+    DatabaseUnavailable,
+    connect_readonly,
+    count_rows,
+    index_names,
+    read_revision,
+    schema_fingerprint,
+)
 
 LATENCY_SAMPLES = 3
 INTEGRITY_TIMEOUT = 120.0
@@ -70,6 +77,7 @@ class Expectations:
     reference_counts: Mapping[str, int] = field(default_factory=dict)
     count_tolerance: float = 0.0
     indexes: Sequence[str] = ()
+    schema_fingerprint: str | None = None  # the schema must be exactly this one (e.g. the pre-deploy backup's)
     logs_since: float | None = None
 
 
@@ -121,6 +129,14 @@ class Verifier:
                     f"missing: {', '.join(missing)}" if missing else f"{len(expect.indexes)} expected indexes present"
                 )
                 items.append(CheckItem("indexes", not missing, detail))
+            if expect.schema_fingerprint:
+                same = schema_fingerprint(connection) == expect.schema_fingerprint
+                detail = (
+                    "schema as before the deploy"
+                    if same
+                    else "schema differs from the expected one (partial migration?)"
+                )
+                items.append(CheckItem("schema", same, detail))
             return items
 
     async def _smoke(self) -> list[CheckItem]:

@@ -9,6 +9,7 @@ from tests.policy.observations import observe
 
 DEPLOY = DeployWindow(
     1,
+    schema_fingerprint="f-before",
     opened_at=50.0,
     closes_at=950.0,
     trigger="migration_arrived",
@@ -82,7 +83,6 @@ def test_migration_failed_needs_evidence_not_just_a_pending_upgrade(service: Ser
                 db_revision="aaa",
                 code_heads=["bad1"],
                 schema_fingerprint=fingerprint,
-                pre_deploy_fingerprint="f-before",
             )
             for s in range(12)
         ]
@@ -95,7 +95,7 @@ def test_migration_failed_needs_evidence_not_just_a_pending_upgrade(service: Ser
 
 
 def test_slow_after_index_drop_needs_both_latency_and_the_vanished_index(service: ServiceConfig) -> None:
-    latency = [observe("latency", 100 + s, True, values={"latency_max": 2.5}) for s in range(15)]
+    latency = [observe("latency", 100 + s, True, values={"/api/rooms/ABC123:latency": 2.5}) for s in range(15)]
     integrity = [
         observe(
             "integrity", 110, False, "missing_index", missing_vs_previous_revision=["ix_game_room_participants_room_id"]
@@ -106,12 +106,15 @@ def test_slow_after_index_drop_needs_both_latency_and_the_vanished_index(service
     assert reading is not None
     assert reading.evidence["missing_indexes"] == ["ix_game_room_participants_room_id"]
     assert evaluate(slow, view(114, DEPLOY, latency=latency)) is None
-    fast = [observe("latency", 100 + s, True, values={"latency_max": 0.05}) for s in range(15)]
+    fast = [observe("latency", 100 + s, True, values={"/api/rooms/ABC123:latency": 0.05}) for s in range(15)]
     assert evaluate(slow, view(114, DEPLOY, latency=fast, integrity=integrity)) is None
 
 
 def test_latency_jitter_under_the_threshold_is_quiet(service: ServiceConfig) -> None:
-    jitter = [observe("latency", 100 + s, True, values={"latency_max": 0.3 if s % 7 else 4.0}) for s in range(120)]
+    jitter = [
+        observe("latency", 100 + s, True, values={"/api/rooms/ABC123:latency": 0.3 if s % 7 else 4.0})
+        for s in range(120)
+    ]
     assert evaluate(rule(service, "slow-no-deploy"), view(219, latency=jitter)) is None
 
 
@@ -123,8 +126,7 @@ def test_write_lock_restart_only_for_the_service_itself(service: ServiceConfig) 
             False,
             "lock_held",
             values={"held": 1, "held_seconds": 320.0},
-            holder_pid=4242,
-            holder_name="python",
+            holders=[{"pid": 4242, "name": "python"}],
         )
     ]
     stuck = rule(service, "write-lock-stuck")

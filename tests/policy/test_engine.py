@@ -202,6 +202,7 @@ def test_hold_survives_a_restart_and_resume_lifts_it(service: ServiceConfig, his
     assert policy.state == PolicyState.HOLD
     runner = ScriptedRunner()
     restarted = make_policy(service, history, runner, ScriptedVerifier(True), clock)
+    asyncio.run(restarted.load())
     assert restarted.state == PolicyState.HOLD
     assert (
         asyncio.run(restarted.evaluate(restarted.view(failing_health(1000), deploy=None, blocked=frozenset()))) is None
@@ -245,7 +246,9 @@ def test_data_loss_restores_and_blocks_the_revision(service: ServiceConfig, hist
 def test_alert_only_rules_never_act_and_report_once(service: ServiceConfig, history: History) -> None:
     clock, runner = Clock(1200), ScriptedRunner()
     policy = make_policy(service, history, runner, ScriptedVerifier(True), clock)
-    slow = {"latency": [observe("latency", 1100 + s, True, values={"latency_max": 7.0}) for s in range(100)]}
+    slow = {
+        "latency": [observe("latency", 1100 + s, True, values={"/api/rooms/ABC123:latency": 7.0}) for s in range(100)]
+    }
 
     async def scenario() -> None:
         for _ in range(3):
@@ -260,7 +263,8 @@ def test_alert_only_rules_never_act_and_report_once(service: ServiceConfig, hist
 def test_only_legal_transitions(service: ServiceConfig, history: History) -> None:
     policy = make_policy(service, history, ScriptedRunner(), ScriptedVerifier(True), Clock())
     with pytest.raises(IllegalTransition):
-        policy.transition(PolicyState.VERIFYING, "verifying what?")
-    policy.transition(PolicyState.HOLD, "operator test")
+        asyncio.run(policy.transition(PolicyState.VERIFYING, "verifying what?"))
+    asyncio.run(policy.transition(PolicyState.HOLD, "operator test"))
+    assert history.load_state("vbrpg").state == "hold"  # type: ignore[union-attr]
     with pytest.raises(IllegalTransition):
-        policy.transition(PolicyState.RECOVERING, "no automatic action from HOLD")
+        asyncio.run(policy.transition(PolicyState.RECOVERING, "no automatic action from HOLD"))

@@ -27,6 +27,7 @@ class DeployWindow:
     from_revision: str | None
     pre_deploy_backup: str | None
     code_commit: str | None = None
+    schema_fingerprint: str | None = None  # the schema the probe saw before the deploy began
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Reading:
 
 
 Condition = Callable[[ServiceView, Rule], Reading | None]
+
+CORRUPTION = ("corrupt", "not_a_database")
 
 
 def _failing(reason: str | None = None) -> Callable[[Observation], bool]:
@@ -98,11 +101,17 @@ def process_down(view: ServiceView, rule: Rule) -> Reading | None:
 
 def integrity_failed(view: ServiceView, rule: Rule) -> Reading | None:
     observations = view.recent("integrity")
-    since = sustained(observations, _failing("corrupt"), view.now, rule.for_)
+    since = sustained(observations, lambda o: not o.ok and o.reason in CORRUPTION, view.now, rule.for_)
     if since is None:
         return None
     last = observations[-1]
-    return Reading("integrity_failed", since, "the database failed its integrity check", {"detail": dict(last.detail)})
+    errors = last.detail.get("errors") or [last.detail.get("error")]
+    return Reading(
+        "integrity_failed",
+        since,
+        f"the database failed its {last.detail.get('check', 'integrity')} check: {str(errors[0])[:120]}",
+        {"detail": dict(last.detail)},
+    )
 
 
 def foreign_key_violation(view: ServiceView, rule: Rule) -> Reading | None:
@@ -144,7 +153,7 @@ def migration_failed(view: ServiceView, rule: Rule) -> Reading | None:
     evidence: dict[str, Any] = {"db_revision": last.detail.get("db_revision"), "code_heads": _heads(last)}
     reasons = []
     fingerprint = last.detail.get("schema_fingerprint")
-    reference = last.detail.get("pre_deploy_fingerprint")
+    reference = view.deploy.schema_fingerprint
     if fingerprint and reference and fingerprint != reference:
         reasons.append("the schema differs from the pre-deploy backup's")
         evidence["schema_fingerprint"] = fingerprint
@@ -235,14 +244,16 @@ def write_lock_held(view: ServiceView, rule: Rule) -> Reading | None:
     threshold = rule.threshold if rule.threshold is not None else 60.0
     if held < threshold:
         return None
-    holder = latest.detail.get("holder_pid")
-    if rule.acts and (view.service_pid is None or holder != view.service_pid):
+    holders = [holder for holder in latest.detail.get("holders") or () if isinstance(holder, Mapping)]
+    pids = [holder.get("pid") for holder in holders]
+    if rule.acts and (view.service_pid is None or view.service_pid not in pids):
         return None  # only the service's own stuck writer is restarted; anyone else's is alerted on
+    named = ", ".join(f"pid {holder.get('pid')} ({holder.get('name')})" for holder in holders) or "an unknown process"
     return Reading(
         "write_lock_held",
         view.now - held,
-        f"write lock held for {format_duration(held)} by pid {holder} ({latest.detail.get('holder_name')})",
-        {"held_seconds": held, "holder_pid": holder, "holder_name": latest.detail.get("holder_name")},
+        f"write lock held for {format_duration(held)} by {named}",
+        {"held_seconds": held, "holders": holders},
     )
 
 
@@ -310,7 +321,7 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _latency(observation: Observation) -> float:
     """The slowest configured path of one latency run (a failed request counts as infinitely slow)."""
-    if not observation.ok and observation.reason not in ("", "slow"):
+    if not observation.ok and observation.reason != "timeout":
         return float("inf")
-    values = [value for key, value in observation.values.items() if key.startswith("latency")]
+    values = [value for key, value in observation.values.items() if key.endswith(":latency")]
     return max(values, default=0.0)

@@ -43,7 +43,7 @@ class DeployTracker:
             self._expected.add(revision)
 
     def migration_arrived(
-        self, revisions: list[str], current_revision: str | None, pre_deploy_backup: str | None
+        self, revisions: list[str], current_revision: str | None, schema_fingerprint: str | None
     ) -> DeployWindow:
         """A new migration script appeared: open (or extend) the window before the revision changes."""
         open_window = self.history.open_deploy_window(self.service.name)
@@ -59,23 +59,19 @@ class DeployTracker:
             "migration_arrived",
             self.service.deploy.window,
             from_revision=current_revision,
-            pre_deploy_backup=pre_deploy_backup,
             code_commit=self.stable_commit,
-            detail={"arrived": sorted(revisions)},
+            detail={"arrived": sorted(revisions), "schema_fingerprint": schema_fingerprint},
         )
         log.info(
-            "%s: deploy window opened: migration %s arrived (at %s, fallback %s)",
+            "%s: deploy window opened: migration %s arrived (database at %s)",
             self.service.name,
             ", ".join(revisions),
             current_revision,
-            pre_deploy_backup,
             extra={"service": self.service.name},
         )
         return self._current(deploy_id)
 
-    def revision_changed(
-        self, old: str | None, new: str | None, newest_backup_before: str | None
-    ) -> DeployWindow | None:
+    def revision_changed(self, old: str | None, new: str | None, schema_fingerprint: str | None) -> DeployWindow | None:
         """The database revision moved. Return the window it belongs to, or None when rollbackd moved it."""
         if new in self._expected:
             self._expected.discard(new)
@@ -89,16 +85,15 @@ class DeployTracker:
             "revision_change",
             self.service.deploy.window,
             from_revision=old,
-            pre_deploy_backup=newest_backup_before,
             code_commit=self.stable_commit,
+            detail={"schema_fingerprint": schema_fingerprint},
         )
         self.history.update_deploy(deploy_id, to_revision=new)
         log.info(
-            "%s: deploy window opened: revision %s → %s (fallback %s)",
+            "%s: deploy window opened: revision %s → %s",
             self.service.name,
             old,
             new,
-            newest_backup_before,
             extra={"service": self.service.name},
         )
         return self._current(deploy_id)
@@ -119,6 +114,7 @@ def _window(record: DeployRecord) -> DeployWindow:
         from_revision=record.from_revision,
         pre_deploy_backup=record.pre_deploy_backup,
         code_commit=record.code_commit,
+        schema_fingerprint=record.detail.get("schema_fingerprint"),
     )
 
 

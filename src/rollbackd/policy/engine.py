@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rollbackd.config import ServiceConfig
 from rollbackd.history import History
@@ -26,6 +26,7 @@ from rollbackd.policy.rules import Rule, Rung
 from rollbackd.verify import Expectations, Verification
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PolicyState(StrEnum):
@@ -134,14 +135,23 @@ class ServicePolicy:
         self.announced: set[str] = set()  # alert-only / dry-run rules already reported for the current episode
         self.task: asyncio.Task[None] | None = None
         self.last_decision: Decision | None = None
-        saved = history.load_state(service.name)
+        self._export_state()
+
+    async def load(self) -> None:
+        """Pick up a HOLD persisted by an earlier run: a restarted daemon must not resume acting by itself."""
+        saved = await self._db(self.history.load_state, self.service.name)
         if saved is not None and saved.state == PolicyState.HOLD:
             self.state, self.reason = PolicyState.HOLD, saved.reason
-        self._export_state()
+            self._export_state()
+            log.warning("%s: still in HOLD from an earlier run: %s", self.service.name, saved.reason)
+
+    async def _db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a state-DB call in a thread: the event loop never waits on SQLite."""
+        return await asyncio.to_thread(function, *args, **kwargs)
 
     # The state machine
 
-    def transition(self, new: PolicyState, reason: str) -> None:
+    async def transition(self, new: PolicyState, reason: str) -> None:
         """The one place states change: legal moves only, each logged, exported and (HOLD) persisted."""
         if new == self.state and new != PolicyState.RECOVERING:
             self.reason = reason
@@ -159,7 +169,7 @@ class ServicePolicy:
         )
         self.state, self.reason = new, reason
         self._export_state()
-        self.history.save_state(self.service.name, new.value, reason)
+        await self._db(self.history.save_state, self.service.name, new.value, reason)
 
     def _export_state(self) -> None:
         self.metrics.set_state(self.metrics.policy_state, self.service.name, POLICY_STATES, self.state.value)
@@ -212,31 +222,35 @@ class ServicePolicy:
         if self.busy:
             return None
         if self.state == PolicyState.HOLD:
-            self._check_resume()
+            await self._check_resume()
             return None
         self._maybe_reset_flap_counter(view.now)
         active = self.active(view)
         self.announced &= {decision.rule.name for decision in active}
         for alert_only in (decision for decision in active if not decision.rule.acts):
-            self._announce_once(alert_only, outcome="alerted")
+            await self._announce_once(alert_only, outcome="alerted")
         decision = next((decision for decision in active if decision.rule.acts), None)
         if decision is None:
             failing = [probe for probe, entries in view.observations.items() if entries and not entries[-1].ok]
             if failing or active:
-                self.transition(PolicyState.DEGRADED, f"failing: {', '.join(sorted(failing)) or active[0].rule.name}")
+                await self.transition(
+                    PolicyState.DEGRADED, f"failing: {', '.join(sorted(failing)) or active[0].rule.name}"
+                )
             elif self.state == PolicyState.DEGRADED:
-                self.transition(PolicyState.OK, "all probes ok")
+                await self.transition(PolicyState.OK, "all probes ok")
             return None
         self.last_decision = decision
         if self.dry_run:
-            self._announce_once(decision, outcome="dry_run")
+            await self._announce_once(decision, outcome="dry_run")
             return decision
         limit = self.service.policy.max_actions
-        taken = self.history.automatic_actions_since(
-            self.service.name, max(view.now - self.service.policy.action_window, self.flap_reset_at)
+        taken = await self._db(
+            self.history.automatic_actions_since,
+            self.service.name,
+            max(view.now - self.service.policy.action_window, self.flap_reset_at),
         )
         if taken >= limit:
-            self._hold_without_acting(
+            await self._hold_without_acting(
                 decision, f"flap limit: {taken} automatic actions in the last window (max {limit})"
             )
             return decision
@@ -248,7 +262,8 @@ class ServicePolicy:
     async def _recover(self, decision: Decision) -> None:
         service = self.service.name
         started = self.clock()
-        incident_id = self.history.open_incident(
+        incident_id = await self._db(
+            self.history.open_incident,
             service,
             decision.rule.name,
             decision.reading.signal,
@@ -267,13 +282,15 @@ class ServicePolicy:
         for rung in decision.ladder:
             if rung.kind == "hold":
                 break
-            taken = self.history.automatic_actions_since(
-                service, max(self.clock() - self.service.policy.action_window, self.flap_reset_at)
+            taken = await self._db(
+                self.history.automatic_actions_since,
+                service,
+                max(self.clock() - self.service.policy.action_window, self.flap_reset_at),
             )
             if taken >= self.service.policy.max_actions:
                 failure = f"flap limit reached ({taken} automatic actions) before {rung.describe()}"
                 break
-            self.transition(PolicyState.RECOVERING, f"{decision.rule.name}: {rung.describe()}")
+            await self.transition(PolicyState.RECOVERING, f"{decision.rule.name}: {rung.describe()}")
             outcome = await self._act(rung, context)
             if not outcome.ok:
                 failure = f"{rung.describe()} failed: {outcome.summary}"
@@ -281,20 +298,23 @@ class ServicePolicy:
             if not outcome.verify:
                 failure = f"{rung.describe()} done; a person must look"
                 continue
-            self.transition(PolicyState.VERIFYING, f"{decision.rule.name}: verifying after {rung.describe()}")
+            await self.transition(PolicyState.VERIFYING, f"{decision.rule.name}: verifying after {rung.describe()}")
             verification = await self.verify(outcome.expectations)
-            self.history.record_verification(service, incident_id, None, verification.ok, verification.as_dicts())
+            await self._db(
+                self.history.record_verification, service, incident_id, None, verification.ok, verification.as_dicts()
+            )
             if not verification.ok:
                 failure = f"after {rung.describe()}: {verification.summary()}"
                 log.warning("%s: %s", service, failure, extra={"service": service, "incident": incident_id})
                 continue
             await self._recovered(decision, incident_id, outcome, started)
             return
-        self._hold(incident_id, decision, failure)
+        await self._hold(incident_id, decision, failure)
 
     async def _act(self, rung: Rung, context: ActionContext) -> ActionOutcome:
         """Run one rung, recorded in the history before it starts (the flap guard counts it even if we crash)."""
-        action_id = self.history.start_action(
+        action_id = await self._db(
+            self.history.start_action,
             self.service.name,
             rung.kind,
             context.incident_id,
@@ -307,8 +327,12 @@ class ServicePolicy:
             log.exception("%s: %s raised", self.service.name, rung.kind, extra={"service": self.service.name})
             outcome = ActionOutcome(False, f"{type(error).__name__}: {error}")
         label = "success" if outcome.ok else "failed"
-        self.history.finish_action(
-            action_id, label, commands=outcome.commands, detail={"summary": outcome.summary, **outcome.detail}
+        await self._db(
+            self.history.finish_action,
+            action_id,
+            label,
+            commands=outcome.commands,
+            detail={"summary": outcome.summary, **outcome.detail},
         )
         self.metrics.recovery_actions.labels(service=self.service.name, action=rung.kind, outcome=label).inc()
         log.log(
@@ -326,11 +350,16 @@ class ServicePolicy:
         now = self.clock()
         notes = []
         if outcome.blocked_revision:
-            self.history.block_revision(
-                self.service.name, outcome.blocked_revision, decision.explanation(), incident_id
+            await self._db(
+                self.history.block_revision,
+                self.service.name,
+                outcome.blocked_revision,
+                decision.explanation(),
+                incident_id,
             )
             notes.append(f"revision {outcome.blocked_revision} blocked")
-        self.history.close_incident(
+        await self._db(
+            self.history.close_incident,
             incident_id,
             "recovered",
             revision_after=outcome.revision_after,
@@ -342,17 +371,20 @@ class ServicePolicy:
         self.recovered_at = now
         self.alert("recovered", {"incident": incident_id, "rule": decision.rule.name, "seconds": now - started})
         if decision.rule.hold_after:
-            self.transition(PolicyState.HOLD, f"recovered from {decision.rule.name}; holding for a person to look")
+            await self.transition(
+                PolicyState.HOLD, f"recovered from {decision.rule.name}; holding for a person to look"
+            )
         else:
-            self.transition(PolicyState.OK, f"recovered from {decision.rule.name} (incident {incident_id})")
+            await self.transition(PolicyState.OK, f"recovered from {decision.rule.name} (incident {incident_id})")
 
-    def _hold(self, incident_id: int, decision: Decision, reason: str) -> None:
-        self.history.close_incident(incident_id, "hold", notes=reason)
-        self.transition(PolicyState.HOLD, f"{decision.rule.name}: {reason}")
+    async def _hold(self, incident_id: int, decision: Decision, reason: str) -> None:
+        await self._db(self.history.close_incident, incident_id, "hold", notes=reason)
+        await self.transition(PolicyState.HOLD, f"{decision.rule.name}: {reason}")
         self.alert("hold", {"incident": incident_id, "rule": decision.rule.name, "reason": reason})
 
-    def _hold_without_acting(self, decision: Decision, reason: str) -> None:
-        incident_id = self.history.open_incident(
+    async def _hold_without_acting(self, decision: Decision, reason: str) -> None:
+        incident_id = await self._db(
+            self.history.open_incident,
             self.service.name,
             decision.rule.name,
             decision.reading.signal,
@@ -361,14 +393,15 @@ class ServicePolicy:
             in_deploy_window=decision.deploy is not None,
             revision_before=_revision_from(decision),
         )
-        self._hold(incident_id, decision, reason)
+        await self._hold(incident_id, decision, reason)
 
-    def _announce_once(self, decision: Decision, outcome: str) -> None:
+    async def _announce_once(self, decision: Decision, outcome: str) -> None:
         """Alert-only rules and dry-run decisions: one incident per episode, not one per observation."""
         if decision.rule.name in self.announced:
             return
         self.announced.add(decision.rule.name)
-        incident_id = self.history.open_incident(
+        incident_id = await self._db(
+            self.history.open_incident,
             self.service.name,
             decision.rule.name,
             decision.reading.signal,
@@ -384,38 +417,45 @@ class ServicePolicy:
                 if rung.kind in ("hold", "alert"):
                     continue
                 steps = self.runner.plan(rung, context)
-                action_id = self.history.start_action(
-                    self.service.name, rung.kind, incident_id, detail={"would": steps, "rung": rung.describe()}
+                action_id = await self._db(
+                    self.history.start_action,
+                    self.service.name,
+                    rung.kind,
+                    incident_id,
+                    detail={"would": steps, "rung": rung.describe()},
                 )
-                self.history.finish_action(action_id, "dry_run", detail={})
+                await self._db(self.history.finish_action, action_id, "dry_run", detail={})
                 self.metrics.recovery_actions.labels(
                     service=self.service.name, action=rung.kind, outcome="dry_run"
                 ).inc()
                 log.warning("%s: dry run: would %s: %s", self.service.name, rung.describe(), "; ".join(steps))
-        self.history.close_incident(
-            incident_id, outcome, notes="dry run: nothing was changed" if outcome == "dry_run" else ""
+        await self._db(
+            self.history.close_incident,
+            incident_id,
+            outcome,
+            notes="dry run: nothing was changed" if outcome == "dry_run" else "",
         )
-        self.transition(PolicyState.DEGRADED, f"{decision.rule.name}: {outcome.replace('_', ' ')}")
+        await self.transition(PolicyState.DEGRADED, f"{decision.rule.name}: {outcome.replace('_', ' ')}")
         self.alert(
             outcome, {"incident": incident_id, "rule": decision.rule.name, "explanation": decision.explanation()}
         )
 
     # HOLD and the flap counter
 
-    def _check_resume(self) -> None:
-        saved = self.history.load_state(self.service.name)
+    async def _check_resume(self) -> None:
+        saved = await self._db(self.history.load_state, self.service.name)
         if saved is not None and saved.resume_requested_at is not None:
             now = self.clock()
             self.flap_reset_at = now
             self.ignore_before = now
             self.announced.clear()
-            self.transition(PolicyState.OK, "resumed by an operator")
+            await self.transition(PolicyState.OK, "resumed by an operator")
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         """Lift HOLD from this process (the CLI's `rollbackd resume` goes through the state DB instead)."""
         if self.state == PolicyState.HOLD:
-            self.history.request_resume(self.service.name)
-            self._check_resume()
+            await self._db(self.history.request_resume, self.service.name)
+            await self._check_resume()
 
     def _maybe_reset_flap_counter(self, now: float) -> None:
         """Counters reset only once a verified recovery has held for ``stable_after``."""

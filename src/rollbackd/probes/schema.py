@@ -22,7 +22,7 @@ from typing import Any
 
 from rollbackd.alembic_scripts import RevisionGraph, ScriptReader
 from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revisions
+from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revisions, schema_fingerprint
 from rollbackd.metrics import SCHEMA_STATES, Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
@@ -93,6 +93,7 @@ class SchemaProbe:
             connection = connect_readonly(self.database)
             try:
                 db_revisions = read_revisions(connection)
+                detail["schema_fingerprint"] = schema_fingerprint(connection)
             finally:
                 connection.close()
         except (DatabaseUnavailable, sqlite3.DatabaseError) as error:

@@ -1,0 +1,362 @@
+"""Carry out one rung of a recovery ladder the way the runbook's sections describe it.
+
+- restart: ``systemctl restart vbrpg-backend`` (or the configured control).
+- downgrade: safety backup, stop, ``alembic downgrade TARGET`` (with the script vault), start.
+- restore: stop, keep the current file as ``<stem>_corrupted_<ts>.db``, put the chosen verified backup in place,
+  check it, start (``backup.restore``); optionally with the code checked out at the pre-deploy commit.
+- stop: stop the service and leave it stopped for a person.
+
+Each action holds the service lock while it runs, records every external command it ran, announces the
+revision it will leave behind (so the deploy tracker does not mistake it for a deploy) and says what the
+verification must prove afterwards. Blocking work (SQLite, copies) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from rollbackd.actions.alembic_runner import AlembicRunner
+from rollbackd.actions.control import ControlError, ServiceControl
+from rollbackd.backup.catalog import BackupEntry, list_backups
+from rollbackd.backup.pre_deploy import read_pre_deploy
+from rollbackd.backup.restore import RestoreError, restore_backup
+from rollbackd.backup.snapshot import BackupError, take_backup
+from rollbackd.commands import CommandResult, run_command_async
+from rollbackd.config import ServiceConfig
+from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
+from rollbackd.metrics import Metrics
+from rollbackd.policy.conditions import DeployWindow
+from rollbackd.policy.deploys import DeployTracker
+from rollbackd.policy.engine import ActionContext, ActionOutcome
+from rollbackd.policy.rules import Rung
+from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state_dir import StateDir
+from rollbackd.vault import Vault
+from rollbackd.verify import Expectations
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT = 120.0  # a scheduled backup holds the lock for seconds; a CLI migrate may hold it longer
+RESTART_COUNT_TOLERANCE = 0.05
+DOWNGRADE_COUNT_TOLERANCE = 0.10
+
+
+class ActionFailed(Exception):
+    """An action that could not be carried out; the message says why in one line."""
+
+
+class Executor:
+    def __init__(
+        self,
+        service: ServiceConfig,
+        *,
+        state_dir: StateDir,
+        control: ServiceControl,
+        vault: Vault,
+        deploys: DeployTracker,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.state_dir = state_dir
+        self.control = control
+        self.vault = vault
+        self.deploys = deploys
+        self.metrics = metrics
+        self.clock = clock
+        self.alembic = AlembicRunner(service, state_dir.scratch, vault)
+
+    async def execute(self, rung: Rung, context: ActionContext) -> ActionOutcome:
+        lock = ServiceLock(
+            self.state_dir.root, self.service.name, f"rollbackd {rung.kind} (incident {context.incident_id})"
+        )
+        try:
+            await asyncio.to_thread(lock.acquire, LOCK_WAIT)
+        except ServiceBusy as busy:
+            return ActionOutcome(False, str(busy))
+        commands: list[CommandResult] = []
+        try:
+            outcome = await self._carry_out(rung, context, commands)
+        except ActionFailed as failure:
+            outcome = ActionOutcome(False, str(failure))
+        finally:
+            await asyncio.to_thread(lock.release)
+        return _with_commands(outcome, commands)
+
+    async def _carry_out(self, rung: Rung, context: ActionContext, commands: list[CommandResult]) -> ActionOutcome:
+        if rung.kind == "restart":
+            return await self._restart(commands)
+        if rung.kind == "stop":
+            await self._control("stop", commands)
+            return ActionOutcome(True, "service stopped; it stays stopped until a person starts it", verify=False)
+        if rung.kind == "downgrade":
+            return await self._downgrade(rung, context, commands)
+        if rung.kind == "restore":
+            return await self._restore(rung, context, commands)
+        raise ActionFailed(f"{rung.kind} is not an action the executor carries out")
+
+    # restart
+
+    async def _restart(self, commands: list[CommandResult]) -> ActionOutcome:
+        revision, counts = await asyncio.to_thread(self._facts)
+        await self._control("restart", commands)
+        return ActionOutcome(
+            True,
+            "service restarted",
+            Expectations(
+                revision=revision,
+                reference_counts=_known(counts),
+                count_tolerance=RESTART_COUNT_TOLERANCE,
+                logs_since=self.clock(),
+            ),
+            revision_after=revision,
+        )
+
+    # downgrade
+
+    async def _downgrade(self, rung: Rung, context: ActionContext, commands: list[CommandResult]) -> ActionOutcome:
+        revision, counts = await asyncio.to_thread(self._facts)
+        target = self._downgrade_target(rung, context, revision)
+        detail: dict[str, Any] = {"from_revision": revision, "target": target}
+        try:
+            backup = await asyncio.to_thread(take_backup, self.service, reason="pre-restore", metrics=self.metrics)
+            detail["safety_backup"] = backup.manifest.name
+        except BackupError as error:
+            detail["safety_backup"] = f"not taken: {error}"
+            log.warning("%s: safety backup before the downgrade failed: %s", self.service.name, error)
+        self.deploys.expect_revision(target)
+        await self._control("stop", commands)
+        result: CommandResult | None = None
+        try:
+            if revision == target:
+                detail["alembic"] = f"already at {target}: nothing to downgrade"
+            else:
+                result = await self.alembic.downgrade(target)
+                commands.append(result)
+        finally:
+            await self._control("start", commands)
+        if result is not None and not result.ok:
+            return ActionOutcome(False, f"alembic downgrade {target}: {result.summary()}", detail=detail)
+        missing = list(context.decision.reading.evidence.get("missing_indexes") or ())
+        return ActionOutcome(
+            True,
+            f"downgraded {revision} → {target}",
+            Expectations(
+                revision=target,
+                reference_counts=_known(counts),
+                count_tolerance=DOWNGRADE_COUNT_TOLERANCE,
+                indexes=missing,
+                schema_fingerprint=_pre_deploy_fingerprint(context.decision.deploy)
+                if rung.target == "pre_deploy"
+                else None,
+                logs_since=self.clock(),
+            ),
+            revision_after=target,
+            detail=detail,
+        )
+
+    def _downgrade_target(self, rung: Rung, context: ActionContext, current: str | None) -> str:
+        deploy = context.decision.deploy
+        if rung.target == "pre_deploy":
+            if deploy is None or not deploy.from_revision:
+                raise ActionFailed("no pre-deploy revision is known for this deploy")
+            return deploy.from_revision
+        if rung.target == "code_head":
+            heads = context.decision.reading.evidence.get("code_heads")
+            if not isinstance(heads, str) or not heads or "+" in heads or heads == "none":
+                raise ActionFailed(f"the code has no single head to downgrade to ({heads})")
+            return heads
+        if current is None:
+            raise ActionFailed("the database has no alembic revision to downgrade from")
+        parents = self.vault.combined_graph(self.service.versions_dir).parents(current)
+        if len(parents) != 1:
+            raise ActionFailed(f"revision {current} has no single parent to downgrade to ({parents or 'base'})")
+        return parents[0]
+
+    # restore
+
+    async def _restore(self, rung: Rung, context: ActionContext, commands: list[CommandResult]) -> ActionOutcome:
+        entry = await asyncio.to_thread(self._choose_backup, rung, context)
+        manifest = entry.manifest
+        if manifest is None:  # only verified entries are chosen, and they have manifests
+            raise ActionFailed(f"{entry.name} has no manifest")
+        self.deploys.expect_revision(manifest.revision)
+        commit = context.decision.deploy.code_commit if context.decision.deploy else None
+        code_rollback = self.service.policy.code_rollback and commit is not None
+        if code_rollback:
+            await self._control("stop", commands)
+            await self._checkout(str(commit), commands)
+        try:
+            report = await asyncio.to_thread(
+                restore_backup,
+                self.service,
+                entry,
+                control=self.control,
+                state_dir=self.state_dir,
+                reason="rollback",
+                clock=self.clock,
+                service_stopped=code_rollback,
+            )
+        except RestoreError as error:
+            if code_rollback:
+                await self._control("start", commands)
+            raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
+        if code_rollback:
+            await self._control("start", commands)
+        blocked = None
+        if rung.block_revision:
+            evidence_revision = context.decision.reading.evidence.get("revision")
+            blocked = evidence_revision if isinstance(evidence_revision, str) else None
+        return ActionOutcome(
+            True,
+            f"restored {entry.name} (revision {manifest.revision}); kept the damaged file as "
+            f"{', '.join(report.quarantined) or 'nothing'}",
+            Expectations(
+                revision=manifest.revision,
+                reference_counts=_known(manifest.row_counts),
+                indexes=manifest.indexes,
+                schema_fingerprint=manifest.schema_fingerprint,
+                logs_since=self.clock(),
+            ),
+            backup_used=entry.name,
+            revision_after=manifest.revision,
+            blocked_revision=blocked,
+            detail={"restore": report.to_json(), "code_commit": commit if code_rollback else None},
+        )
+
+    def _choose_backup(self, rung: Rung, context: ActionContext) -> BackupEntry:
+        """Pick the verified backup a restore rung means. Raise ActionFailed when there is none."""
+        verified = list_backups(self.service.backups.dir, self.service.database.stem).verified
+        deploy = context.decision.deploy
+        if rung.target == "at_code_head":
+            heads = context.decision.reading.evidence.get("code_heads")
+            chosen = [entry for entry in verified if entry.revision == heads]
+            what = f"at the code's head {heads}"
+        elif rung.target == "pre_deploy" and deploy is not None:
+            chosen = pre_deploy_candidates(
+                verified, deploy, read_pre_deploy(self.state_dir.service_dir(self.service.name))
+            )
+            what = f"from before the deploy at {time.strftime('%H:%M:%S', time.gmtime(deploy.opened_at))} UTC"
+        else:
+            chosen = verified
+            what = "at all"
+        if not chosen:
+            raise ActionFailed(f"no verified backup {what} in {self.service.backups.dir}")
+        return chosen[-1]
+
+    # helpers
+
+    async def _control(self, action: str, commands: list[CommandResult]) -> None:
+        try:
+            commands.extend(await self.control.run_async(action))  # type: ignore[arg-type]
+        except ControlError as error:
+            if error.result is not None:
+                commands.append(error.result)
+            raise ActionFailed(f"{action} failed: {error}") from error
+
+    async def _checkout(self, commit: str, commands: list[CommandResult]) -> None:
+        result = await run_command_async(
+            ["git", "-C", str(self.service.code_dir), "checkout", "--quiet", commit], timeout=120
+        )
+        commands.append(result)
+        if not result.ok:
+            raise ActionFailed(f"git checkout {commit}: {result.summary()}")
+
+    def _facts(self) -> tuple[str | None, dict[str, int | None]]:
+        """The database's revision and watched row counts now, or (None, {}) when it cannot be read."""
+        try:
+            with contextlib.closing(connect_readonly(self.service.database)) as connection:
+                return read_revision(connection), count_rows(connection, self.service.probes.rows.tables)
+        except (DatabaseUnavailable, OSError) as error:
+            log.warning("%s: cannot read the database before acting: %s", self.service.name, error)
+            return None, {}
+        except Exception as error:  # noqa: BLE001 - a corrupt file raises sqlite3.DatabaseError subclasses
+            log.warning("%s: cannot read the database before acting: %s", self.service.name, error)
+            return None, {}
+
+    def plan(self, rung: Rung, context: ActionContext) -> list[str]:
+        """What ``execute`` would do, step by step, for dry-run records and `rollbackd rollback --dry-run`."""
+        control = [" ".join(step) for step in self.control.plan("stop").argvs] if self.control.can_act else []
+        stop = f"stop the service ({'; '.join(control) or 'control kind none'})"
+        if rung.kind == "restart":
+            if not self.control.can_act:
+                return ["cannot restart: control kind none"]
+            return [f"restart the service ({'; '.join(' '.join(a) for a in self.control.plan('restart').argvs)})"]
+        if rung.kind == "stop":
+            return [stop]
+        if rung.kind == "downgrade":
+            try:
+                target = self._downgrade_target(rung, context, self._facts()[0])
+            except ActionFailed as failure:
+                return [f"cannot downgrade: {failure}"]
+            argv = " ".join([*self.service.alembic.command, "-c", str(self.service.alembic.ini), "downgrade", target])
+            return [
+                "take a safety backup (reason pre-restore)",
+                stop,
+                f"run {argv} in {self.service.workdir}",
+                "start the service",
+                "verify",
+            ]
+        if rung.kind == "restore":
+            try:
+                entry = self._choose_backup(rung, context)
+            except ActionFailed as failure:
+                return [f"cannot restore: {failure}"]
+            db = self.service.database
+            return [
+                stop,
+                f"keep {db.name} (and -wal/-shm) as {db.stem}_corrupted_<timestamp>{db.suffix}",
+                f"copy {entry.name} (revision {entry.revision}) into place and check it",
+                "start the service",
+                "verify",
+            ] + (["block the rolled-back revision"] if rung.block_revision else [])
+        return [rung.describe()]
+
+
+def pre_deploy_candidates(verified: Sequence[BackupEntry], deploy: DeployWindow, record: Any) -> list[BackupEntry]:
+    """Backups that hold the database as it was before ``deploy``, best last.
+
+    The recorded pre-deploy backup when it belongs to this deploy; else verified backups taken before the window
+    opened, of the pre-deploy revision when there are any. A backup whose schema differs from the one the schema
+    probe saw before the deploy (taken while a migration was already half applied) is passed over.
+    """
+    before = [entry for entry in verified if entry.created_at <= deploy.opened_at + 1]
+    of_revision = [entry for entry in before if entry.revision == deploy.from_revision] or before
+    if record is not None and record.from_revision == deploy.from_revision:
+        named = [entry for entry in verified if entry.name == record.pre_deploy_backup]
+        of_revision = [entry for entry in of_revision if entry.name != record.pre_deploy_backup] + named
+    fingerprint = _pre_deploy_fingerprint(deploy)
+    if fingerprint:
+        matching = [
+            entry for entry in of_revision if entry.manifest and entry.manifest.schema_fingerprint == fingerprint
+        ]
+        return matching or of_revision
+    return of_revision
+
+
+def _pre_deploy_fingerprint(deploy: DeployWindow | None) -> str | None:
+    return deploy.schema_fingerprint if deploy is not None else None
+
+
+def _known(counts: Mapping[str, int | None]) -> dict[str, int]:
+    return {table: count for table, count in counts.items() if count is not None}
+
+
+def _with_commands(outcome: ActionOutcome, commands: list[CommandResult]) -> ActionOutcome:
+    records = tuple(
+        {
+            "argv": list(result.argv),
+            "exit_code": result.exit_code,
+            "duration": round(result.duration, 3),
+            "timed_out": result.timed_out,
+            "output_tail": result.output_tail[-2000:],
+        }
+        for result in commands
+    )
+    return replace(outcome, commands=outcome.commands + records)

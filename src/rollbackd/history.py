@@ -7,6 +7,7 @@ at start, so a newer rollbackd reads an older state DB. Calls block: the daemon 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -191,9 +192,15 @@ class History:
             self.path.touch(mode=0o600)
         settings = AlembicConfig()
         settings.set_main_option("script_location", str(Path(__file__).parent / "state_migrations"))
-        with self.engine.begin() as connection:
-            settings.attributes["connection"] = connection
-            command.upgrade(settings, "head")
+        alembic_log = logging.getLogger("alembic")
+        level = alembic_log.level
+        alembic_log.setLevel(logging.WARNING)  # its plugin and context lines are noise in the daemon's log
+        try:
+            with self.engine.begin() as connection:
+                settings.attributes["connection"] = connection
+                command.upgrade(settings, "head")
+        finally:
+            alembic_log.setLevel(level)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config, history, resume, run, verify
+from rollbackd.cli import backup, check_config, history, resume, run, status, verify
 from rollbackd.cli.common import Handler, Subcommands, not_built
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands: Subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.register(commands)
-    not_built(commands, "status", "show each service's state, probes, backups and incidents")
+    status.register(commands)
     check_config.register(commands)
     backup.register(commands)
     not_built(commands, "rollback", "downgrade and/or restore by hand, with the daemon's safety")

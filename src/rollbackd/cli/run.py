@@ -6,20 +6,20 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 
 import httpx
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
-from rollbackd.config import ServiceConfig
+from rollbackd.config import ServiceConfig, load_config, resolve_config_path
 from rollbackd.daemon import Daemon, DaemonStartupError
 from rollbackd.exit_codes import ExitCode
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, build_probes, observe
 from rollbackd.state_dir import StateDir
-
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+from rollbackd.systemd import configure_logging
 
 
 def register(commands: Subcommands) -> None:
@@ -34,19 +34,15 @@ def register(commands: Subcommands) -> None:
     probe.add_argument("--json", action="store_true", help="print the observations as JSON")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # httpx logs every request at INFO: one line per probe run is noise, not a notable event.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 def run(args: argparse.Namespace) -> ExitCode:
-    config = load_cli_config(args)
+    path = resolve_config_path(args.config, os.environ)
+    config = load_config(path)
     configure_logging(config.daemon.log_level)
-    daemon = Daemon(config, metrics=Metrics())
+    daemon = Daemon(config, config_path=path, metrics=Metrics())
     try:
         asyncio.run(daemon.serve())
     except DaemonStartupError as error:
+        logging.getLogger("rollbackd").error("cannot start: %s", error)
         print(f"rollbackd run: {error}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
     return ExitCode.OK

@@ -71,11 +71,15 @@ class DeployTracker:
         )
         return self._current(deploy_id)
 
-    def revision_changed(self, old: str | None, new: str | None, schema_fingerprint: str | None) -> DeployWindow | None:
-        """The database revision moved. Return the window it belongs to, or None when rollbackd moved it."""
-        if new in self._expected:
-            self._expected.discard(new)
-            return self.window()
+    def consume_expected(self, revision: str | None) -> bool:
+        """True (once) when rollbackd itself announced moving the database to ``revision``."""
+        if revision in self._expected:
+            self._expected.discard(revision)
+            return True
+        return False
+
+    def revision_changed(self, old: str | None, new: str | None, schema_fingerprint: str | None) -> DeployWindow:
+        """The database revision moved without rollbackd: return the deploy window it belongs to."""
         open_window = self.history.open_deploy_window(self.service.name)
         if open_window is not None:
             self.history.update_deploy(open_window.id, to_revision=new)

@@ -1,0 +1,123 @@
+"""`rollbackd status`: what the running daemon sees and does, per service; the state DB when it is not running."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.config import Config
+from rollbackd.exit_codes import ExitCode
+from rollbackd.history import History
+from rollbackd.state_dir import StateDir
+from rollbackd.status_socket import StatusSocketError, query_status
+from rollbackd.units import humanize_age
+
+
+def register(commands: Subcommands) -> None:
+    command = add_command(commands, "status", "show each service's state, probes, backups and incidents", run)
+    command.add_argument("service", nargs="?", help="only this service")
+    command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    if args.service:
+        config.get_service(args.service)
+    try:
+        status = query_status(config.daemon.socket_path)
+        running = True
+    except StatusSocketError as error:
+        print(f"rollbackd status: {error}; showing what the state DB recorded", file=sys.stderr)
+        status = recorded_status(config)
+        running = False
+    if args.service:
+        status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
+    if args.json:
+        print_json(status)
+    else:
+        print(render(status, time.time()))
+    if not running:
+        return ExitCode.UNAVAILABLE
+    states = [entry.get("policy", {}).get("state") for entry in status.get("services", {}).values()]
+    return ExitCode.OK if "hold" not in states else ExitCode.FAILED
+
+
+def recorded_status(config: Config) -> dict[str, Any]:
+    """Without a daemon: the persisted policy state, deploy window and incidents of each service."""
+    services: dict[str, Any] = {}
+    path = StateDir(config.daemon.state_dir).history_db
+    history = History(path) if path.exists() else None
+    try:
+        if history is not None:
+            history.upgrade()
+        for service in config.service:
+            entry: dict[str, Any] = {"policy": {"state": "unknown", "reason": "the daemon is not running"}}
+            if history is not None:
+                state = history.load_state(service.name)
+                if state is not None:
+                    entry["policy"] = {"state": state.state, "reason": state.reason}
+                entry["blocked_revisions"] = sorted(history.blocked_revisions(service.name))
+                entry["incidents"] = [row.as_dict() for row in history.history_rows(service.name, limit=5)]
+            services[service.name] = entry
+    finally:
+        if history is not None:
+            history.close()
+    return {"daemon": None, "services": services}
+
+
+def render(status: dict[str, Any], now: float) -> str:
+    lines = []
+    daemon = status.get("daemon")
+    if daemon:
+        up = humanize_age(now - float(daemon.get("started_at") or now))
+        mode = ", DRY RUN" if daemon.get("dry_run") else ""
+        lines.append(f"rollbackd {daemon.get('version')} (pid {daemon.get('pid')}, up {up}{mode})")
+        if daemon.get("metrics"):
+            lines.append(f"metrics: {daemon['metrics']}")
+    else:
+        lines.append("rollbackd: not running")
+    for name, entry in status.get("services", {}).items():
+        policy = entry.get("policy") or {}
+        state = str(policy.get("state", "unknown")).upper()
+        reason = f" ({policy['reason']})" if policy.get("reason") else ""
+        lines.append("")
+        lines.append(f"{name}: {state}{reason}")
+        if entry.get("revision"):
+            lines.append(f"  revision: {entry['revision']}")
+        probes = entry.get("probes") or {}
+        if probes:
+            shown = ", ".join(
+                f"{probe} {'ok' if result.get('ok') else 'FAIL ' + str(result.get('reason'))}"
+                for probe, result in probes.items()
+            )
+            lines.append(f"  probes: {shown}")
+        backup = entry.get("last_backup")
+        if backup:
+            lines.append(
+                f"  last backup: {backup['name']} ({backup['reason']}, {humanize_age(now - float(backup['at']))} ago)"
+            )
+        if entry.get("last_backup_error"):
+            lines.append(f"  last backup error: {entry['last_backup_error']}")
+        drill = entry.get("last_drill")
+        if drill:
+            lines.append(f"  last drill: {drill['backup']}: {'ok' if drill['ok'] else 'FAILED'}")
+        window = entry.get("deploy_window")
+        if window:
+            closes = time.strftime("%H:%M:%S", time.gmtime(float(window["closes_at"])))
+            lines.append(
+                f"  deploy window: open until {closes} UTC ({window['trigger']}, from {window['from_revision']})"
+            )
+        if entry.get("blocked_revisions"):
+            lines.append(f"  blocked revisions: {', '.join(entry['blocked_revisions'])}")
+        incidents = entry.get("incidents") or []
+        if incidents:
+            lines.append("  recent incidents:")
+            for incident in incidents:
+                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(incident["date"])))
+                recover = incident.get("time_to_recover")
+                took = f", {recover:.1f} s" if isinstance(recover, int | float) else ""
+                lines.append(f"    {when} {incident['outcome']}{took}: {incident['reason']}")
+    return "\n".join(lines)

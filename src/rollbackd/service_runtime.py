@@ -1,0 +1,276 @@
+"""One watched service with its parts wired together: what the daemon runs per ``[[service]]``.
+
+Probes' observations come in here; the schema probe's revision changes and the file watch's migration arrivals
+open deploy windows and trigger pre-deploy backups; then the policy looks at the service and may act through
+the executor. The parts do not know each other; this module is where they meet (and ``daemon.py`` is where the
+runtimes meet the process: signals, metrics listener, systemd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rollbackd.actions.control import ServiceControl
+from rollbackd.actions.executor import Executor
+from rollbackd.alembic_scripts import ScriptParseError, parse_script
+from rollbackd.alerts import WebhookAlerts
+from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
+from rollbackd.backup.schedule import BackupScheduler
+from rollbackd.config import ServiceConfig
+from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revision
+from rollbackd.history import History
+from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation, ObservationLog
+from rollbackd.policy.deploys import DeployTracker
+from rollbackd.policy.engine import ServicePolicy
+from rollbackd.policy.rules import effective_rules
+from rollbackd.probes import PROBE_NAMES
+from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state_dir import StateDir
+from rollbackd.vault import Vault
+from rollbackd.verify import Expectations, Verification, Verifier
+from rollbackd.watch import DeployEvent, DeployWatcher
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_MARGIN = 120.0  # observations kept in view beyond the longest rule duration
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        service: ServiceConfig,
+        *,
+        state_dir: StateDir,
+        history: History,
+        metrics: Metrics,
+        observations: ObservationLog,
+        http: httpx.AsyncClient,
+        alerts: WebhookAlerts,
+        dry_run: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.name = service.name
+        self.state_dir = state_dir
+        self.history = history
+        self.metrics = metrics
+        self.observations = observations
+        self.clock = clock
+        self.vault = Vault(state_dir.vault(service.name))
+        self.control = ServiceControl(service)
+        self.deploys = DeployTracker(service, history, clock)
+        self.scheduler = BackupScheduler(
+            service, state_dir=state_dir, metrics=metrics, clock=clock, reachable_revisions=self.reachable_revisions
+        )
+        self.executor = Executor(
+            service,
+            state_dir=state_dir,
+            control=self.control,
+            vault=self.vault,
+            deploys=self.deploys,
+            metrics=metrics,
+            clock=clock,
+        )
+        self.verifier = Verifier(service, http)
+        rules = effective_rules(service)
+        self.lookback = max((rule.for_ for rule in rules), default=0.0) + LOOKBACK_MARGIN
+        self.policy = ServicePolicy(
+            service,
+            rules,
+            history=history,
+            metrics=metrics,
+            runner=self.executor,
+            verify=self._verify,
+            alert=alerts.for_service(service.name),
+            dry_run=dry_run,
+            clock=clock,
+        )
+        self.watcher = (
+            DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,)) if service.deploy.watch else None
+        )
+        self.arrivals: dict[str, float] = {}  # revision -> when its script arrived in the versions dir
+        self.revision: str | None = None
+        self.fingerprint: str | None = None
+        self._revision_known = False
+        self._evaluating = False
+        self._again = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Before the probes' first round: pick up HOLD, finish an interrupted restore, start the file watch."""
+        await self.policy.load()
+        await asyncio.to_thread(self._resume_restore)
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    async def run_backups(self) -> None:
+        await self.scheduler.run()
+
+    def _resume_restore(self) -> None:
+        lock = ServiceLock(self.state_dir.root, self.name, "resume an interrupted restore")
+        try:
+            lock.acquire(timeout=30)
+        except ServiceBusy as busy:
+            log.warning("%s: cannot check for an interrupted restore: %s", self.name, busy)
+            return
+        try:
+            report = resume_interrupted_restore(self.service, control=self.control, state_dir=self.state_dir)
+        except RestoreError as error:
+            log.error("%s: an interrupted restore could not be finished: %s", self.name, error)
+            return
+        finally:
+            lock.release()
+        if report is not None:
+            log.warning("%s: interrupted restore of %s: %s", self.name, report.backup, report.message or report.outcome)
+
+    # Inputs
+
+    async def on_observation(self, observation: Observation) -> None:
+        if observation.service != self.name:
+            return
+        if observation.probe == "schema":
+            await self._schema_seen(observation)
+        await self.evaluate()
+
+    def on_deploy_event(self, event: DeployEvent) -> None:
+        """From the file watch, on the loop: a pre-deploy backup at once, and (for a migration) a deploy window."""
+        self.scheduler.on_deploy_event(event)
+        if event.kind == "migration":
+            self._in_background(self._migration_arrived(event))
+
+    async def _migration_arrived(self, event: DeployEvent) -> None:
+        revisions = sorted(_revisions_of(event.paths))
+        for revision in revisions:
+            self.arrivals[revision] = event.at
+        await asyncio.to_thread(self.deploys.migration_arrived, revisions, self.revision, self.fingerprint)
+        await self.evaluate()
+
+    async def _schema_seen(self, observation: Observation) -> None:
+        if observation.reason == "unavailable":
+            return
+        revision = observation.detail.get("db_revision")
+        revision = revision if isinstance(revision, str) else None
+        fingerprint = observation.detail.get("schema_fingerprint")
+        if self._revision_known and revision != self.revision:
+            old = self.revision
+            if self.deploys.consume_expected(revision):
+                log.info("%s: database revision %s → %s (by rollbackd)", self.name, old, revision)
+                self.scheduler.known_revision = revision
+            else:
+                log.info("%s: database revision %s → %s", self.name, old, revision, extra={"service": self.name})
+                await asyncio.to_thread(self.deploys.revision_changed, old, revision, self.fingerprint)
+                await self.scheduler.on_revision_change(old, revision)
+        self.revision, self._revision_known = revision, True
+        self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        await asyncio.to_thread(self.deploys.note_commit)
+
+    # The policy
+
+    async def evaluate(self) -> None:
+        """Let the policy look at the service; observations arriving meanwhile cause one more look, not many."""
+        if self._evaluating:
+            self._again = True
+            return
+        self._evaluating = True
+        try:
+            while True:
+                self._again = False
+                await self._evaluate_once()
+                if not self._again:
+                    break
+        finally:
+            self._evaluating = False
+
+    async def _evaluate_once(self) -> None:
+        if self.policy.busy:
+            return
+        window = await asyncio.to_thread(self.deploys.window)
+        blocked = frozenset(await asyncio.to_thread(self.history.blocked_revisions, self.name))
+        since = max(self.policy.ignore_before, self.clock() - self.lookback)
+        recent = {probe: self.observations.recent(self.name, probe, since=since) for probe in PROBE_NAMES}
+        process = self.observations.latest(self.name, "process")
+        pid = int(process.values["pid"]) if process is not None and "pid" in process.values else None
+        arrived = frozenset(revision for revision, at in self.arrivals.items() if at >= self.policy.ignore_before)
+        view = self.policy.view(recent, deploy=window, blocked=blocked, arrived=arrived, service_pid=pid)
+        self.metrics.deploy_window_open.labels(service=self.name).set(1 if window is not None else 0)
+        await self.policy.evaluate(view)
+
+    async def _verify(self, expect: Expectations) -> Verification:
+        return await self.verifier.verify(expect)
+
+    def reachable_revisions(self) -> set[str]:
+        """Revisions a downgrade from the database's current one can still reach: their backups are kept."""
+        revision = self.revision or _read_revision(self.service.database)
+        if revision is None:
+            return set()
+        graph = self.vault.combined_graph(self.service.versions_dir)
+        return {revision, *graph.ancestors(revision)} if revision in graph else {revision}
+
+    def describe(self) -> dict[str, Any]:
+        """This service's part of `rollbackd status`."""
+        latest = self.observations.latest_by_probe(self.name)
+        scheduler = self.scheduler
+        return {
+            "policy": self.policy.describe(),
+            "revision": self.revision,
+            "probes": {
+                probe: {"ok": entry.ok, "reason": entry.reason, "at": entry.started_at}
+                for probe, entry in sorted(latest.items())
+            },
+            "last_backup": (
+                {
+                    "name": scheduler.last_backup.manifest.name,
+                    "at": scheduler.last_backup.manifest.created_at,
+                    "reason": scheduler.last_backup.manifest.reason,
+                }
+                if scheduler.last_backup
+                else None
+            ),
+            "last_backup_error": str(scheduler.last_error) if scheduler.last_error else None,
+            "last_drill": (
+                {"backup": scheduler.last_drill.backup, "ok": scheduler.last_drill.ok}
+                if scheduler.last_drill is not None
+                else None
+            ),
+        }
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _revisions_of(paths: tuple[str, ...]) -> set[str]:
+    """The revision ids of the migration scripts among ``paths`` (removed or unparsable files are skipped)."""
+    revisions = set()
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        with contextlib.suppress(ScriptParseError, OSError):
+            revisions.add(parse_script(Path(path)).revision)
+    return revisions
+
+
+def _read_revision(database: Path) -> str | None:
+    try:
+        with contextlib.closing(connect_readonly(database)) as connection:
+            return read_revision(connection)
+    except (DatabaseUnavailable, OSError):
+        return None
+    except Exception:  # noqa: BLE001 - a corrupt file: no reachable revisions to protect
+        return None

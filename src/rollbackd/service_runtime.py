@@ -20,6 +20,7 @@ import httpx
 
 from rollbackd.actions.control import ServiceControl
 from rollbackd.actions.executor import Executor
+from rollbackd.actions.quarantine import quarantine_script
 from rollbackd.alembic_scripts import ScriptParseError, parse_script
 from rollbackd.alerts import WebhookAlerts
 from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
@@ -95,9 +96,14 @@ class ServiceRuntime:
             clock=clock,
         )
         self.watcher = (
-            DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,)) if service.deploy.watch else None
+            DeployWatcher(
+                service, self.on_deploy_event, ignore=(state_dir.root,), on_migration_file=self._migration_file
+            )
+            if service.deploy.watch
+            else None
         )
-        self.arrivals: dict[str, float] = {}  # revision -> when its script arrived in the versions dir
+        self.blocked: frozenset[str] = frozenset()  # refreshed at each evaluation; read on the watcher's thread
+        self.arrivals: dict[str, float] = {}  # revision -> when its script last changed (set on the watch thread)
         self.revision: str | None = None
         self.fingerprint: str | None = None
         self._revision_known = False
@@ -153,11 +159,27 @@ class ServiceRuntime:
         if event.kind == "migration":
             self._in_background(self._migration_arrived(event))
 
+    def _migration_file(self, path: Path) -> None:
+        """On the file watch's thread, at once: keep the script in the vault while it exists, and move a blocked
+        revision's script out of the versions dir before the deploy's `alembic upgrade` can run it."""
+        if not path.is_file():
+            return
+        try:
+            self.vault.store_from(self.service.versions_dir)
+        except OSError as error:
+            log.warning("%s: cannot copy %s into the vault: %s", self.name, path.name, error)
+        try:
+            revision = parse_script(path).revision
+        except (ScriptParseError, OSError):
+            return  # still being written: the next change event parses it
+        self.arrivals[revision] = self.clock()
+        if revision in self.blocked:
+            quarantine_script(path, self.state_dir.service_dir(self.name) / "quarantine", self.name, revision)
+
     async def _migration_arrived(self, event: DeployEvent) -> None:
-        revisions = sorted(_revisions_of(event.paths))
-        for revision in revisions:
-            self.arrivals[revision] = event.at
-        await asyncio.to_thread(self.deploys.migration_arrived, revisions, self.revision, self.fingerprint)
+        revisions = sorted(_revisions_of(event.paths) - self.blocked)
+        if revisions:
+            await asyncio.to_thread(self.deploys.migration_arrived, revisions, self.revision, self.fingerprint)
         await self.evaluate()
 
     async def _schema_seen(self, observation: Observation) -> None:
@@ -201,6 +223,7 @@ class ServiceRuntime:
             return
         window = await asyncio.to_thread(self.deploys.window)
         blocked = frozenset(await asyncio.to_thread(self.history.blocked_revisions, self.name))
+        self.blocked = blocked
         since = max(self.policy.ignore_before, self.clock() - self.lookback)
         recent = {probe: self.observations.recent(self.name, probe, since=since) for probe in PROBE_NAMES}
         process = self.observations.latest(self.name, "process")

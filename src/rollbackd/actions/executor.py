@@ -23,6 +23,7 @@ from typing import Any
 
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.actions.control import ControlError, ServiceControl
+from rollbackd.actions.quarantine import quarantine_revision
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
@@ -210,9 +211,16 @@ class Executor:
         if code_rollback:
             await self._control("start", commands)
         blocked = None
+        quarantined: list[str] = []
         if rung.block_revision:
             evidence_revision = context.decision.reading.evidence.get("revision")
             blocked = evidence_revision if isinstance(evidence_revision, str) else None
+        if blocked:
+            folder = self.state_dir.service_dir(self.service.name) / "quarantine"
+            moved = await asyncio.to_thread(
+                quarantine_revision, self.service.versions_dir, blocked, folder, self.service.name
+            )
+            quarantined = [str(path) for path in moved]
         return ActionOutcome(
             True,
             f"restored {entry.name} (revision {manifest.revision}); kept the damaged file as "
@@ -227,7 +235,11 @@ class Executor:
             backup_used=entry.name,
             revision_after=manifest.revision,
             blocked_revision=blocked,
-            detail={"restore": report.to_json(), "code_commit": commit if code_rollback else None},
+            detail={
+                "restore": report.to_json(),
+                "code_commit": commit if code_rollback else None,
+                "quarantined_scripts": quarantined,
+            },
         )
 
     def _choose_backup(self, rung: Rung, context: ActionContext) -> BackupEntry:

@@ -228,6 +228,9 @@ class ServicePolicy:
         active = self.active(view)
         self.announced &= {decision.rule.name for decision in active}
         for alert_only in (decision for decision in active if not decision.rule.acts):
+            if any(rung.kind == "hold" for rung in alert_only.ladder):
+                await self._hold_without_acting(alert_only, alert_only.rule.description)
+                return alert_only
             await self._announce_once(alert_only, outcome="alerted")
         decision = next((decision for decision in active if decision.rule.acts), None)
         if decision is None:

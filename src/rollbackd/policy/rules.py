@@ -96,8 +96,9 @@ def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:
         Rule(
             "blocked-revision-arrived",
             "blocked_script_present",
-            (Rung("alert"),),
-            "A migration blocked after data loss reappeared in the code: alert before it runs.",
+            (HOLD,),
+            "A migration blocked after data loss reappeared in the code: it was moved out of the versions dir "
+            "before it could run; hold for a person (runbook Scenario 3: DO NOT run the migration again).",
             priority=95,
         ),
         Rule(

@@ -33,8 +33,9 @@ $(VENV)/.installed: pyproject.toml examples/vbrpg/pyproject.toml
 demo: setup
 	$(BIN)/python examples/demo.py
 
+# Two workers: most tests wait on real services and daemons, so two run in the time of one on 2 cores.
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench

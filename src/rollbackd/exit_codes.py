@@ -7,6 +7,5 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # the operation ran and did not succeed (unhealthy, verification failed, restore refused)
     CONFIG = 2  # bad config or bad command-line usage: nothing was touched
-    NOT_BUILT = 3  # the subcommand exists in the interface but is not implemented yet
     UNAVAILABLE = 4  # something it needs is not there: database, service, daemon, backup dir
     INTERRUPTED = 130

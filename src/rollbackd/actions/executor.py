@@ -173,12 +173,19 @@ class Executor:
             if not isinstance(heads, str) or not heads or "+" in heads or heads == "none":
                 raise ActionFailed(f"the code has no single head to downgrade to ({heads})")
             return heads
+        if rung.target and rung.target.startswith("to:"):
+            return rung.target.removeprefix("to:")
+        steps = int(rung.target) if rung.target and rung.target.lstrip("-").isdigit() else -1
         if current is None:
             raise ActionFailed("the database has no alembic revision to downgrade from")
-        parents = self.vault.combined_graph(self.service.versions_dir).parents(current)
-        if len(parents) != 1:
-            raise ActionFailed(f"revision {current} has no single parent to downgrade to ({parents or 'base'})")
-        return parents[0]
+        graph = self.vault.combined_graph(self.service.versions_dir)
+        target = current
+        for _ in range(abs(steps)):
+            parents = graph.parents(target)
+            if len(parents) != 1:
+                raise ActionFailed(f"revision {target} has no single parent to downgrade to ({parents or 'base'})")
+            target = parents[0]
+        return target
 
     # restore
 
@@ -189,7 +196,10 @@ class Executor:
             raise ActionFailed(f"{entry.name} has no manifest")
         self.deploys.expect_revision(manifest.revision)
         commit = context.decision.deploy.code_commit if context.decision.deploy else None
-        code_rollback = self.service.policy.code_rollback and commit is not None
+        wanted = self.service.policy.code_rollback if context.code_rollback is None else context.code_rollback
+        if wanted and commit is None and context.code_rollback:
+            raise ActionFailed("no code commit was recorded before the deploy, so there is nothing to check out")
+        code_rollback = wanted and commit is not None
         if code_rollback:
             await self._control("stop", commands)
             await self._checkout(str(commit), commands)
@@ -250,6 +260,14 @@ class Executor:
             heads = context.decision.reading.evidence.get("code_heads")
             chosen = [entry for entry in verified if entry.revision == heads]
             what = f"at the code's head {heads}"
+        elif rung.target and rung.target.startswith("backup:"):
+            name = rung.target.removeprefix("backup:")
+            chosen = [entry for entry in verified if entry.name == name]
+            what = f"named {name} (it must exist and be verified)"
+        elif rung.target and rung.target.startswith("revision:"):
+            revision = rung.target.removeprefix("revision:")
+            chosen = [entry for entry in verified if entry.revision == revision]
+            what = f"of revision {revision}"
         elif rung.target == "pre_deploy" and deploy is not None:
             chosen = pre_deploy_candidates(
                 verified, deploy, read_pre_deploy(self.state_dir.service_dir(self.service.name))

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config, history, resume, run, status, verify
-from rollbackd.cli.common import Handler, Subcommands, not_built
+from rollbackd.cli import backup, check_config, history, resume, rollback, run, status, unblock, verify
+from rollbackd.cli.common import Handler, Subcommands
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
 
@@ -23,7 +23,7 @@ threshold is crossed it restarts, downgrades or restores, verifies, and records 
 
 EPILOG = f"""\
 The config file is --config, else ${CONFIG_ENV_VAR}, else {DEFAULT_CONFIG_PATH}.
-Exit codes: 0 ok, 1 failed, 2 bad config or usage (nothing touched), 3 not built yet, 4 unavailable."""
+Exit codes: 0 ok, 1 failed, 2 bad config or usage (nothing touched), 4 unavailable (database, daemon, ...)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.register(commands)
     check_config.register(commands)
     backup.register(commands)
-    not_built(commands, "rollback", "downgrade and/or restore by hand, with the daemon's safety")
+    rollback.register(commands)
     history.register(commands)
     verify.register(commands)
     resume.register(commands)
+    unblock.register(commands)
     return parser
 
 

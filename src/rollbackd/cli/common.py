@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +19,6 @@ def add_command(commands: Subcommands, name: str, help_text: str, handler: Handl
     command: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
     command.set_defaults(handler=handler)
     return command
-
-
-def not_built(commands: Subcommands, name: str, help_text: str) -> None:
-    def handler(args: argparse.Namespace) -> ExitCode:
-        print(f"rollbackd {name}: not built yet", file=sys.stderr)
-        return ExitCode.NOT_BUILT
-
-    add_command(commands, name, f"{help_text} (not built yet)", handler)
 
 
 def load_cli_config(args: argparse.Namespace) -> Config:

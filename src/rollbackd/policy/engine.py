@@ -77,6 +77,7 @@ class ActionContext:
     incident_id: int | None
     decision: Decision
     automatic: bool = True
+    code_rollback: bool | None = None  # check out the pre-deploy commit too; None: as policy.code_rollback says
 
 
 @dataclass(frozen=True)

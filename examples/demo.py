@@ -1,139 +1,205 @@
-"""`make demo`: the example VBRPG service on 127.0.0.1:8000, seeded, with its health shown.
+"""`make demo`: the runbook's Scenario 3 (data loss after a migration) recovered hands-off, while you watch.
 
-Everything lives under .demo/ (recreated on each run) in the layout config/demo.toml expects:
-.demo/vbrpg/{alembic.ini, alembic/, data/vbrpg.db, data/backups/, run/}. Ctrl-C stops what it started.
+1. Sets up the example VBRPG service under .demo/vbrpg (recreated each run) in the layout config/demo.toml
+   expects, migrates and seeds it, and starts it on 127.0.0.1:8000 (the command config/demo.toml uses).
+2. Starts `rollbackd run` with config/demo.toml and shows its status as it watches.
+3. Deploys a bad migration (`vbrpg-example fault data-loss`: it deletes every room) and prints, once a second,
+   what rollbackd sees and does: detection, stop, restore of the pre-deploy backup with the bad file kept,
+   verification, the revision blocked.
+4. Ends with `rollbackd history` and the metrics URL; Ctrl-C stops everything it started (without a terminal
+   it stops by itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / ".demo"
 WORKDIR = DEMO / "vbrpg"
+CONFIG = REPO / "config" / "demo.toml"
 BIN = Path(sys.executable).parent
 BASE_URL = "http://127.0.0.1:8000"
+METRICS_URL = "http://127.0.0.1:9797/metrics"
 
 
 def step(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
+    print(f"\n\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"\n==> {text}", flush=True)
 
 
-def run(*argv: str | Path, cwd: Path = WORKDIR) -> None:
-    subprocess.run([str(part) for part in argv], cwd=cwd, check=True)  # noqa: S603 - fixed argv
+def run(*argv: str | Path, cwd: Path = WORKDIR, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed argv
+        [str(part) for part in argv], cwd=cwd, check=check, text=True, capture_output=True
+    )
 
 
-def get(path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(BASE_URL + path, timeout=5) as response:  # noqa: S310 - fixed loopback URL
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+def show(result: subprocess.CompletedProcess[str], lines: int = 6) -> None:
+    for line in (result.stdout + result.stderr).strip().splitlines()[-lines:]:
+        print(f"    {line}")
 
 
-def post(path: str, body: dict[str, object]) -> tuple[int, str]:
+def rollbackd(*argv: str) -> subprocess.CompletedProcess[str]:
+    return run(BIN / "rollbackd", "--config", CONFIG, *argv, cwd=REPO, check=False)
+
+
+def http(method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - fixed loopback URL
-        BASE_URL + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        BASE_URL + path, data=data, method=method, headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
-
-
-def port_in_use() -> bool:
-    try:
-        get("/health")
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
+    except (urllib.error.URLError, OSError) as error:
+        return 0, str(error)
 
 
 def set_up() -> None:
-    if port_in_use():
+    if http("GET", "/health")[0]:
         sys.exit(f"something already answers on {BASE_URL}: stop it (or an earlier demo) first")
-    step(f"setting up the example VBRPG service in {WORKDIR}")
+    step(f"setting up the example VBRPG service in {WORKDIR.relative_to(REPO)}")
     shutil.rmtree(DEMO, ignore_errors=True)
-    run(BIN / "vbrpg-example", "init-app", WORKDIR, "--db", WORKDIR / "data" / "vbrpg.db", cwd=REPO)
-    (WORKDIR / "run").mkdir(parents=True, exist_ok=True)
-    (WORKDIR / "data" / "backups").mkdir(parents=True, exist_ok=True)
-    step("alembic upgrade head")
+    (WORKDIR / "data").mkdir(parents=True)
+    run(BIN / "vbrpg-example", "init-app", WORKDIR, "--db", WORKDIR / "data" / "vbrpg.db", "--force", cwd=REPO)
+    (WORKDIR / "run").mkdir()
     run(BIN / "vbrpg-example", "migrate", "--db", "data/vbrpg.db", "--app-dir", ".")
-    step("seeding rooms and players")
-    run(
-        BIN / "vbrpg-example",
-        "seed",
-        "--db",
-        "data/vbrpg.db",
-        "--rooms",
-        "2000",
-        "--players",
-        "4000",
-        "--participants-per-room",
-        "3",
-        "--agents-per-room",
-        "1",
-    )
+    print("    alembic upgrade head: e6093b7a4c18")
+    show(run(BIN / "vbrpg-example", "seed", "--db", "data/vbrpg.db", "--rooms", "2000", "--players", "4000",
+             "--participants-per-room", "3", "--agents-per-room", "1"), 1)  # fmt: skip
 
 
 def start_service() -> None:
-    step(f"starting the service on {BASE_URL} (the control command in config/demo.toml)")
-    run(
-        BIN / "vbrpg-example",
-        "serve",
-        "--db",
-        "data/vbrpg.db",
-        "--app-dir",
-        ".",
-        "--port",
-        "8000",
-        "--detach",
-        "--pidfile",
-        "run/vbrpg.pid",
-        "--log-file",
-        "run/vbrpg.log",
-    )
-    status, body = post("/api/rooms", {"name": "Demo room", "host_name": "demo-host", "code": "DEMO01"})
-    print(f"POST /api/rooms (code DEMO01): {status}")
+    step(f"starting the service on {BASE_URL} (the start command in {CONFIG.relative_to(REPO)})")
+    show(run(BIN / "vbrpg-example", "serve", "--db", "data/vbrpg.db", "--app-dir", ".", "--port", "8000",
+             "--detach", "--pidfile", "run/vbrpg.pid", "--log-file", "run/vbrpg.log"), 1)  # fmt: skip
+    http("POST", "/api/rooms", {"name": "Demo room", "host_name": "demo-host", "code": "DEMO01"})
+    print(f"    GET /health -> {' '.join(map(str, http('GET', '/health')))}")
 
 
-def stop_service() -> None:
-    subprocess.run(  # noqa: S603 - fixed argv
-        [str(BIN / "vbrpg-example"), "stop", "--pidfile", "run/vbrpg.pid"], cwd=WORKDIR, check=False
+def start_rollbackd() -> subprocess.Popen[bytes]:
+    step("starting rollbackd run --config config/demo.toml (log: .demo/rollbackd.log)")
+    log = (DEMO / "rollbackd.log").open("ab")
+    try:
+        daemon = subprocess.Popen(  # noqa: S603 - fixed argv
+            [str(BIN / "rollbackd"), "--config", str(CONFIG), "run"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = status_json()
+        if status and status["daemon"]["ready"] and status["services"]["vbrpg"].get("last_backup"):
+            return daemon
+        if daemon.poll() is not None:
+            sys.exit(f"rollbackd exited with {daemon.returncode}; see .demo/rollbackd.log")
+        time.sleep(0.5)
+    sys.exit("rollbackd did not get ready in 60 s; see .demo/rollbackd.log")
+
+
+def status_json() -> dict[str, Any] | None:
+    result = rollbackd("status", "--json")
+    with contextlib.suppress(ValueError):
+        data = json.loads(result.stdout)
+        return data if data.get("daemon") else None
+    return None
+
+
+def rows() -> str:
+    result = run(sys.executable, "-c", ROWS_SCRIPT, WORKDIR / "data" / "vbrpg.db", check=False)
+    return result.stdout.strip() or "unreadable"
+
+
+ROWS_SCRIPT = """
+import sqlite3, sys
+connection = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=2)
+print(", ".join(f"{table} {connection.execute(f'SELECT count(*) FROM {table}').fetchone()[0]}"
+                for table in ("game_rooms", "players")))
+"""
+
+
+def live_line(status: dict[str, Any] | None) -> str:
+    if status is None:
+        return "rollbackd: (no answer)"
+    service = status["services"]["vbrpg"]
+    policy = service["policy"]
+    failing = [f"{probe}:{result['reason']}" for probe, result in service.get("probes", {}).items() if not result["ok"]]
+    health = http("GET", "/health")[0]
+    return (
+        f"state {policy['state'].upper():<10} health {health or 'down':<4} revision {service.get('revision')}  "
+        f"rows: {rows()}  failing: {', '.join(failing) or 'none'}"
     )
+
+
+def watch(seconds: float, until: str | None = None) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        status = status_json()
+        print(f"    [{time.strftime('%H:%M:%S')}] {live_line(status)}", flush=True)
+        incidents = (status or {}).get("services", {}).get("vbrpg", {}).get("incidents", [])
+        if until and any(incident["outcome"] == until for incident in incidents):
+            return
+        time.sleep(1.0)
+
+
+def stop(daemon: subprocess.Popen[bytes] | None) -> None:
+    step("stopping rollbackd and the service")
+    if daemon is not None and daemon.poll() is None:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+    show(run(BIN / "vbrpg-example", "stop", "--pidfile", "run/vbrpg.pid", check=False), 1)
 
 
 def main() -> int:
     set_up()
     start_service()
+    daemon = None
     try:
-        status, body = get("/health")
-        step(f"GET /health -> {status}")
-        print(body)
-        status, body = get("/api/rooms/DEMO01")
-        print(f"GET /api/rooms/DEMO01 -> {status}")
-        step("the service runs until Ctrl-C")
-        _wait_for_interrupt()
-    finally:
-        step("stopping the service")
-        stop_service()
-    return 0
-
-
-def _wait_for_interrupt() -> None:
-    try:
-        while True:
-            time.sleep(3600)
+        daemon = start_rollbackd()
+        print(rollbackd("status").stdout)
+        step("watching a healthy service for a few seconds")
+        watch(4)
+        step("deploying a bad migration: 8e4b6c2d0a91_purge_stale_rooms.py ('-30 days' written as '+30 days')")
+        show(run(BIN / "vbrpg-example", "fault", "data-loss", "--db", "data/vbrpg.db", "--app-dir", ".", check=False))
+        step("rollbackd detects the data loss, stops the service, restores the pre-deploy backup, verifies")
+        watch(60, until="recovered")
+        watch(3)
+        step("rollbackd history (the runbook's Rollback History table)")
+        print(rollbackd("history", "--markdown").stdout)
+        print(rollbackd("status").stdout)
+        kept = sorted(path.name for path in (WORKDIR / "data").glob("vbrpg_corrupted_*"))
+        print(f"\nthe bad database is kept, as the runbook says: {', '.join(kept) or 'none'}")
+        print(f"metrics: {METRICS_URL}   (e.g. curl -s {METRICS_URL} | grep rollbackd_recovery)")
+        if sys.stdin.isatty():
+            step("rollbackd keeps watching; press Ctrl-C to stop everything")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    finally:
+        stop(daemon)
+    return 0
 
 
 if __name__ == "__main__":

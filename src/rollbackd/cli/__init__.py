@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config, history, resume, run, status, verify
+from rollbackd.cli import backup, check_config, history, migrate, rehearse, resume, run, status, verify
 from rollbackd.cli.common import Handler, Subcommands, not_built
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.register(commands)
     verify.register(commands)
     resume.register(commands)
+    rehearse.register(commands)
+    migrate.register(commands)
     return parser
 
 

@@ -103,6 +103,7 @@ def test_data_loss_in_the_window_restores_the_backup_blocks_the_revision_and_ref
     try:
         incident = history.incident(report["incident"])
         assert (incident.signal, incident.outcome) == ("rows_dropped", "recovered")
+        assert (incident.revision_before, incident.revision_after) == (revision, CLEAN_HEAD)  # version rolled back
         assert [action.action for action in incident.actions] == ["restore"]
         blocked = history.blocked_revisions("vbrpg")[revision]
         assert blocked.incident_id == incident.id and "data loss" in blocked.reason

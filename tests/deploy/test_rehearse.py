@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rollbackd.actions.alembic_runner import redirect_database, redirected_environment
+from rollbackd.deploy.rehearse import remove_stale_workspaces
 from tests.support.vbrpg_service import CLEAN_HEAD
 
 from .deploy_app import CLEAN_REVISION, DeployApp, file_marks, held_open, make_deploy_app
@@ -164,3 +167,15 @@ def test_values_that_name_the_live_database_are_rewritten_and_others_kept(tmp_pa
         assert redirect_database(unrelated, live, scratch, cwd) == unrelated
     environment = redirected_environment({"VBRPG_DB": str(live), "HOME": "/root"}, live, scratch, cwd)
     assert environment == {"VBRPG_DB": str(scratch), "HOME": "/root"}
+
+
+def test_scratch_copies_of_dead_rehearsals_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f"rehearse-vbrpg-{dead_pid}-abc123"
+    running = tmp_path / f"rehearse-vbrpg-{os.getpid()}-def456"
+    other_service = tmp_path / f"rehearse-other-{dead_pid}-ghi789"
+    for folder in (left, running, other_service):
+        (folder / "copy").mkdir(parents=True)
+    assert remove_stale_workspaces(tmp_path, "vbrpg") == [left]
+    assert not left.exists() and running.exists() and other_service.exists()

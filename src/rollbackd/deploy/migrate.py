@@ -209,7 +209,7 @@ class Migration:
             message = f"cannot take the service lock in {self.state_dir.root}: {error}"
             raise MigrateError("unavailable", message) from error
         try:
-            return await self._locked(options)
+            return await self._locked(options, plan)
         finally:
             await asyncio.to_thread(lock.release)
 
@@ -240,14 +240,15 @@ class Migration:
 
     # -- under the lock ---------------------------------------------------------------------------------------
 
-    async def _locked(self, options: MigrateOptions) -> MigrateReport:
+    async def _locked(self, options: MigrateOptions, planned: UpgradePlan) -> MigrateReport:
         plan = await self._plan(options)  # again: the database may have moved while the lock was awaited
         if plan.nothing_to_do:
             self._step("plan", True, f"nothing to do: the database is already at {plan.target}")
             return self._report(plan, "nothing_to_do", f"already at {plan.target}")
-        refusals = await self._refusals(plan, options.force)
-        if refusals:
-            return self._report(plan, "refused", "; ".join(refusals), refusals=refusals)
+        if plan.pending != planned.pending:
+            refusals = await self._refusals(plan, options.force)
+            if refusals:
+                return self._report(plan, "refused", "; ".join(refusals), refusals=refusals)
         self._step("plan", True, f"{plan.from_revision} → {plan.target}: {' → '.join(plan.pending)}")
         rehearsal: Mapping[str, Any] | None = None
         if options.rehearse:
@@ -403,6 +404,7 @@ class Migration:
     async def _roll_back(
         self, deploy: _Deploy, failure: _Failure, rehearsal: Mapping[str, Any] | None
     ) -> MigrateReport:
+        failed_at = await asyncio.to_thread(_revision_or_none, self.service)  # the version being rolled back
         incident = await asyncio.to_thread(
             self.history.open_incident,
             self.name,
@@ -412,7 +414,7 @@ class Migration:
             failure.evidence,
             automatic=False,
             in_deploy_window=True,
-            revision_before=deploy.plan.from_revision,
+            revision_before=failed_at,
         )
         self._step("incident", False, f"incident {incident} opened: {failure.explanation}")
         if failure.verification is not None:

@@ -210,7 +210,9 @@ async def rehearse(
         return RehearsalReport(service.name, str(service.database), current, plan.target, (), threshold)
     say(f"pending: {' → '.join(plan.pending)} (from {current or 'an empty database'})")
     await asyncio.to_thread(state_dir.ensure)
-    workspace = Path(tempfile.mkdtemp(prefix=f"rehearse-{service.name}-", dir=state_dir.scratch))
+    await asyncio.to_thread(remove_stale_workspaces, state_dir.scratch, service.name)
+    prefix = f"rehearse-{service.name}-{os.getpid()}-"
+    workspace = Path(tempfile.mkdtemp(prefix=prefix, dir=state_dir.scratch))
     try:
         report = await _Rehearsal(service, vault, workspace, threshold, say).run(plan, to)
     finally:
@@ -437,6 +439,27 @@ class _Rehearsal:
 
     async def inspect(self) -> DatabaseState:
         return await asyncio.to_thread(inspect_database, self.copy, self.tables)
+
+
+def remove_stale_workspaces(scratch: Path, service: str) -> list[Path]:
+    """Remove scratch copies left by rehearsals whose process died (kill -9); a live one's are kept."""
+    removed = []
+    for path in scratch.glob(f"rehearse-{service}-*-*"):
+        pid = path.name.removeprefix(f"rehearse-{service}-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_canary(path: Path, revision: str) -> None:

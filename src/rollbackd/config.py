@@ -287,6 +287,7 @@ class DeployConfig(_Model):
     watch: bool = True
     code_dir: ConfigPath | None = None
     versions_dir: ConfigPath | None = None
+    restart_after_migrate: bool = True  # `rollbackd migrate` restarts the service so it loads the new code
 
 
 class PolicyConfig(_Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
 from rollbackd.backup.schedule import BackupScheduler
 from rollbackd.config import ServiceConfig
 from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revision
+from rollbackd.deploy.migrate import MIGRATE_LOCK_PURPOSE
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
@@ -34,7 +36,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
-from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.service_lock import LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 from rollbackd.verify import Expectations, Verification, Verifier
@@ -109,6 +111,9 @@ class ServiceRuntime:
         self._revision_known = False
         self._evaluating = False
         self._again = False
+        self._started_at = clock()
+        self._migrate_seen: float | None = None  # `since` of the last `rollbackd migrate` whose end was handled
+        self._migrating = False
         self._background: set[asyncio.Task[None]] = set()
 
     # Lifecycle
@@ -221,6 +226,8 @@ class ServiceRuntime:
     async def _evaluate_once(self) -> None:
         if self.policy.busy:
             return
+        if await self._migrate_running():
+            return
         window = await asyncio.to_thread(self.deploys.window)
         blocked = frozenset(await asyncio.to_thread(self.history.blocked_revisions, self.name))
         self.blocked = blocked
@@ -232,6 +239,40 @@ class ServiceRuntime:
         view = self.policy.view(recent, deploy=window, blocked=blocked, arrived=arrived, service_pid=pid)
         self.metrics.deploy_window_open.labels(service=self.name).set(1 if window is not None else 0)
         await self.policy.evaluate(view)
+
+    async def _migrate_running(self) -> bool:
+        """True while `rollbackd migrate` holds this service's lock in another process: it watches its own deploy
+        and rolls it back itself, so the policy skips its turn instead of queueing an action on the lock. Once it
+        is over, what was observed during it no longer counts (its failures were its to undo)."""
+        lock = ServiceLock(self.state_dir.root, self.name, "")
+        try:
+            holder = await asyncio.to_thread(lock.inspect)
+        except OSError as error:
+            log.warning("%s: cannot read the service lock: %s", self.name, error)
+            return False
+        if holder is None or not _is_migrate(holder):
+            return False
+        if holder.held:
+            if not self._migrating:
+                log.info(
+                    "%s: rollbackd migrate (pid %s) holds the service: the policy waits until it is done",
+                    self.name,
+                    holder.pid,
+                    extra={"service": self.name},
+                )
+            self._migrating = True
+            return True
+        since = holder.since or 0.0
+        if self._migrating or (since >= self._started_at and since != self._migrate_seen):
+            self._migrating = False
+            self._migrate_seen = since
+            self.policy.ignore_before = max(self.policy.ignore_before, self.clock())
+            log.info(
+                "%s: rollbackd migrate is done: the policy looks again, from now on",
+                self.name,
+                extra={"service": self.name},
+            )
+        return False
 
     async def _verify(self, expect: Expectations) -> Verification:
         return await self.verifier.verify(expect)
@@ -276,6 +317,10 @@ class ServiceRuntime:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _is_migrate(holder: LockHolder) -> bool:
+    return holder.purpose.startswith(MIGRATE_LOCK_PURPOSE) and holder.pid != os.getpid()
 
 
 def _revisions_of(paths: tuple[str, ...]) -> set[str]:

@@ -4,15 +4,21 @@ rollbackd never imports the application's migrations: it runs ``alembic`` as the
 ``cd backend && alembic downgrade -1``, as an argv list with a timeout. When the code no longer has a script the
 database needs (the code was rolled back: "Can't locate revision"), the scripts kept in the script vault are
 added through a temporary ini whose ``version_locations`` lists both the versions dir and the vault's copies.
+
+Given ``database``, the runner migrates that file instead of the service's (a rehearsal's scratch copy): the
+temporary ini's ``sqlalchemy.url`` names it, and every environment value or argv word that names the service's
+database (``VBRPG_DB=/opt/.../vbrpg.db``, ``-x db=data/vbrpg.db``, ``sqlite:///data/vbrpg.db``) is rewritten to
+it, since an env.py may prefer those to the ini. Whether env.py really followed is for the caller to prove.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -28,10 +34,18 @@ class ScriptSource(Protocol):
 
 
 class AlembicRunner:
-    def __init__(self, service: ServiceConfig, scratch_dir: Path, vault: ScriptSource | None = None) -> None:
+    def __init__(
+        self,
+        service: ServiceConfig,
+        scratch_dir: Path,
+        vault: ScriptSource | None = None,
+        *,
+        database: Path | None = None,
+    ) -> None:
         self.service = service
         self.scratch_dir = scratch_dir
         self.vault = vault
+        self.database = database  # None: the service's own database
 
     async def downgrade(self, target: str) -> CommandResult:
         """``alembic downgrade TARGET`` (a revision id, ``-1``, or ``base``)."""
@@ -41,16 +55,22 @@ class AlembicRunner:
         return await self.run("upgrade", target)
 
     async def run(self, *arguments: str) -> CommandResult:
+        command: Sequence[str] = self.service.alembic.command
+        env: Mapping[str, str] = self.service.alembic.env
+        if self.database is not None:
+            live, cwd = self.service.database, self.service.workdir
+            command = [command[0], *(redirect_database(word, live, self.database, cwd) for word in command[1:])]
+            env = redirected_environment({**os.environ, **env}, live, self.database, cwd)
         with self._ini() as ini:
-            argv = [*self.service.alembic.command, "-c", str(ini), *arguments]
-            return await run_command_async(
-                argv, cwd=self.service.workdir, env=self.service.alembic.env, timeout=self.service.alembic.timeout
-            )
+            argv = [*command, "-c", str(ini), *arguments]
+            timeout = self.service.alembic.timeout
+            return await run_command_async(argv, cwd=self.service.workdir, env=env, timeout=timeout)
 
     @contextmanager
     def _ini(self) -> Iterator[Path]:
-        """Yield the ini to run with: the service's own, or a temporary one that also sees the vault's scripts."""
-        if self.vault is None:
+        """Yield the ini to run with: the service's own, or a temporary one that also sees the vault's scripts
+        and, for another database, names it in ``sqlalchemy.url``."""
+        if self.vault is None and self.database is None:
             yield self.service.alembic.ini
             return
         self.scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -58,21 +78,26 @@ class AlembicRunner:
         try:
             vault_scripts = workspace / "vault_versions"
             vault_scripts.mkdir()
-            if not self.vault.materialize_missing(self.service.versions_dir, vault_scripts):
+            copies = self.vault.materialize_missing(self.service.versions_dir, vault_scripts) if self.vault else []
+            if not copies and self.database is None:
                 yield self.service.alembic.ini
                 return
             yield write_ini_with_extra_versions(
                 self.service.alembic.ini,
                 self.service.script_location,
-                [self.service.versions_dir, vault_scripts],
+                [self.service.versions_dir, vault_scripts] if copies else [],
                 workspace / "alembic.ini",
+                url=f"sqlite:///{self.database}" if self.database is not None else None,
             )
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
 
 
-def write_ini_with_extra_versions(original: Path, script_location: Path, versions: list[Path], target: Path) -> Path:
-    """Copy an alembic.ini to ``target`` with an absolute script_location and ``version_locations`` = versions.
+def write_ini_with_extra_versions(
+    original: Path, script_location: Path, versions: list[Path], target: Path, *, url: str | None = None
+) -> Path:
+    """Copy an alembic.ini to ``target`` with an absolute script_location and ``version_locations`` = versions
+    (left as it was when ``versions`` is empty), and ``sqlalchemy.url`` = ``url`` when given.
 
     ``%(here)s`` is replaced by the original's folder first, so URLs and paths written relative to it still point
     where they did. Both ``path_separator`` (Alembic >= 1.16) and ``version_path_separator`` (older) are set.
@@ -84,9 +109,40 @@ def write_ini_with_extra_versions(original: Path, script_location: Path, version
     if not parser.has_section("alembic"):
         parser.add_section("alembic")
     parser.set("alembic", "script_location", str(script_location))
-    parser.set("alembic", "path_separator", "os")
-    parser.set("alembic", "version_path_separator", "os")
-    parser.set("alembic", "version_locations", os.pathsep.join(str(path) for path in versions))
+    if versions:
+        parser.set("alembic", "path_separator", "os")
+        parser.set("alembic", "version_path_separator", "os")
+        parser.set("alembic", "version_locations", os.pathsep.join(str(path) for path in versions))
+    if url is not None:
+        parser.set("alembic", "sqlalchemy.url", url)
     with target.open("w", encoding="utf-8") as handle:
         parser.write(handle)
     return target
+
+
+# A value that may name a database: an optional "KEY=" (argv words such as ``db=PATH``), an optional SQLite URL
+# scheme, the path, an optional URL query.
+_DATABASE_WORD = re.compile(r"^(?P<head>(?:[^=/]*=)?(?:sqlite(?:\+\w+)?:///)?)(?P<path>[^?]+)(?P<query>\?.*)?$")
+
+
+def redirect_database(value: str, live: Path, target: Path, cwd: Path) -> str:
+    """Given an environment value or argv word, return it with any reference to ``live`` replaced by ``target``.
+
+    Catches the absolute path (as written or resolved, also inside a URL or after ``KEY=``) and a path relative
+    to ``cwd`` that resolves to ``live``. Anything else is returned unchanged.
+    """
+    for name in sorted({str(live), os.path.realpath(live)}, key=len, reverse=True):
+        if name in value:
+            return value.replace(name, str(target))
+    match = _DATABASE_WORD.match(value)
+    if match is None:
+        return value
+    path = match.group("path")
+    if os.path.realpath(cwd / path) != os.path.realpath(live):
+        return value
+    return f"{match.group('head')}{target}{match.group('query') or ''}"
+
+
+def redirected_environment(environment: Mapping[str, str], live: Path, target: Path, cwd: Path) -> dict[str, str]:
+    """The environment with every value that names ``live`` pointed at ``target`` instead (see redirect_database)."""
+    return {key: redirect_database(value, live, target, cwd) for key, value in environment.items()}

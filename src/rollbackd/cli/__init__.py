@@ -11,7 +11,19 @@ import sys
 from collections.abc import Sequence
 
 from rollbackd import __version__
-from rollbackd.cli import backup, check_config, history, resume, rollback, run, status, unblock, verify
+from rollbackd.cli import (
+    backup,
+    check_config,
+    history,
+    migrate,
+    rehearse,
+    resume,
+    rollback,
+    run,
+    status,
+    unblock,
+    verify,
+)
 from rollbackd.cli.common import Handler, Subcommands
 from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
 from rollbackd.exit_codes import ExitCode
@@ -44,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.register(commands)
     resume.register(commands)
     unblock.register(commands)
+    rehearse.register(commands)
+    migrate.register(commands)
     return parser
 
 

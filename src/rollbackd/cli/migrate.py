@@ -1,0 +1,112 @@
+"""`rollbackd migrate`: what a deploy script runs instead of `alembic upgrade head`.
+
+Pre-deploy backup, upgrade, restart, verification window, and the runbook's way back on any failure (downgrade,
+else restore), each step printed as it happens. Exit 0 only when the service runs the new revision and verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import httpx
+
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.rehearse import one_service
+from rollbackd.config import ServiceConfig
+from rollbackd.deploy.migrate import LOCK_WAIT, MigrateError, MigrateOptions, MigrateReport, Migration, Say
+from rollbackd.exit_codes import ExitCode
+from rollbackd.history import History
+from rollbackd.state_dir import StateDir
+from rollbackd.units import parse_duration
+
+ERROR_CODES = {"usage": ExitCode.CONFIG, "unavailable": ExitCode.UNAVAILABLE, "busy": ExitCode.UNAVAILABLE}
+
+
+def register(commands: Subcommands) -> None:
+    command = add_command(
+        commands, "migrate", "deploy pending migrations: backup, upgrade, restart, verify, roll back on failure", run
+    )
+    command.add_argument("service", nargs="?", help="service name (optional when the config has one)")
+    command.add_argument("--to", metavar="REV", help="upgrade to this revision (default: the code's head)")
+    command.add_argument("--rehearse", action="store_true", help="rehearse on a copy first; abort if it fails")
+    command.add_argument("--force", action="store_true", help="deploy even a revision blocked after data loss")
+    command.add_argument("--no-restart", action="store_true", help="do not restart the service after the upgrade")
+    command.add_argument(
+        "--window",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long to watch the service after the upgrade (default: [service.policy] verify_timeout)",
+    )
+    command.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        default=LOCK_WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait while the daemon acts on the service (default {LOCK_WAIT:.0f})",
+    )
+    command.add_argument("--json", action="store_true", help="print the report as JSON (steps go to stderr)")
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    config = load_cli_config(args)
+    stream = sys.stderr if args.json else sys.stdout
+    try:
+        service = one_service(config, args.service)
+    except KeyError as error:
+        return _fail(args, str(error.args[0]), ExitCode.CONFIG)
+    options = MigrateOptions(
+        target=args.to,
+        rehearse=args.rehearse,
+        force=args.force,
+        restart=False if args.no_restart else None,
+        window=args.window,
+        lock_wait=args.lock_wait,
+    )
+    state = StateDir(config.daemon.state_dir)
+    try:
+        state.ensure()
+        history = History(state.history_db)
+    except OSError as error:
+        return _fail(args, f"cannot use the state dir {state.root}: {error.strerror or error}", ExitCode.UNAVAILABLE)
+    try:
+        history.upgrade()
+        report = asyncio.run(_migrate(service, state, history, options, lambda line: print(line, file=stream)))
+    except MigrateError as error:
+        return _fail(args, str(error), ERROR_CODES[error.kind])
+    finally:
+        history.close()
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(f"{service.name}: {report.outcome.upper().replace('_', ' ')}: {report.message}")
+    return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+async def _migrate(
+    service: ServiceConfig, state: StateDir, history: History, options: MigrateOptions, say: Say
+) -> MigrateReport:
+    async with httpx.AsyncClient() as http:
+        migration = Migration(service, state_dir=state, history=history, http=http, say=say)
+        return await migration.run(options)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def _fail(args: argparse.Namespace, message: str, code: ExitCode) -> ExitCode:
+    if args.json:
+        print_json({"ok": False, "error": message})
+    print(f"rollbackd migrate: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,93 @@
+"""The daemon and `rollbackd migrate` on the same service: one lock, and the daemon's policy stands aside while a
+migrate holds it (the migrate watches and undoes its own deploy), then ignores what it saw meanwhile."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from rollbackd.service_lock import ServiceBusy, ServiceLock
+from tests.daemon_process import RunningDaemon, running, wait_for
+from tests.support.vbrpg_service import CLEAN_HEAD, free_port
+
+from .deploy_app import make_deploy_app
+
+FAST_PROBES = """
+[service.probes.health]
+every = "200ms"
+timeout = "1s"
+
+[service.probes.schema]
+every = "200ms"
+
+[service.probes.rows]
+every = "200ms"
+
+[service.probes.integrity]
+quick_every = "500ms"
+
+[service.probes.process]
+every = "200ms"
+pidfile = "{pidfile}"
+"""
+
+
+def automatic_actions(state_db: Path) -> list[tuple[str, str]]:
+    with closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=10)) as connection:
+        rows = connection.execute("SELECT action, outcome FROM actions WHERE automatic = 1").fetchall()
+    return [(str(action), str(outcome)) for action, outcome in rows]
+
+
+def rows_probe_runs(daemon: RunningDaemon) -> int:
+    text = daemon.scrape() or ""
+    match = re.search(r'rollbackd_probe_duration_seconds_count\{[^}]*probe="rows"[^}]*\} (\d+)', text)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.e2e
+def test_the_daemon_records_no_action_while_migrate_rolls_back_a_data_loss_deploy(tmp_path: Path) -> None:
+    app = make_deploy_app(
+        tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=tmp_path / "run" / "vbrpg.pid")
+    )
+    app.start()
+    try:
+        with running(app.config) as daemon:
+            wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
+            revision = app.add_fault_migration("data-loss")  # the deploy's git pull: the daemon sees it arrive
+            result = app.rollbackd("migrate", "--json", "--window", "3")
+            report = json.loads(result.stdout)
+            assert result.returncode == 1 and report["outcome"] == "rolled_back", result.stderr
+            assert report["blocked"] == [revision] and app.revision() == CLEAN_HEAD
+            # More rounds of the policy on fresh observations of the restored, healthy service: nothing to do.
+            # (Without the policy standing aside, the daemon restores the pre-deploy backup a second time.)
+            seen = rows_probe_runs(daemon)
+            wait_for(lambda: rows_probe_runs(daemon) >= seen + 10, "ten more rounds of the rows probe")
+            assert automatic_actions(app.state_dir / "rollbackd.db") == []
+            log = daemon.log.read_text()
+            assert "holds the service: the policy waits until it is done" in log
+            assert "rollbackd migrate is done: the policy looks again" in log
+            assert daemon.process.poll() is None
+    finally:
+        app.stop()
+
+
+def test_inspecting_the_lock_tells_a_holder_now_from_the_last_one_and_never_disturbs_it(tmp_path: Path) -> None:
+    lock = ServiceLock(tmp_path, "vbrpg", "rollbackd migrate to 8e4b6c2d0a91")
+    assert lock.inspect() is None
+    lock.acquire()
+    try:
+        holder = lock.inspect()
+        assert holder is not None and holder.held and holder.purpose == "rollbackd migrate to 8e4b6c2d0a91"
+        assert holder.since is not None and holder.pid is not None
+        with pytest.raises(ServiceBusy, match="rollbackd migrate to 8e4b6c2d0a91 held by pid"):
+            ServiceLock(tmp_path, "vbrpg", "rollbackd restore").acquire(timeout=0)
+        assert lock.inspect() == holder  # inspecting left the holder's lock in place
+    finally:
+        lock.release()
+    last = lock.inspect()
+    assert last is not None and not last.held and last.purpose == holder.purpose

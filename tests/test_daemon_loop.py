@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -75,13 +75,16 @@ every = "100ms"
     return parse_config(text, tmp_path / "rollbackd.toml")
 
 
-def run_until(daemon: Daemon, enough: int, *, timeout: float = 60.0) -> list[Observation]:
-    """Serve until ``enough`` observations arrived (then ask the daemon to exit, as SIGTERM does)."""
+def run_until(
+    daemon: Daemon, enough: int | Callable[[list[Observation]], bool], *, timeout: float = 60.0
+) -> list[Observation]:
+    """Serve until ``enough`` observations arrived, or until ``enough(seen)`` holds (then ask the daemon to exit,
+    as SIGTERM does)."""
     seen: list[Observation] = []
 
     def listener(observation: Observation) -> None:
         seen.append(observation)
-        if len(seen) >= enough:
+        if (len(seen) >= enough) if isinstance(enough, int) else enough(seen):
             daemon.request_exit()
 
     daemon.observation_listeners.append(listener)
@@ -115,9 +118,14 @@ def test_every_probe_runs_and_is_exported_while_a_broken_one_fails_alone(
 ) -> None:
     metrics = Metrics()
     daemon = Daemon(daemon_config(tmp_path), metrics=metrics, probe_builder=with_exploding_probe)
-    seen = run_until(daemon, 60)
+    expected = {"health", "sqlite_lock", "integrity", "schema", "rows", "exploding"}
+
+    def every_probe_twice(seen: list[Observation]) -> bool:
+        return all(sum(1 for o in seen if o.probe == probe) >= 2 for probe in expected)
+
+    seen = run_until(daemon, every_probe_twice)
     probes = {observation.probe for observation in seen}
-    assert probes == {"health", "sqlite_lock", "integrity", "schema", "rows", "exploding"}
+    assert probes == expected
     broken = [observation for observation in seen if observation.probe == "exploding"]
     assert all(observation.reason == "probe_error" for observation in broken)
     assert len(broken) > 1  # it kept being scheduled

@@ -262,7 +262,9 @@ class Daemon:
         if self.should_exit:
             exit_event.set()
         loop = asyncio.get_running_loop()
-        expected = loop.time() + TICK_SECONDS
+        # The watchdog is pinged from the tick, so the tick must come at least as often as the pings are due.
+        tick = min(TICK_SECONDS, self.notifier.watchdog_interval() or TICK_SECONDS)
+        expected = loop.time() + tick
         while not exit_event.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, expected - loop.time())):
@@ -273,7 +275,7 @@ class Daemon:
             lag = max(0.0, now - expected)
             self.metrics.loop_lag_seconds.set(lag)
             await self.on_tick(lag)
-            expected = max(expected + TICK_SECONDS, now)
+            expected = max(expected + tick, now)
 
     async def on_tick(self, lag: float = 0.0) -> None:
         self._ping_watchdog(lag)
@@ -292,7 +294,7 @@ class Daemon:
         if interval is None:
             return
         now = time.monotonic()
-        if lag < interval and now - self._last_watchdog >= min(interval, TICK_SECONDS) * 0.9:
+        if lag < interval and now - self._last_watchdog >= interval * 0.9:
             self.notifier.watchdog()
             self._last_watchdog = now
 

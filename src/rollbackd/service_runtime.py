@@ -159,7 +159,12 @@ class ServiceRuntime:
         await self.evaluate()
 
     def on_deploy_event(self, event: DeployEvent) -> None:
-        """From the file watch, on the loop: a pre-deploy backup at once, and (for a migration) a deploy window."""
+        """From the file watch, on the loop: a pre-deploy backup at once, and (for a migration) a deploy window.
+
+        A burst in which every script is gone again (rollbackd moving a blocked script aside, a code rollback
+        removing one) deploys nothing: no backup, no window."""
+        if event.kind == "migration" and not any(Path(path).exists() for path in event.paths):
+            return
         self.scheduler.on_deploy_event(event)
         if event.kind == "migration":
             self._in_background(self._migration_arrived(event))

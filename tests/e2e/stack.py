@@ -113,6 +113,8 @@ class Stack:
     participants_per_room: int = 3
     dry_run: bool = False
     latency_bound: str = "1s"
+    probe_every: str = "500ms"
+    fast_rules: bool = True
     extra_config: str = ""
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -206,12 +208,12 @@ every = "1h"
 drill_every = "0s"
 
 [service.probes.health]
-every = "500ms"
+every = "{self.probe_every}"
 timeout = "2s"
 
 [service.probes.latency]
 paths = ["/api/rooms/{ROOM}"]
-every = "500ms"
+every = "{self.probe_every}"
 window = "10s"
 
 [service.probes.sqlite_lock]
@@ -222,13 +224,13 @@ quick_every = "1s"
 full_every = "1h"
 
 [service.probes.schema]
-every = "500ms"
+every = "{self.probe_every}"
 
 [service.probes.rows]
-every = "500ms"
+every = "{self.probe_every}"
 
 [service.probes.process]
-every = "500ms"
+every = "{self.probe_every}"
 pidfile = "run/vbrpg.pid"
 
 [service.deploy]
@@ -243,7 +245,7 @@ verify_timeout = "30s"
 [service.verify]
 latency_bound = "{self.latency_bound}"
 {SMOKE}
-{FAST_RULES}
+{FAST_RULES if self.fast_rules else ""}
 {self.extra_config}
 """
         )

@@ -57,8 +57,8 @@ def quarantine_script(path: Path, folder: Path, service: str, revision: str) -> 
         )
         return None
     log.error(
-        "%s: blocked migration %s arrived again: moved %s to %s so it cannot run (runbook: DO NOT run the "
-        "migration again until the bug is fixed)",
+        "%s: blocked migration %s: moved %s to %s so it cannot run (runbook: DO NOT run the migration again "
+        "until the bug is fixed)",
         service,
         revision,
         path,

@@ -98,9 +98,7 @@ class ServiceRuntime:
             clock=clock,
         )
         self.watcher = (
-            DeployWatcher(
-                service, self.on_deploy_event, ignore=(state_dir.root,), on_migration_file=self._migration_file
-            )
+            DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,), on_file=self._file_changed)
             if service.deploy.watch
             else None
         )
@@ -169,10 +167,12 @@ class ServiceRuntime:
         if event.kind == "migration":
             self._in_background(self._migration_arrived(event))
 
-    def _migration_file(self, path: Path) -> None:
-        """On the file watch's thread, at once: keep the script in the vault while it exists, and move a blocked
-        revision's script out of the versions dir before the deploy's `alembic upgrade` can run it."""
-        if not path.is_file():
+    def _file_changed(self, path: Path, kind: str) -> None:
+        """On the file watch's thread, at once: the code is changing, so its commit is no longer the stable one;
+        keep a script in the vault while it exists; move a blocked revision's script out of the versions dir
+        before the deploy's `alembic upgrade` can run it."""
+        self.deploys.code_changing()
+        if kind != "migration" or not path.is_file():
             return
         try:
             self.vault.store_from(self.service.versions_dir)

@@ -83,7 +83,7 @@ class DeployWatcher:
 
     ``start`` is called from the loop's thread (or pass ``loop``). ``debounce``: quiet time that closes a burst;
     ``max_delay``: a burst is delivered at the latest this long after its first change even if changes go on.
-    ``on_migration_file`` runs on the observer thread for each changed script, without waiting for the burst.
+    ``on_file(path, kind)`` runs on the observer thread for each relevant change, without waiting for the burst.
     """
 
     def __init__(
@@ -97,11 +97,11 @@ class DeployWatcher:
         ignore: Collection[Path] = (),
         clock: Callable[[], float] = time.time,
         observer_factory: Callable[[], BaseObserver] = Observer,
-        on_migration_file: Callable[[Path], None] | None = None,
+        on_file: Callable[[Path, EventKind], None] | None = None,
     ) -> None:
         self.service = service
         self.on_event = on_event
-        self.on_migration_file = on_migration_file
+        self.on_file = on_file
         self.loop = loop
         self.debounce = debounce
         self.max_delay = max_delay
@@ -151,11 +151,11 @@ class DeployWatcher:
         loop = self.loop
         if kind is None or loop is None or loop.is_closed():
             return
-        if kind == "migration" and self.on_migration_file is not None:
+        if self.on_file is not None:
             # At once, before the debounce: a deploy runs `alembic upgrade` a moment after copying the script,
             # and a script that will be removed again (a code rollback) must reach the vault while it exists.
             try:
-                self.on_migration_file(Path(path))
+                self.on_file(Path(path), kind)
             except Exception:
                 log.exception("%s: handling %s failed", self.service.name, path)
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call

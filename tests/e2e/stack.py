@@ -115,6 +115,7 @@ class Stack:
     latency_bound: str = "1s"
     probe_every: str = "500ms"
     fast_rules: bool = True
+    code_rollback: bool = False
     extra_config: str = ""
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -241,6 +242,7 @@ max_actions = 3
 action_window = "1h"
 stable_after = "10m"
 verify_timeout = "30s"
+code_rollback = {str(self.code_rollback).lower()}
 
 [service.verify]
 latency_bound = "{self.latency_bound}"

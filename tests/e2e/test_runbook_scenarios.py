@@ -152,6 +152,14 @@ def test_permanent_fault_takes_exactly_max_actions_then_holds(tmp_path: Path) ->
         finally:
             stop.set()
             killer.join(timeout=30)
+        # The runbook's history table, as rollbackd wrote it.
+        table = stack.rollbackd("history", "--markdown").stdout.splitlines()
+        assert table[0] == "| Date | Version Rolled Back | Reason | Time to Recover | Notes |"
+        assert len(table) == 2 + 4  # three recoveries and the incident that ended in HOLD
+        assert sum("restart; verified" in row for row in table) == 3
+        # A person looks, fixes the cause, and lifts HOLD; the service is back under rollbackd's care.
+        assert stack.rollbackd("resume", "vbrpg").returncode == 0
+        assert wait_for(lambda: stack.state() in ("ok", "degraded"), "the state after resume")
 
 
 def test_noise_below_thresholds_causes_no_action(tmp_path: Path) -> None:

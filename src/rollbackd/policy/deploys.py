@@ -26,15 +26,22 @@ class DeployTracker:
         self.history = history
         self.clock = clock
         self.stable_commit = git_head(service.code_dir)
+        self._changing_since: float | None = None
         self._expected: set[str] = set()
 
     def window(self) -> DeployWindow | None:
         record = self.history.open_deploy_window(self.service.name)
         return None if record is None else _window(record)
 
+    def code_changing(self) -> None:
+        """The code dir is changing now (called from the file watch's thread): a deploy may be under way, so the
+        commit checked out from now on is not the one to go back to, until it has stood for a deploy window."""
+        self._changing_since = self.clock()
+
     def note_commit(self) -> None:
         """Remember the code's commit while no deploy is under way: a code rollback goes back to it."""
-        if self.window() is None:
+        changing = self._changing_since is not None and self.clock() - self._changing_since < self.service.deploy.window
+        if not changing and self.window() is None:
             self.stable_commit = git_head(self.service.code_dir) or self.stable_commit
 
     def expect_revision(self, revision: str | None) -> None:

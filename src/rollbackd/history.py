@@ -29,9 +29,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 Clock = Callable[[], float]
+
+# The newest of state_migrations/versions; a test keeps it in step with the scripts.
+STATE_SCHEMA_HEAD = "0001_initial"
 
 
 class Base(DeclarativeBase):
@@ -183,13 +187,18 @@ class History:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def upgrade(self) -> None:
-        """Bring the state DB's schema to this version's head (creates it on first start)."""
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
+        """Bring the state DB's schema to this version's head (creates it on first start).
 
+        Alembic is imported only when there is something to upgrade: the daemon's memory is better spent on
+        the probes than on a migration framework it needs once per release."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.path.exists():
             self.path.touch(mode=0o600)
+        if self.schema_revision() == STATE_SCHEMA_HEAD:
+            return
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         settings = AlembicConfig()
         settings.set_main_option("script_location", str(Path(__file__).parent / "state_migrations"))
         alembic_log = logging.getLogger("alembic")
@@ -201,6 +210,16 @@ class History:
                 command.upgrade(settings, "head")
         finally:
             alembic_log.setLevel(level)
+
+    def schema_revision(self) -> str | None:
+        """The state DB's own Alembic revision, or None before the first upgrade."""
+        if not self.path.exists():
+            return None
+        with self.engine.connect() as connection:
+            try:
+                return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            except OperationalError:
+                return None
 
     def close(self) -> None:
         self.engine.dispose()

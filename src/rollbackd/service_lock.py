@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # the daemon's policy waits while a holder's purpose starts with this
+
 
 class ServiceBusy(Exception):
     """Another process (or another task of this one) is acting on the service."""

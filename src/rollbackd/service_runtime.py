@@ -28,15 +28,15 @@ from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
 from rollbackd.backup.schedule import BackupScheduler
 from rollbackd.config import ServiceConfig
 from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revision
-from rollbackd.deploy.migrate import MIGRATE_LOCK_PURPOSE
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
+from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
-from rollbackd.service_lock import LockHolder, ServiceBusy, ServiceLock
+from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 from rollbackd.verify import Expectations, Verification, Verifier
@@ -45,6 +45,7 @@ from rollbackd.watch import DeployEvent, DeployWatcher
 log = logging.getLogger(__name__)
 
 LOOKBACK_MARGIN = 120.0  # observations kept in view beyond the longest rule duration
+EXTERNAL_REFRESH = 1.0  # seconds between reads of what other processes may change (lock, windows, blocks)
 
 
 class ServiceRuntime:
@@ -109,6 +110,9 @@ class ServiceRuntime:
         self._revision_known = False
         self._evaluating = False
         self._again = False
+        self._external_cache: tuple[LockHolder | None, DeployWindow | None, frozenset[str]] | None = None
+        self._external_at: float | None = None
+        self._watched_task: asyncio.Task[None] | None = None
         self._started_at = clock()
         self._migrate_seen: float | None = None  # `since` of the last `rollbackd migrate` whose end was handled
         self._migrating = False
@@ -190,6 +194,7 @@ class ServiceRuntime:
         revisions = sorted(_revisions_of(event.paths) - self.blocked)
         if revisions:
             await asyncio.to_thread(self.deploys.migration_arrived, revisions, self.revision, self.fingerprint)
+            self.refresh_external()
         await self.evaluate()
 
     async def _schema_seen(self, observation: Observation) -> None:
@@ -206,6 +211,7 @@ class ServiceRuntime:
             else:
                 log.info("%s: database revision %s → %s", self.name, old, revision, extra={"service": self.name})
                 await asyncio.to_thread(self.deploys.revision_changed, old, revision, self.fingerprint)
+                self.refresh_external()
                 await self.scheduler.on_revision_change(old, revision)
         self.revision, self._revision_known = revision, True
         self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
@@ -231,10 +237,9 @@ class ServiceRuntime:
     async def _evaluate_once(self) -> None:
         if self.policy.busy:
             return
-        if await self._migrate_running():
+        holder, window, blocked = await self._external()
+        if self._migrate_running(holder):
             return
-        window = await asyncio.to_thread(self.deploys.window)
-        blocked = frozenset(await asyncio.to_thread(self.history.blocked_revisions, self.name))
         self.blocked = blocked
         since = max(self.policy.ignore_before, self.clock() - self.lookback)
         recent = {probe: self.observations.recent(self.name, probe, since=since) for probe in PROBE_NAMES}
@@ -244,17 +249,36 @@ class ServiceRuntime:
         view = self.policy.view(recent, deploy=window, blocked=blocked, arrived=arrived, service_pid=pid)
         self.metrics.deploy_window_open.labels(service=self.name).set(1 if window is not None else 0)
         await self.policy.evaluate(view)
+        if self.policy.task is not None and self.policy.task is not self._watched_task:
+            self._watched_task = self.policy.task
+            self.policy.task.add_done_callback(lambda _task: self.refresh_external())
 
-    async def _migrate_running(self) -> bool:
+    def refresh_external(self) -> None:
+        """What the state DB and the lock say changed (a window opened, a revision was blocked): read it again."""
+        self._external_at = None
+
+    async def _external(self) -> tuple[LockHolder | None, DeployWindow | None, frozenset[str]]:
+        """The service lock's holder, the open deploy window and the blocked revisions, read in one thread hop at
+        most every EXTERNAL_REFRESH seconds (other processes write them: `migrate`, `unblock`), or at once after
+        this daemon changed them. Evaluations in between reuse them: observations arrive several times a second."""
+        now = time.monotonic()
+        if self._external_cache is None or self._external_at is None or now - self._external_at >= EXTERNAL_REFRESH:
+            self._external_cache = await asyncio.to_thread(self._read_external)
+            self._external_at = now
+        return self._external_cache
+
+    def _read_external(self) -> tuple[LockHolder | None, DeployWindow | None, frozenset[str]]:
+        try:
+            holder = ServiceLock(self.state_dir.root, self.name, "").inspect()
+        except OSError as error:
+            log.warning("%s: cannot read the service lock: %s", self.name, error)
+            holder = None
+        return holder, self.deploys.window(), frozenset(self.history.blocked_revisions(self.name))
+
+    def _migrate_running(self, holder: LockHolder | None) -> bool:
         """True while `rollbackd migrate` holds this service's lock in another process: it watches its own deploy
         and rolls it back itself, so the policy skips its turn instead of queueing an action on the lock. Once it
         is over, what was observed during it no longer counts (its failures were its to undo)."""
-        lock = ServiceLock(self.state_dir.root, self.name, "")
-        try:
-            holder = await asyncio.to_thread(lock.inspect)
-        except OSError as error:
-            log.warning("%s: cannot read the service lock: %s", self.name, error)
-            return False
         if holder is None or not _is_migrate(holder):
             return False
         if holder.held:
@@ -272,6 +296,7 @@ class ServiceRuntime:
             self._migrating = False
             self._migrate_seen = since
             self.policy.ignore_before = max(self.policy.ignore_before, self.clock())
+            self.refresh_external()
             log.info(
                 "%s: rollbackd migrate is done: the policy looks again, from now on",
                 self.name,

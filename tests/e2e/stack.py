@@ -113,7 +113,7 @@ class Stack:
     participants_per_room: int = 3
     dry_run: bool = False
     latency_bound: str = "1s"
-    probe_every: str = "500ms"
+    probe_every: str | None = "500ms"  # None: the probes' default intervals
     fast_rules: bool = True
     code_rollback: bool = False
     extra_config: str = ""
@@ -179,6 +179,8 @@ class Stack:
         start = json.dumps(self.start_argv())
         stop = json.dumps([*VBRPG, "stop", "--pidfile", "run/vbrpg.pid"])
         alembic = json.dumps([str(Path(PYTHON).parent / "alembic")])
+        every = f'every = "{self.probe_every}"' if self.probe_every else ""
+        quick = 'quick_every = "1s"\nfull_every = "1h"' if self.probe_every else ""
         self.config_path.write_text(
             f"""
 [daemon]
@@ -209,29 +211,28 @@ every = "1h"
 drill_every = "0s"
 
 [service.probes.health]
-every = "{self.probe_every}"
+{every}
 timeout = "2s"
 
 [service.probes.latency]
 paths = ["/api/rooms/{ROOM}"]
-every = "{self.probe_every}"
+{every}
 window = "10s"
 
 [service.probes.sqlite_lock]
-every = "1s"
+{every}
 
 [service.probes.integrity]
-quick_every = "1s"
-full_every = "1h"
+{quick}
 
 [service.probes.schema]
-every = "{self.probe_every}"
+{every}
 
 [service.probes.rows]
-every = "{self.probe_every}"
+{every}
 
 [service.probes.process]
-every = "{self.probe_every}"
+{every}
 pidfile = "run/vbrpg.pid"
 
 [service.deploy]

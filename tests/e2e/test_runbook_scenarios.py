@@ -114,8 +114,9 @@ def test_fk_violation_mid_deploy_is_undone_to_the_pre_deploy_revision(tmp_path: 
 
 
 def test_index_drop_with_latency_over_bound_downgrades_one_revision(tmp_path: Path) -> None:
-    # 600k participants: a room lookup scans ~25 ms without its index, ~3 ms with it; the bound sits between.
-    options = {"rooms": 150_000, "players": 300_000, "participants_per_room": 4, "latency_bound": "12ms"}
+    # 600k participants: a room lookup scans ~25 ms without its index (far more on a loaded machine), ~3 ms with
+    # it; the bound sits between. The verification measures again until the restarted service has warmed up.
+    options = {"rooms": 150_000, "players": 300_000, "participants_per_room": 4, "latency_bound": "15ms"}
     with running_stack(tmp_path, **options) as stack:
         assert stack.fault("drop-index").returncode == 0
         incident = stack.settled_incident("slow-after-index-drop", timeout=120)

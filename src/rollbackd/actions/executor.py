@@ -115,6 +115,7 @@ class Executor:
                 reference_counts=_known(counts),
                 count_tolerance=RESTART_COUNT_TOLERANCE,
                 logs_since=self.clock(),
+                integrity="quick",
             ),
             revision_after=revision,
         )
@@ -241,6 +242,7 @@ class Executor:
                 indexes=manifest.indexes,
                 schema_fingerprint=manifest.schema_fingerprint,
                 logs_since=self.clock(),
+                integrity="quick",
             ),
             backup_used=entry.name,
             revision_after=manifest.revision,

@@ -39,12 +39,11 @@ from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
 from rollbackd.policy.deploys import git_head
-from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 from rollbackd.verify import Expectations, Verification, Verifier
 
-MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # the daemon's policy waits while a holder's purpose starts with this
 LOCK_WAIT = 120.0  # seconds to wait for the daemon's action or backup to finish before giving up
 VERIFY_ROUNDS = 3  # verifications across the window: at its start, middle and end
 LATER_HEALTH_WAIT = 5.0  # after the first round the service has answered: a later round waits this long at most

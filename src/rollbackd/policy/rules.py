@@ -182,7 +182,7 @@ def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             (Rung("restart"), HOLD),
             "The service process is gone and nothing was deployed: restart it; no schema change to undo.",
             priority=45,
-            for_=2.0,
+            for_=1.0,
             when="no_deploy",
         ),
         Rule(

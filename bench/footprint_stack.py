@@ -1,0 +1,58 @@
+"""Run bench/footprint.py against the example service with rollbackd at its default intervals and at 1 s.
+
+Sets up the example service (seeded, on a free port) with tests/e2e/stack.py, writes the two rollbackd configs
+next to it, and runs the footprint comparison (rollbackd and Monit side by side) once per config.
+
+    .venv/bin/python bench/footprint_stack.py --seconds 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.stack import Stack  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rollbackd-footprint-") as root:
+        stack = Stack(Path(root), rooms=2000, players=4000)
+        try:
+            stack.set_up()
+            for label, every in (("default intervals", None), ("1 s intervals", "1s")):
+                stack.probe_every = every
+                stack.write_config()
+                print(f"\n### rollbackd at {label}\n", flush=True)
+                subprocess.run(  # noqa: S603 - fixed argv
+                    [
+                        sys.executable,
+                        str(REPO / "bench" / "footprint.py"),
+                        "--seconds",
+                        str(args.seconds),
+                        "--url",
+                        stack.base_url,
+                        "--file",
+                        str(stack.database),
+                        "--rollbackd-command",
+                        f"{sys.executable} -m rollbackd",
+                        "--rollbackd-config",
+                        str(stack.config_path),
+                    ],
+                    check=True,
+                )
+        finally:
+            stack.tear_down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -215,7 +215,8 @@ class ServiceRuntime:
                 await self.scheduler.on_revision_change(old, revision)
         self.revision, self._revision_known = revision, True
         self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
-        await asyncio.to_thread(self.deploys.note_commit)
+        _holder, window, _blocked = await self._external()
+        await asyncio.to_thread(self.deploys.note_commit, window is not None)
 
     # The policy
 

@@ -38,10 +38,10 @@ class DeployTracker:
         commit checked out from now on is not the one to go back to, until it has stood for a deploy window."""
         self._changing_since = self.clock()
 
-    def note_commit(self) -> None:
+    def note_commit(self, window_open: bool) -> None:
         """Remember the code's commit while no deploy is under way: a code rollback goes back to it."""
         changing = self._changing_since is not None and self.clock() - self._changing_since < self.service.deploy.window
-        if not changing and self.window() is None:
+        if not changing and not window_open:
             self.stable_commit = git_head(self.service.code_dir) or self.stable_commit
 
     def expect_revision(self, revision: str | None) -> None:

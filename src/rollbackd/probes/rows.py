@@ -24,6 +24,7 @@ from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
 
 PROGRESS_STEPS = 10_000
+PERSIST_EVERY = 60.0
 
 
 def drop_ratio(before: int | None, now: int | None) -> float:
@@ -46,6 +47,8 @@ class RowsProbe:
         self._clock = context.clock
         self._stopping = context.stopping
         self._state_path = context.state_dir.service_dir(service.name) / "rows.json"
+        self._state: dict[str, Any] | None = None  # rows.json, read once, written when it matters
+        self._written_at = 0.0
 
     async def run(self) -> Observation:
         return await asyncio.to_thread(self.check)
@@ -55,25 +58,30 @@ class RowsProbe:
             revision, counts = self._count()
         except (DatabaseUnavailable, sqlite3.DatabaseError, TimeoutError) as error:
             return Observation(self.service, self.name, ok=False, reason="unavailable", detail={"error": str(error)})
-        state = read_json(self._state_path)
-        if not isinstance(state, dict):
-            state = {}
+        if self._state is None:
+            loaded = read_json(self._state_path)
+            self._state = loaded if isinstance(loaded, dict) else {}
+        state = self._state
         previous: Mapping[str, Any] = state.get("counts") or {}
         baseline: Mapping[str, Any] = state.get("baseline") or {}
         baseline_revision = state.get("baseline_revision")
+        changed = "revision" not in state or state["revision"] != revision
         if "revision" in state and state["revision"] != revision:
             baseline, baseline_revision = previous, state["revision"]
             state["baseline_at"] = self._clock()
-        write_json_atomic(
-            self._state_path,
-            {
-                "revision": revision,
-                "counts": counts,
-                "baseline_revision": baseline_revision,
-                "baseline": dict(baseline),
-                "baseline_at": state.get("baseline_at"),
-            },
-        )
+        self._state = {
+            "revision": revision,
+            "counts": counts,
+            "baseline_revision": baseline_revision,
+            "baseline": dict(baseline),
+            "baseline_at": state.get("baseline_at"),
+        }
+        # On disk at each revision change (the baseline must survive a restart right after a bad deploy) and
+        # otherwise once a minute: an fsync'd write per run would be most of this probe's cost at 1 s intervals.
+        now = time.monotonic()
+        if changed or now - self._written_at >= PERSIST_EVERY:
+            write_json_atomic(self._state_path, self._state)
+            self._written_at = now
         values: dict[str, float] = {}
         since_change: dict[str, float] = {}
         for table, count in counts.items():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from rollbackd.actions.control import ServiceControl
-from rollbackd.backup.atomic_file import file_sha256
+from rollbackd.atomic_files import file_sha256
 from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.restore import RestoreError, pending_restore, restore_backup, resume_interrupted_restore

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from rollbackd.backup.atomic_file import file_sha256
+from rollbackd.atomic_files import file_sha256
 from rollbackd.backup.manifest import (
     MANIFEST_SUFFIX,
     BackupManifest,

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from rollbackd import database
-from rollbackd.backup.atomic_file import copy_hashed
+from rollbackd.atomic_files import copy_hashed
 from rollbackd.backup.catalog import BackupEntry, NoBackup, list_backups
 from rollbackd.backup.manifest import DrillResult, ManifestError, read_manifest, write_manifest
 from rollbackd.config import ServiceConfig

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.backup.atomic_file import write_atomic
+from rollbackd.atomic_files import write_bytes_atomic
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".json"
@@ -141,7 +141,7 @@ def read_manifest(backup: Path) -> BackupManifest:
 def write_manifest(backup: Path, manifest: BackupManifest) -> None:
     """Write the manifest beside ``backup`` atomically, mode 0600. Raise OSError."""
     text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
-    write_atomic(manifest_path(backup), text.encode("utf-8"))
+    write_bytes_atomic(manifest_path(backup), text.encode("utf-8"))
 
 
 def _iso(timestamp: float) -> str:

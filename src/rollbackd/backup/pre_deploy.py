@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.backup.atomic_file import write_atomic
+from rollbackd.atomic_files import write_bytes_atomic
 from rollbackd.backup.catalog import BackupEntry, BackupListing
 
 DEPLOY_RECORD = "deploy.json"
@@ -51,7 +51,7 @@ def read_pre_deploy(service_dir: Path) -> PreDeployRecord | None:
 
 def record_pre_deploy(service_dir: Path, record: PreDeployRecord) -> None:
     text = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
-    write_atomic(service_dir / DEPLOY_RECORD, text.encode("utf-8"))
+    write_bytes_atomic(service_dir / DEPLOY_RECORD, text.encode("utf-8"))
 
 
 def fallback_for_revision_change(

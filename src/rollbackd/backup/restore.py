@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from rollbackd import database
 from rollbackd.actions.control import ControlError, ServiceControl
-from rollbackd.backup.atomic_file import copy_hashed, file_sha256, fsync_dir, fsync_file
+from rollbackd.atomic_files import copy_hashed, file_sha256, fsync_dir, fsync_file
 from rollbackd.backup.catalog import BackupEntry, BackupRefused, NoBackup, inspect_backup, resolve_backup_name
 from rollbackd.backup.manifest import BackupManifest
 from rollbackd.backup.restore_journal import (

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rollbackd.backup.atomic_file import write_atomic
+from rollbackd.atomic_files import write_bytes_atomic
 
 JOURNAL_NAME = "restore-journal.json"
 JOURNAL_FORMAT = 1
@@ -106,4 +106,4 @@ def read_journal(service_dir: Path) -> RestoreJournal | None:
 def write_journal(service_dir: Path, journal: RestoreJournal) -> None:
     """Record the journal durably before the step it names is performed."""
     text = json.dumps(journal.to_json(), indent=2, sort_keys=True) + "\n"
-    write_atomic(journal_path(service_dir), text.encode("utf-8"))
+    write_bytes_atomic(journal_path(service_dir), text.encode("utf-8"))

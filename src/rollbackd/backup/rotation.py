@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from rollbackd.backup.atomic_file import fsync_dir
+from rollbackd.atomic_files import fsync_dir
 from rollbackd.backup.catalog import BackupEntry, BackupListing, list_backups
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.snapshot import remove_stale_partials

@@ -32,11 +32,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from rollbackd import __version__, database
-from rollbackd.backup.atomic_file import file_sha256, fsync_dir, fsync_file
+from rollbackd.atomic_files import file_sha256, fsync_dir, fsync_file
 from rollbackd.backup.catalog import PARTIAL_SUFFIX, backup_name
 from rollbackd.backup.manifest import BackupManifest, manifest_path, write_manifest
 from rollbackd.config import ServiceConfig
 from rollbackd.metrics import Metrics
+from rollbackd.processes import pid_alive
 
 METHOD = "backup-api-stepped-read-snapshot"
 STEPS = 100  # progress reports per copy (1 %); the step size does not affect consistency, the read snapshot does
@@ -212,22 +213,12 @@ def remove_stale_partials(backup_dir: Path, stem: str) -> list[Path]:
         if not (name.startswith(f".{stem}_backup_") and PARTIAL_SUFFIX in name):
             continue
         pid_text = name.split(PARTIAL_SUFFIX)[0].rsplit(".", 1)[-1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(FileNotFoundError):
             (backup_dir / name).unlink()
             removed.append(backup_dir / name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _prepare_dir(backup_dir: Path) -> None:

@@ -47,6 +47,7 @@ from rollbackd.deploy.inspection import (
 )
 from rollbackd.deploy.live_files import READ_PROTOCOL, LiveMarks, mark_live
 from rollbackd.deploy.plan import UpgradePlan, data_loss_threshold, plan_upgrade
+from rollbackd.processes import pid_alive
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 
@@ -446,20 +447,10 @@ def remove_stale_workspaces(scratch: Path, service: str) -> list[Path]:
     removed = []
     for path in scratch.glob(f"rehearse-{service}-*-*"):
         pid = path.name.removeprefix(f"rehearse-{service}-").split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_canary(path: Path, revision: str) -> None:

@@ -64,3 +64,17 @@ def test_config_comes_from_environment_when_no_option(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     result = rollbackd("no-such-command")
     assert result.returncode == 2
+
+
+def test_an_unknown_service_is_a_one_line_usage_error() -> None:
+    for command in (
+        ["status", "nosuch"],
+        ["history", "nosuch"],
+        ["rollback", "nosuch", "--dry-run"],
+        ["resume", "nosuch"],
+    ):
+        result = rollbackd("--config", str(REPO / "config/demo.toml"), *command)
+        assert result.returncode == 2, command
+        assert result.stderr.strip() == (
+            f"rollbackd {command[0]}: no service named 'nosuch' in the config (configured: vbrpg)"
+        ), result.stderr

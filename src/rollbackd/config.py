@@ -42,6 +42,13 @@ class ConfigProblem:
     line: int | None = None
 
 
+class UnknownService(KeyError):
+    """A service name given on the command line that the config does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ConfigError(Exception):
     """A config file that cannot be used; carries every problem found, each with its key path."""
 
@@ -442,12 +449,12 @@ class Config(_Model):
     service: Annotated[list[ServiceConfig], Field(min_length=1)]
 
     def get_service(self, name: str) -> ServiceConfig:
-        """Return the service called ``name``. Raise KeyError listing the configured names."""
+        """Return the service called ``name``. Raise UnknownService listing the configured names."""
         for service in self.service:
             if service.name == name:
                 return service
         known = ", ".join(service.name for service in self.service)
-        raise KeyError(f"no service named {name!r} in the config (configured: {known})")
+        raise UnknownService(f"no service named {name!r} in the config (configured: {known})")
 
 
 def _script_location_from_ini(ini: Path) -> Path:

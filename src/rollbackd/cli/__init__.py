@@ -25,7 +25,7 @@ from rollbackd.cli import (
     verify,
 )
 from rollbackd.cli.common import Handler, Subcommands
-from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError
+from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError, UnknownService
 from rollbackd.exit_codes import ExitCode
 
 DESCRIPTION = """\
@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args))
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
+        return ExitCode.CONFIG
+    except UnknownService as error:
+        print(f"rollbackd {args.command}: {error}", file=sys.stderr)
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -36,8 +36,9 @@ from rollbackd.config import Config, ConfigError, ServiceConfig, load_config
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
+from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
-from rollbackd.service_runtime import ServiceRuntime
+from rollbackd.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.state_dir import StateDir
 from rollbackd.status_socket import StatusServer
 from rollbackd.systemd import Notifier, configure_logging
@@ -48,11 +49,36 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 TASK_RESTART_DELAY = 5.0
 FIRST_ROUND_TIMEOUT = 60.0  # READY=1 at the latest this long after start, even if a probe never reported
+MIN_RETENTION = 300.0  # seconds of observations kept at least (status, debugging)
 
 ObservationListener = Callable[[Observation], Awaitable[None] | None]
 TickListener = Callable[[], Awaitable[None] | None]
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 ProbeBuilder = Callable[[ServiceConfig, ProbeContext], list[Probe]]
+
+
+def observation_retention(config: Config) -> tuple[int, float]:
+    """How many observations per probe, and how old, the policy can ever look at: the longest rule duration plus
+    a margin. Keeping an hour of them at 1 s intervals cost ~30 MB of memory for nothing."""
+    longest = max((rule.for_ for service in config.service for rule in effective_rules(service)), default=0.0)
+    age = max(longest + LOOKBACK_MARGIN, MIN_RETENTION)
+    fastest = min(
+        (
+            every
+            for service in config.service
+            for every in (
+                service.probes.health.every,
+                service.probes.latency.every,
+                service.probes.sqlite_lock.every,
+                service.probes.integrity.quick_every,
+                service.probes.schema_.every,
+                service.probes.rows.every,
+                service.probes.process.every,
+            )
+        ),
+        default=1.0,
+    )
+    return int(age / fastest) + 10, age
 
 
 class DaemonStartupError(Exception):
@@ -88,7 +114,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.metrics = metrics or Metrics()
-        self.observations = observations or ObservationLog()
+        self.observations = observations or ObservationLog(*observation_retention(config))
         self.clock = clock
         self.state_dir = StateDir(config.daemon.state_dir)
         self.notifier = notifier or Notifier()

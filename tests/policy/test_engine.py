@@ -268,3 +268,21 @@ def test_only_legal_transitions(service: ServiceConfig, history: History) -> Non
     assert history.load_state("vbrpg").state == "hold"  # type: ignore[union-attr]
     with pytest.raises(IllegalTransition):
         asyncio.run(policy.transition(PolicyState.RECOVERING, "no automatic action from HOLD"))
+
+
+def test_an_unexpected_error_while_recovering_ends_in_hold(service: ServiceConfig, history: History) -> None:
+    class BrokenVerifier:
+        async def __call__(self, expect: Expectations) -> Verification:
+            raise RuntimeError("the checklist itself broke")
+
+    clock, runner = Clock(1015), ScriptedRunner()
+    policy = ServicePolicy(service, effective_rules(service), history=history, metrics=Metrics(), runner=runner,
+                           verify=BrokenVerifier(), clock=clock)  # fmt: skip
+
+    async def scenario() -> None:
+        await policy.evaluate(policy.view(failing_health(1000), deploy=None, blocked=frozenset()))
+        await settle(policy)
+
+    asyncio.run(scenario())
+    assert policy.state == PolicyState.HOLD
+    assert "internal error: the checklist itself broke" in policy.reason

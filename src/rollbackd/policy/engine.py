@@ -10,6 +10,7 @@ knows nothing of how an action is carried out (``ActionRunner``) or how the serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -264,6 +265,18 @@ class ServicePolicy:
     # Acting
 
     async def _recover(self, decision: Decision) -> None:
+        """Climb the ladder; an unexpected error anywhere (a bug, the state DB gone) ends in HOLD, never in a
+        state the engine cannot leave."""
+        try:
+            await self._climb(decision)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("%s: recovery from %s failed unexpectedly", self.service.name, decision.rule.name)
+            with contextlib.suppress(Exception):
+                await self.transition(PolicyState.HOLD, f"{decision.rule.name}: internal error: {error}")
+
+    async def _climb(self, decision: Decision) -> None:
         service = self.service.name
         started = self.clock()
         incident_id = await self._db(

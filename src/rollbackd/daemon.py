@@ -180,6 +180,14 @@ class Daemon:
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
         self._start_metrics_server()
+        if self.notifier.enabled:
+            interval = self.notifier.watchdog_interval()
+            log.info(
+                "notifying the service manager at %s through %s%s",
+                self.notifier.address,
+                self.notifier.backend,
+                f", watchdog ping every {interval:g}s" if interval else "",
+            )
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self.alerts = WebhookAlerts(self.config.daemon.webhooks, self._http, self.metrics, self.clock)
         for service in self.config.service:

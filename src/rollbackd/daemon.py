@@ -354,8 +354,10 @@ class Daemon:
         for name, service in old_services.items():
             if name not in new_services or new_services[name] != service or daemon_changed:
                 await self._stop_service(name)
+                # Its new probes export afresh: a series of a probe, path or table no longer configured must not
+                # stay behind with its last value (a stale failing probe_success would keep an alert firing).
+                self.metrics.forget_service(name)
                 if name not in new_services:
-                    self.metrics.forget_service(name)
                     self.observations.forget(name)
                     log.info("%s: no longer watched", name)
         self.config = new

@@ -106,6 +106,7 @@ def service_toml(
     every: str = "200ms",
     health_every: str | None = None,
     health_timeout: str = "2s",
+    integrity_every: str | None = None,
     latency_path: str | None = None,
     control: bool = False,
     extra: str = "",
@@ -150,7 +151,7 @@ every = "{every}"
 every = "{every}"
 
 [service.probes.integrity]
-quick_every = "{every}"
+quick_every = "{integrity_every or every}"
 full_every = "1h"
 
 [service.probes.schema]

@@ -437,7 +437,7 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         """The whole status document `rollbackd status` prints."""
         services = {}
-        for name, slot in self.services.items():
+        for name, slot in list(self.services.items()):  # a reload may add or remove services during the awaits
             entry: dict[str, Any] = {}
             if slot.runtime is not None:
                 entry.update(slot.runtime.describe())

@@ -4,18 +4,21 @@ stays, and a service taken out of the file stops being probed and exported."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from rollbackd.config import load_config
+from rollbackd.daemon import Daemon
 from rollbackd.probes import PROBE_NAMES
+from rollbackd.status_socket import StatusSocketError, query_status
 from tests.daemon.notify_listener import NotifyListener
 from tests.daemon.rollbackd_process import DaemonProcess, Samples, daemon_toml, rollbackd_run, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
-
-pytestmark = pytest.mark.e2e
 
 NO_LATENCY = set(PROBE_NAMES) - {"latency"}  # the latency probe runs only with paths to time
 INVALID_KEY = """
@@ -57,6 +60,7 @@ def probed_again(daemon: DaemonProcess, service: str, after: Samples, probes: se
     return wait_for(every_probe_ran, f"another round of {service}'s probes {sorted(probes)}\n{daemon.log_tail()}")
 
 
+@pytest.mark.e2e
 def test_sighup_applies_a_valid_config_keeps_the_running_one_on_an_invalid_one_and_drops_a_removed_service(
     tmp_path: Path, make_app: Callable[[str], VbrpgApp], notify: NotifyListener, metrics_port: int
 ) -> None:
@@ -116,3 +120,53 @@ def test_sighup_applies_a_valid_config_keeps_the_running_one_on_an_invalid_one_a
     log = daemon.log_text()
     assert "beta: no longer watched" in log
     assert "Traceback" not in log
+
+
+def test_rollbackd_status_answers_while_reloads_add_and_remove_a_service(
+    tmp_path: Path, make_app: Callable[[str], VbrpgApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rollbackd status` asked over and over while SIGHUPs add and remove a service: every request gets the
+    whole document (the status walk must not trip over the services changing under it)."""
+    alpha, beta = make_app("alpha"), make_app("beta")
+    for app in (alpha, beta):
+        (app.database.parent / "backups").mkdir(mode=0o700)  # see test_watchdog.py: before the file watch starts
+    state = tmp_path / "state"
+    config = tmp_path / "rollbackd.toml"
+    head = daemon_toml(state, 0).replace('metrics_listen = "127.0.0.1:0"', 'metrics_listen = ""')
+    with serving(alpha), serving(beta):
+        config.write_text(head + service_toml(alpha, "alpha"))
+        daemon = Daemon(load_config(config), config_path=config)
+        answers: list[set[str]] = []
+        failures: list[StatusSocketError] = []
+        stop = threading.Event()
+
+        def ask_status() -> None:
+            while not stop.is_set():
+                try:
+                    answers.append(set(query_status(state / "rollbackd.sock")["services"]))
+                except StatusSocketError as error:
+                    failures.append(error)
+
+        async def reload_while_asked() -> None:
+            serving_task = asyncio.create_task(daemon.serve())
+            while not daemon.ready:
+                await asyncio.sleep(0.05)
+            asker = threading.Thread(target=ask_status, name="status-asker")
+            asker.start()
+            try:
+                for round_ in range(8):
+                    beta_toml = service_toml(beta, "beta") if round_ % 2 == 0 else ""
+                    config.write_text(head + service_toml(alpha, "alpha") + beta_toml)
+                    await daemon.reload()  # what SIGHUP's task runs, without waiting for the next tick
+                    await asyncio.sleep(0.2)
+            finally:
+                stop.set()
+                await asyncio.to_thread(asker.join, 30)
+                daemon.request_exit()
+                await serving_task
+
+        asyncio.run(asyncio.wait_for(reload_while_asked(), 120))
+
+    assert failures == [], failures[:3]
+    assert "status request failed" not in caplog.text
+    assert {"alpha", "beta"} in answers and {"alpha"} in answers  # it did see the services change

@@ -31,15 +31,22 @@ PYTHON = sys.executable
 SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "JOURNAL_STREAM", "LISTEN_FDS")
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60.0, step: float = 0.05) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+def wait_for(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float = 60.0,
+    step: float = 0.05,
+    log: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds, with
+    ``log()`` as it is then (the daemon's log tail, say)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{log()}" if log else ""))
         time.sleep(step)
 
 

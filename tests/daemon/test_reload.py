@@ -57,7 +57,7 @@ def probed_again(daemon: DaemonProcess, service: str, after: Samples, probes: se
         )
         return samples if ran else None
 
-    return wait_for(every_probe_ran, f"another round of {service}'s probes {sorted(probes)}\n{daemon.log_tail()}")
+    return wait_for(every_probe_ran, f"another round of {service}'s probes {sorted(probes)}", log=daemon.log_tail)
 
 
 @pytest.mark.e2e

@@ -56,7 +56,7 @@ def closed_incident(state: Path, service: str, daemon: DaemonProcess) -> Inciden
     def closed() -> Incident | None:
         return next((incident for incident in incidents(state, service) if incident.outcome != "open"), None)
 
-    return wait_for(closed, f"a closed incident of {service}\n{daemon.log_tail()}", timeout=90)
+    return wait_for(closed, f"a closed incident of {service}", log=daemon.log_tail, timeout=90)
 
 
 def last_runs(samples: Samples, service: str) -> dict[str, float]:
@@ -81,7 +81,7 @@ def probing_goes_on(daemon: DaemonProcess, service: str) -> Samples:
         now = last_runs(samples, service)
         return samples if all(now.get(probe, 0.0) > at for probe, at in before.items()) else None
 
-    return wait_for(all_ran_again, f"{service}'s probes to run again\n{daemon.log_tail()}")
+    return wait_for(all_ran_again, f"{service}'s probes to run again", log=daemon.log_tail)
 
 
 def test_a_service_whose_data_dir_vanished_does_not_stop_the_other_being_probed_and_restarted(
@@ -105,7 +105,8 @@ def test_a_service_whose_data_dir_vanished_does_not_stop_the_other_being_probed_
                     and status["daemon"]["ready"]
                     and all(status["services"][name]["last_backup"] for name in ("alpha", "beta"))
                 ),
-                f"both services probed and backed up\n{daemon.log_tail()}",
+                "both services probed and backed up",
+                log=daemon.log_tail,
             )
 
             # beta's whole data dir goes: database, WAL, backups. Its service keeps running, answering 503.

@@ -116,10 +116,11 @@ def test_sigterm_during_a_long_backup_exits_0_and_leaves_only_whole_verified_bac
             sampler = LoopLagSampler(daemon.scrape, backup_dir)
             with sampler.running():
                 # The start-up backup (there is none yet), start to end.
-                first = wait_for(lambda: partials(backup_dir), f"the start-up backup's temp file\n{daemon.log_tail()}")
+                first = wait_for(lambda: partials(backup_dir), "the start-up backup's temp file", log=daemon.log_tail)
                 wait_for(
                     lambda: not partials(backup_dir) and list(backup_dir.glob("vbrpg_backup_*.db")),
-                    f"the start-up backup\n{daemon.log_tail()}",
+                    "the start-up backup",
+                    log=daemon.log_tail,
                 )
             lags = sampler.during_backup()
             record_property("max_loop_lag_during_390MiB_backup_seconds", max(lags, default=None))
@@ -191,7 +192,7 @@ def test_sigterm_during_a_restore_lets_it_finish_and_leaves_no_pending_journal(t
             # The runbook's Scenario 3: a migration that deletes rows. The daemon restores the pre-migration backup;
             # the journal appears as its first step (stopping the service) begins, and SIGTERM comes right then.
             assert stack.fault("data-loss").returncode == 0
-            wait_for(journal.exists, f"the restore to begin\n{stack.log_tail()}", step=0.002)
+            wait_for(journal.exists, "the restore to begin", log=stack.log_tail, step=0.002)
             started = json.loads(journal.read_text())["state"]
             stack.daemon.send_signal(signal.SIGTERM)  # to the daemon alone, as systemd's KillMode=mixed does
             code = stack.daemon.wait(timeout=120)

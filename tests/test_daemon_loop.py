@@ -44,6 +44,10 @@ def daemon_config(tmp_path: Path, *, metrics_listen: str = "", base_url: str = "
     database = tmp_path / "vbrpg.db"
     if not database.exists():
         make_game_database(database)
+    # The backup dir (data/backups under the watched workdir) exists before the file watch starts: made by the
+    # first backup, its two nested folders race the watchdog library's inotify bookkeeping, whose RuntimeWarning
+    # on its own thread fails the test under filterwarnings=error.
+    (tmp_path / "data" / "backups").mkdir(parents=True, exist_ok=True, mode=0o700)
     text = f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"

@@ -3,9 +3,10 @@
 Shaped like uvicorn's Server: ``serve()`` installs signal handlers that only set flags, then ``startup()`` (state
 dir and state DB, /metrics listener, per service: probes, the service runtime with its policy, backups and file
 watch; the status socket; READY=1 once every probe has reported once), ``main_loop()`` (a 1 s tick: loop lag,
-the systemd watchdog ping, the status line, a requested reload) and ``shutdown()`` (STOPPING=1, probes stopped,
-running recoveries given ``daemon.shutdown_timeout`` to reach their end, then everything else cancelled). A
-second SIGINT skips the wait. SIGHUP reloads the config; an invalid one is logged and the old one keeps running.
+the systemd watchdog ping, the status line, starting a requested reload) and ``shutdown()`` (STOPPING=1, probes
+stopped, running recoveries given ``daemon.shutdown_timeout`` to reach their end, then everything else cancelled).
+A second SIGINT skips the wait. SIGHUP reloads the config, in a task beside the tick (a reload may wait for a
+recovery or the service lock; the watchdog pings go on); an invalid config is logged and the old one keeps running.
 
 Parts plug in without knowing each other: ``observation_listeners`` get every Observation, ``add_task_factory()``
 adds a supervised long-running task, ``tick_listeners`` run on each tick.
@@ -140,6 +141,7 @@ class Daemon:
         self._status_server: StatusServer | None = None
         self._stopping = threading.Event()
         self._last_watchdog = 0.0
+        self._reload_task: asyncio.Task[None] | None = None
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -206,6 +208,14 @@ class Daemon:
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
         self._start_metrics_server()
+        if self.notifier.enabled:
+            interval = self.notifier.watchdog_interval()
+            log.info(
+                "notifying the service manager at %s through %s%s",
+                self.notifier.address,
+                self.notifier.backend,
+                f", watchdog ping every {interval:g}s" if interval else "",
+            )
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self.alerts = WebhookAlerts(self.config.daemon.webhooks, self._http, self.metrics, self.clock)
         for service in self.config.service:
@@ -305,9 +315,11 @@ class Daemon:
 
     async def on_tick(self, lag: float = 0.0) -> None:
         self._ping_watchdog(lag)
-        if self.reload_requested:
+        if self.reload_requested and not self.reloading:
+            # In a task of its own: a reload may wait (for a running recovery, for the service lock) far longer
+            # than the watchdog interval, and the tick must go on pinging meanwhile.
             self.reload_requested = False
-            await self.reload()
+            self._reload_task = asyncio.get_running_loop().create_task(self._reload_reporting_failure(), name="reload")
         if self.ready:
             self.notifier.status(self.status_line())
         for listener in list(self.tick_listeners):
@@ -323,6 +335,17 @@ class Daemon:
         if lag < interval and now - self._last_watchdog >= interval * 0.9:
             self.notifier.watchdog()
             self._last_watchdog = now
+
+    @property
+    def reloading(self) -> bool:
+        return self._reload_task is not None and not self._reload_task.done()
+
+    async def _reload_reporting_failure(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.exception("reload failed part-way; the services it did not reach keep their old config")
+            self.notifier.ready()  # systemd must not be left thinking the reload still runs
 
     async def reload(self) -> None:
         """Load the config file again; apply it if valid, keep the running one otherwise."""
@@ -357,8 +380,10 @@ class Daemon:
         for name, service in old_services.items():
             if name not in new_services or new_services[name] != service or daemon_changed:
                 await self._stop_service(name)
+                # Its new probes export afresh: a series of a probe, path or table no longer configured must not
+                # stay behind with its last value (a stale failing probe_success would keep an alert firing).
+                self.metrics.forget_service(name)
                 if name not in new_services:
-                    self.metrics.forget_service(name)
                     self.observations.forget(name)
                     log.info("%s: no longer watched", name)
         self.config = new
@@ -376,6 +401,12 @@ class Daemon:
         self.notifier.stopping()
         self._stopping.set()
         timeout = 0.0 if self.force_exit else self.config.daemon.shutdown_timeout
+        if self._reload_task is not None and not self._reload_task.done():
+            # Let it finish handing services over (it may be waiting for one's recovery), then stop what it built.
+            if timeout:
+                await asyncio.wait({self._reload_task}, timeout=timeout)
+            self._reload_task.cancel()
+            await asyncio.wait({self._reload_task})
         recoveries = [
             slot.runtime.policy.task
             for slot in self.services.values()
@@ -432,7 +463,7 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         """The whole status document `rollbackd status` prints."""
         services = {}
-        for name, slot in self.services.items():
+        for name, slot in list(self.services.items()):  # a reload may add or remove services during the awaits
             entry: dict[str, Any] = {}
             if slot.runtime is not None:
                 entry.update(slot.runtime.describe())

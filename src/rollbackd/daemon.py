@@ -407,6 +407,9 @@ class Daemon:
                 await asyncio.wait({self._reload_task}, timeout=timeout)
             self._reload_task.cancel()
             await asyncio.wait({self._reload_task})
+        for slot in self.services.values():
+            if slot.runtime is not None:
+                slot.runtime.policy.closing = True  # a probe result arriving now must not start a new recovery
         recoveries = [
             slot.runtime.policy.task
             for slot in self.services.values()

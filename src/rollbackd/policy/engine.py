@@ -136,6 +136,8 @@ class ServicePolicy:
         self.recovered_at: float | None = None
         self.announced: set[str] = set()  # alert-only / dry-run rules already reported for the current episode
         self.task: asyncio.Task[None] | None = None
+        self.incident_id: int | None = None  # the incident the running recovery works on
+        self.closing = False  # the daemon is shutting down: no new recovery may start
         self.last_decision: Decision | None = None
         self._export_state()
 
@@ -221,7 +223,7 @@ class ServicePolicy:
 
     async def evaluate(self, view: ServiceView) -> Decision | None:
         """Look at the service once; maybe start a recovery (in a task). Return the decision taken, if any."""
-        if self.busy:
+        if self.busy or self.closing:
             return None
         if self.state == PolicyState.HOLD:
             await self._check_resume()
@@ -270,6 +272,12 @@ class ServicePolicy:
         try:
             await self._climb(decision)
         except asyncio.CancelledError:
+            # Shutdown did not wait long enough (daemon.shutdown_timeout): say so in the history, not "open".
+            if self.incident_id is not None:
+                with contextlib.suppress(Exception):
+                    self.history.close_incident(
+                        self.incident_id, "interrupted", notes="rollbackd stopped before the recovery ended"
+                    )
             raise
         except Exception as error:
             log.exception("%s: recovery from %s failed unexpectedly", self.service.name, decision.rule.name)
@@ -289,6 +297,7 @@ class ServicePolicy:
             in_deploy_window=decision.deploy is not None,
             revision_before=_revision_from(decision),
         )
+        self.incident_id = incident_id
         self.metrics.incidents.labels(service=service, rule=decision.rule.name).inc()
         self.alert(
             "incident_opened",

@@ -33,7 +33,8 @@ from rollbackd.state_dir import StateDir
 
 WRITER = """
 import json, sqlite3, sys, time
-path, mode, count, pace, synchronous = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+path, mode, count, pace, synchronous, result = sys.argv[1:7]
+count, pace = int(count), float(pace)
 connection = sqlite3.connect(path, timeout=0, isolation_level=None)
 connection.execute(f"PRAGMA journal_mode={mode}")
 connection.execute(f"PRAGMA synchronous={synchronous}")
@@ -52,7 +53,8 @@ for i in range(count):
     next_at += pace
     time.sleep(max(0.0, next_at - time.perf_counter()))
 connection.close()
-print(json.dumps({"latencies": latencies, "busy": busy}), flush=True)
+with open(result, "w") as handle:  # a file, not stdout: the result outgrows a pipe's buffer
+    json.dump({"latencies": latencies, "busy": busy}, handle)
 """
 
 
@@ -64,8 +66,9 @@ def percentile(values: list[float], q: float) -> float:
 async def one_round(
     database: Path, mode: str, writes: int, pace: float, synchronous: str, with_probe: bool
 ) -> dict[str, object]:
+    result_path = database.with_suffix(".result.json")
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(database), mode, str(writes), str(pace), synchronous],
+        [sys.executable, "-c", WRITER, str(database), mode, str(writes), str(pace), synchronous, str(result_path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -91,10 +94,10 @@ async def one_round(
                 await asyncio.sleep(max(0.0, 0.01 - (loop.time() - tick)))
             else:
                 await asyncio.sleep(0.05)
-    result = json.loads(writer.stdout.read())
     writer.stdin.close()
     writer.stdout.close()
-    writer.wait()
+    assert writer.wait() == 0
+    result = json.loads(result_path.read_text())
     return {**result, "probe_runs": probe_runs, "held_seen": held_seen}
 
 
@@ -131,7 +134,8 @@ async def main() -> None:
                     f"{mode:<8} {'100 Hz' if with_probe else 'none':<10}"
                     f" {statistics.median(latencies) * 1000:>8.3f} {percentile(latencies, 0.99) * 1000:>8.3f}"
                     f" {max(latencies) * 1000:>8.3f} {int(sum(collected[with_probe]['busy'])):>5}"
-                    f" {int(sum(collected[with_probe]['runs'])):>10}"
+                    f" {int(sum(collected[with_probe]['runs'])):>10}",
+                    flush=True,
                 )
 
 

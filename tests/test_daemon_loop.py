@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -294,3 +295,26 @@ def test_rollbackd_probe_of_an_unknown_service_is_a_usage_error(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "no service named 'other'" in result.stderr
+
+
+def test_a_second_sigint_does_not_wait_for_a_stubborn_task(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    daemon = Daemon(daemon_config(tmp_path))
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # a task that ignores cancellation
+                daemon.handle_exit(signal.SIGINT)
+                daemon.handle_exit(signal.SIGINT)
+                await release.wait()
+
+    async def serve() -> None:
+        try:
+            await daemon.serve()
+        finally:
+            release.set()
+
+    daemon.add_task_factory("stubborn", stubborn)
+    asyncio.run(asyncio.wait_for(serve(), 60))
+    assert daemon.force_exit
+    assert "task stubborn did not stop within 0s" in caplog.text

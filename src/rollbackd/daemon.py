@@ -173,7 +173,7 @@ class Daemon:
 
     def _install_signal_handlers(self) -> list[int]:
         if threading.current_thread() is not threading.main_thread():
-            return []  # only the main thread may handle signals (tests run serve() in a thread)
+            return []  # only the main thread may handle signals (a program embedding the daemon handles its own)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.handle_exit, signum)
@@ -426,7 +426,8 @@ class Daemon:
         for task in recoveries:
             task.cancel()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout or None)
+            # A zero timeout (second SIGINT) must mean "do not wait", not "wait forever".
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for task in pending:
                 log.warning("task %s did not stop within %.0fs", task.get_name(), timeout)
         self._tasks.clear()

@@ -147,10 +147,6 @@ class Daemon:
     def probes(self) -> dict[str, list[Probe]]:
         return {name: slot.probes for name, slot in self.services.items()}
 
-    @property
-    def runtimes(self) -> dict[str, ServiceRuntime]:
-        return {name: slot.runtime for name, slot in self.services.items() if slot.runtime is not None}
-
     def add_task_factory(self, name: str, factory: TaskFactory) -> None:
         """Run ``factory()`` as a long-running task from startup to shutdown; restart it if it crashes."""
         self._task_factories.append((name, factory))

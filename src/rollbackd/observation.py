@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +86,3 @@ class ObservationLog:
         with self._lock:
             for key in [key for key in self._entries if key[0] == service]:
                 del self._entries[key]
-
-    def __iter__(self) -> Iterator[Observation]:
-        with self._lock:
-            snapshot = [entry for entries in self._entries.values() for entry in entries]
-        return iter(sorted(snapshot, key=lambda entry: entry.started_at))

@@ -70,10 +70,6 @@ def _failing(reason: str | None = None) -> Callable[[Observation], bool]:
     return predicate
 
 
-def _for(rule: Rule) -> str:
-    return format_duration(rule.for_) if rule.for_ else "two checks"
-
-
 def health_failing(view: ServiceView, rule: Rule) -> Reading | None:
     observations = view.recent("health")
     since = sustained(observations, _failing(), view.now, rule.for_)

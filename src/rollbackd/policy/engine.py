@@ -184,10 +184,6 @@ class ServicePolicy:
 
     # Deciding
 
-    def decide(self, view: ServiceView) -> Decision | None:
-        """Return the decision of the highest-priority active rule that acts, or None. No side effects."""
-        return next((decision for decision in self.active(view) if decision.rule.acts), None)
-
     def active(self, view: ServiceView) -> list[Decision]:
         """Every rule whose signal is active now, highest priority first."""
         decisions = []
@@ -476,12 +472,6 @@ class ServicePolicy:
             self.ignore_before = now
             self.announced.clear()
             await self.transition(PolicyState.OK, "resumed by an operator")
-
-    async def resume(self) -> None:
-        """Lift HOLD from this process (the CLI's `rollbackd resume` goes through the state DB instead)."""
-        if self.state == PolicyState.HOLD:
-            await self._db(self.history.request_resume, self.service.name)
-            await self._check_resume()
 
     def _maybe_reset_flap_counter(self, now: float) -> None:
         """Counters reset only once a verified recovery has held for ``stable_after``."""

@@ -8,18 +8,17 @@ action). Rules are plain frozen data; ``conditions.py`` decides whether a rule's
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from rollbackd.config import RuleConfig, RuleSignal, ServiceConfig
+from rollbackd.config import RuleConfig, ServiceConfig
 
 RungKind = Literal["restart", "stop", "downgrade", "restore", "hold", "alert"]
 When = Literal["always", "deploy_window", "no_deploy"]
 
-# Where a downgrade goes / which backup a restore uses, resolved at execution time by the executor.
-DOWNGRADE_TARGETS = ("pre_deploy", "code_head", "-1")
-RESTORE_SOURCES = ("pre_deploy", "newest_verified", "at_code_head")
+# A rung's target is resolved when it runs (actions/executor.py): a downgrade goes to "pre_deploy", "code_head",
+# "-N" steps or "to:REV"; a restore uses "pre_deploy", "newest_verified", "at_code_head", "backup:NAME" or
+# "revision:REV".
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,6 @@ class Rule:
         if self.when == "no_deploy":
             return not in_deploy_window
         return True
-
-
-SIGNALS: tuple[str, ...] = typing.get_args(RuleSignal)
 
 
 def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:

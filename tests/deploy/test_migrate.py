@@ -4,6 +4,10 @@ the real example service (run detached by its `command` control), its fault migr
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -26,6 +30,38 @@ def migrate_json(app: DeployApp, *arguments: str) -> tuple[int, dict[str, Any], 
 
 def step_names(report: dict[str, Any]) -> list[str]:
     return [step["step"] for step in report["steps"]]
+
+
+def start_migrate(app: DeployApp, *arguments: str) -> subprocess.Popen[str]:
+    """`rollbackd migrate` in the background, its lines readable as they are printed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rollbackd", "--config", str(app.config), "migrate", *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def read_until(process: subprocess.Popen[str], text: str) -> str:
+    """Lines of stdout up to and including the first one containing ``text``; fail if it exits first."""
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"exited without printing {text!r}: {''.join(seen)}{process.communicate()[1]}")
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_clean_migration_is_rehearsed_deployed_verified_and_recorded(served: DeployApp) -> None:
@@ -158,6 +194,80 @@ def test_migrate_waits_for_the_daemon_then_gives_up_touching_nothing(app: Deploy
     assert result.returncode == 4
     assert "rollbackd restore (incident 7) held by pid" in result.stderr and "nothing was migrated" in result.stderr
     assert app.revision() == CLEAN_HEAD and not app.backup_dir.exists()
+
+
+def test_ctrl_c_in_the_verification_window_rolls_the_deploy_back_and_a_second_is_ignored(
+    served: DeployApp,
+) -> None:
+    served.add_clean_migration()
+    counts = served.counts()
+    migrate = start_migrate(served, "--window", "120")
+    try:
+        output = read_until(migrate, "verify 1/3")  # upgraded, restarted, first round verified: now in the window
+        migrate.send_signal(signal.SIGINT)
+        output += read_until(migrate, "SIGINT: stopping the deploy at the next safe point")
+        migrate.send_signal(signal.SIGINT)
+    finally:
+        rest, errors = finish(migrate)
+    output += rest
+    assert migrate.returncode == 1, output + errors
+    assert "SIGINT again: the deploy is being stopped safely" in output
+    assert (
+        f"[FAIL] interrupted: the deploy to {CLEAN_REVISION} was interrupted (SIGINT) before verification round 2"
+        in (output)
+    )
+    assert output.splitlines()[-1].startswith("vbrpg: ROLLED BACK: ")
+    assert served.revision() == CLEAN_HEAD and served.counts() == counts
+    assert "description" not in {row[1] for row in served.query("PRAGMA table_info(game_rooms)")}
+    assert served.health().json()["revision"] == CLEAN_HEAD
+    history = served.history()
+    try:
+        (deploy,) = history.deploys("vbrpg")
+        incident = history.incident(deploy.incident_id)
+        assert (incident.signal, incident.outcome) == ("interrupted", "recovered")
+        assert [(action.action, action.outcome) for action in incident.actions] == [("downgrade", "success")]
+        assert deploy.outcome == "rolled_back"
+    finally:
+        history.close()
+
+
+def test_ctrl_c_while_waiting_for_the_lock_touches_nothing(app: DeployApp) -> None:
+    app.add_clean_migration()
+    lock = ServiceLock(app.state_dir, "vbrpg", "rollbackd restore (incident 9)")
+    lock.acquire()
+    try:
+        migrate = start_migrate(app, "--lock-wait", "200")
+        try:
+            read_until(migrate, "waiting up to 200s: rollbackd restore (incident 9) held by pid")
+            migrate.send_signal(signal.SIGINT)
+        finally:
+            _, errors = finish(migrate)  # at once: the wait is not a thread that outlives the interrupt
+    finally:
+        lock.release()
+    assert migrate.returncode == 130, errors
+    assert "interrupted before the deploy began; nothing was touched" in errors
+    assert app.revision() == CLEAN_HEAD and not app.backup_dir.exists()
+    history = app.history()
+    try:
+        assert history.deploys("vbrpg") == []
+    finally:
+        history.close()
+
+
+def test_force_deploys_a_blocked_revision_and_says_so(served: DeployApp) -> None:
+    served.add_clean_migration()
+    history = served.history()
+    try:
+        history.block_revision("vbrpg", CLEAN_REVISION, "data loss (blocked by hand for this test)", None)
+    finally:
+        history.close()
+    refused = served.rollbackd("migrate")
+    assert refused.returncode == 1 and served.revision() == CLEAN_HEAD
+    assert f"revision {CLEAN_REVISION} is blocked (no incident): data loss (blocked by hand" in refused.stdout
+    forced = served.rollbackd("migrate", "--force", "--window", WINDOW)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "deploying it anyway (--force)" in forced.stdout
+    assert served.revision() == CLEAN_REVISION
 
 
 def test_bad_target_is_a_usage_error(app: DeployApp) -> None:

@@ -2,12 +2,14 @@
 
 Pre-deploy backup, upgrade, restart, verification window, and the runbook's way back on any failure (downgrade,
 else restore), each step printed as it happens. Exit 0 only when the service runs the new revision and verified.
+Ctrl-C or SIGTERM once the deploy has begun rolls it back rather than leaving it half done.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 import httpx
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> ExitCode:
         report = asyncio.run(_migrate(service, state, history, options, lambda line: print(line, file=stream)))
     except MigrateError as error:
         return _fail(args, str(error), ERROR_CODES[error.kind])
+    except asyncio.CancelledError:
+        return _fail(args, "interrupted before the deploy began; nothing was touched", ExitCode.INTERRUPTED)
     finally:
         history.close()
     if args.json:
@@ -89,7 +93,14 @@ async def _migrate(
 ) -> MigrateReport:
     async with httpx.AsyncClient() as http:
         migration = Migration(service, state_dir=state, history=history, http=http, say=say)
-        return await migration.run(options)
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, migration.interrupt, number.name)
+        try:
+            return await migration.run(options)
+        finally:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(number)
 
 
 def _seconds(text: str) -> float:

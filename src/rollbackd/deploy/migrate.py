@@ -10,11 +10,17 @@ verify. Rows dropped past the data-loss threshold skip the downgrade (it cannot 
 once, and block the revision. Every failure leaves an incident (rule ``migrate``) with its actions, commands and
 verifications; a success leaves the deploy window open, so the daemon keeps watching with the pre-deploy backup
 as the fallback.
+
+An interrupt (Ctrl-C, SIGTERM) never leaves a half deploy: before the lock is held it cancels at once (nothing
+touched); from then on it is noted, the step in progress finishes (an `alembic upgrade` runs in its own session,
+so the terminal's Ctrl-C does not reach it mid-transaction), and the deploy stops at the next safe point: before
+the upgrade it is abandoned with nothing migrated; after it, it is rolled back the same way as a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -39,12 +45,13 @@ from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
 from rollbackd.policy.deploys import git_head
-from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, ServiceBusy, ServiceLock
+from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 from rollbackd.verify import Expectations, Verification, Verifier
 
 LOCK_WAIT = 120.0  # seconds to wait for the daemon's action or backup to finish before giving up
+LOCK_POLL = 0.2  # seconds between tries for the service lock
 VERIFY_ROUNDS = 3  # verifications across the window: at its start, middle and end
 LATER_HEALTH_WAIT = 5.0  # after the first round the service has answered: a later round waits this long at most
 
@@ -145,7 +152,7 @@ class _Deploy:
 
 @dataclass(frozen=True)
 class _Failure:
-    signal: str  # migration_failed | restart_failed | verification_failed | rows_dropped
+    signal: str  # migration_failed | restart_failed | verification_failed | rows_dropped | interrupted
     explanation: str
     evidence: dict[str, Any]
     verification: Verification | None = None
@@ -187,9 +194,35 @@ class Migration:
         self.downgrader = AlembicRunner(service, state_dir.scratch, self.vault)
         self.threshold = data_loss_threshold(service)
         self.steps: list[Step] = []
+        self.interrupted: str | None = None  # the signal's name, once one arrived
+        self._holding_lock = False
+        self._task: asyncio.Task[Any] | None = None
+        self._wake = asyncio.Event()
+
+    def _stopping(self) -> bool:
+        """Whether an interrupt arrived (a method: the attribute changes under awaits, from a signal handler)."""
+        return self.interrupted is not None
+
+    def interrupt(self, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: cancel while nothing is held; later, stop at the next safe point and roll back.
+
+        Called from the event loop (``loop.add_signal_handler``)."""
+        if self._stopping():
+            self._detail(f"{signal_name} again: the deploy is being stopped safely; wait for it to finish")
+            return
+        self.interrupted = signal_name
+        if not self._holding_lock:
+            if self._task is not None:
+                self._task.cancel()
+            return
+        self._detail(f"{signal_name}: stopping the deploy at the next safe point (the step in progress finishes)")
+        self._wake.set()
 
     async def run(self, options: MigrateOptions) -> MigrateReport:
-        """Migrate. Raise MigrateError when it cannot start (nothing touched); otherwise return the report."""
+        """Migrate. Raise MigrateError when it cannot start (nothing touched); otherwise return the report.
+
+        An interrupt before the service lock is held cancels this coroutine (asyncio.CancelledError)."""
+        self._task = asyncio.current_task()
         plan = await self._plan(options)
         if plan.nothing_to_do:
             self._step("plan", True, f"nothing to do: the database is already at {plan.target}")
@@ -199,7 +232,10 @@ class Migration:
             return self._report(plan, "refused", "; ".join(refusals), refusals=refusals)
         lock = ServiceLock(self.state_dir.root, self.name, f"{MIGRATE_LOCK_PURPOSE} to {plan.target}")
         try:
-            await asyncio.to_thread(lock.acquire, options.lock_wait)
+            holder = await asyncio.to_thread(lock.inspect)
+            if holder is not None and holder.held:
+                self._step("service lock", True, _waiting_for(holder, options.lock_wait))
+            await _acquire(lock, options.lock_wait)
         except ServiceBusy as busy:
             raise MigrateError(
                 "busy", f"{busy} (waited {options.lock_wait:.0f}s); nothing was migrated, try again when it is done"
@@ -207,6 +243,9 @@ class Migration:
         except OSError as error:
             message = f"cannot take the service lock in {self.state_dir.root}: {error}"
             raise MigrateError("unavailable", message) from error
+        self._holding_lock = True
+        if self.interrupted is not None:  # it arrived while the lock was being taken
+            self._wake.set()
         try:
             return await self._locked(options, plan)
         finally:
@@ -250,17 +289,23 @@ class Migration:
                 return self._report(plan, "refused", "; ".join(refusals), refusals=refusals)
         self._step("plan", True, f"{plan.from_revision} → {plan.target}: {' → '.join(plan.pending)}")
         rehearsal: Mapping[str, Any] | None = None
-        if options.rehearse:
+        if options.rehearse and not self._stopping():
             rehearsal = await self._rehearse(plan)
             if not rehearsal["ok"]:
                 return self._report(
                     plan, "aborted", f"{rehearsal['summary']}; nothing was touched", rehearsal=rehearsal
                 )
+        if self._stopping():
+            message = f"interrupted ({self.interrupted}) before the deploy began; nothing was touched"
+            self._step("interrupted", False, message)
+            return self._report(plan, "aborted", message, rehearsal=rehearsal)
         try:
             await asyncio.to_thread(self.vault.store_from, self.service.versions_dir)
         except OSError as error:  # the scripts are still in the versions dir; the vault only helps later
             self._step("script vault", False, f"cannot keep the scripts in the vault: {error}")
         deploy = await self._begin(plan)
+        if self._stopping():
+            return await self._abandoned(deploy, rehearsal)
         try:
             failure = await self._deploy(deploy, options)
         except Exception as error:  # noqa: BLE001 - whatever broke after the backup, the deploy is undone
@@ -330,6 +375,8 @@ class Migration:
                 {"command": _command_record(result), "target": target},
             )
         self._step("alembic upgrade", True, f"{deploy.plan.from_revision} → {target}", result.duration)
+        if self._stopping():
+            return self._interrupted_failure(deploy, "after the upgrade")
         restart = self.service.deploy.restart_after_migrate if options.restart is None else options.restart
         if restart and self.control.can_act:
             started = time.monotonic()
@@ -342,6 +389,8 @@ class Migration:
             self._step("restart", True, f"{self.control.kind} restart", time.monotonic() - started)
         elif restart:
             self._step("restart", True, "control kind none: restart the service yourself to load the new code")
+        if self._stopping():
+            return self._interrupted_failure(deploy, "after the restart")
         return await self._watch(deploy, options)
 
     async def _watch(self, deploy: _Deploy, options: MigrateOptions) -> _Failure | None:
@@ -356,7 +405,10 @@ class Migration:
         for round_number in range(1, VERIFY_ROUNDS + 1):
             delay = started + window * (round_number - 1) / (VERIFY_ROUNDS - 1) - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            if self._stopping():
+                return self._interrupted_failure(deploy, f"before verification round {round_number}")
             wait = window if round_number == 1 else min(LATER_HEALTH_WAIT, window)
             verification = await self.verifier.verify(expect, wait_for_health=wait)
             summary = verification.summary()
@@ -381,6 +433,30 @@ class Migration:
                     verification,
                 )
         return None
+
+    def _interrupted_failure(self, deploy: _Deploy, where: str) -> _Failure:
+        explanation = (
+            f"the deploy to {deploy.plan.target} was interrupted ({self.interrupted}) {where}; rolling back to "
+            f"the pre-deploy revision {deploy.plan.from_revision}"
+        )
+        self._step("interrupted", False, explanation)
+        return _Failure("interrupted", explanation, {"signal": self.interrupted, "where": where})
+
+    async def _abandoned(self, deploy: _Deploy, rehearsal: Mapping[str, Any] | None) -> MigrateReport:
+        """Interrupted after the pre-deploy backup, before the upgrade: close the window, keep the backup."""
+        await asyncio.to_thread(
+            self.history.update_deploy,
+            deploy.deploy_id,
+            outcome="aborted",
+            closes_at=self.clock(),
+            detail=self._deploy_detail(deploy, finished=self.clock(), revision_after=deploy.plan.from_revision),
+        )
+        message = (
+            f"interrupted ({self.interrupted}) before the upgrade; nothing was migrated "
+            f"(the pre-deploy backup {deploy.manifest.name} is kept)"
+        )
+        self._step("interrupted", False, message)
+        return self._report(deploy.plan, "aborted", message, deploy=deploy, rehearsal=rehearsal)
 
     async def _succeeded(self, deploy: _Deploy, rehearsal: Mapping[str, Any] | None) -> MigrateReport:
         target = deploy.plan.target
@@ -649,6 +725,24 @@ class Migration:
             steps=tuple(self.steps),
             rehearsal=rehearsal,
         )
+
+
+async def _acquire(lock: ServiceLock, timeout: float) -> None:
+    """Wait for the service lock in short tries, so that an interrupt cancels the wait at once (a thread blocked
+    in a long acquire would keep the process alive until its timeout). Raise ServiceBusy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await asyncio.to_thread(lock.acquire, 0)
+            return
+        except ServiceBusy:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(LOCK_POLL)
+
+
+def _waiting_for(holder: LockHolder, seconds: float) -> str:
+    return f"waiting up to {seconds:.0f}s: {holder.purpose or 'an action'} held by pid {holder.pid or '?'}"
 
 
 def _revision_or_none(service: ServiceConfig) -> str | None:

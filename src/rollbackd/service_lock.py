@@ -3,10 +3,14 @@
 A ``flock`` on ``state_dir/locks/<service>.lock`` (never on the database file: closing any fd of the database
 would drop SQLite's POSIX locks in this process). The holder writes who it is and why, so the one refused can
 say "restore held by pid 4711 (rollbackd migrate)". The kernel drops the lock when the holder dies.
+
+A holder that changes the database (migrate, restore, a downgrade) says so, and stamps the file when it lets go:
+the daemon stands aside while another process does that, and knows a revision change it then sees was no deploy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # the daemon's policy waits while a holder's purpose starts with this
+MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # how a migrate names itself to the one it keeps waiting
 # inspect() takes a shared flock for a moment (two syscalls, but a thread may lose the GIL between them): a refusal
 # that short is no holder. acquire() keeps trying this long even with timeout=0 before it names one.
 INSPECT_GRACE = 0.05
@@ -33,14 +37,18 @@ class LockHolder:
     pid: int | None
     purpose: str
     since: float | None
+    changes_database: bool = False
+    released: float | None = None  # when the last holder let go (None: held, or it died holding it)
 
 
 class ServiceLock:
-    def __init__(self, state_dir: Path, service: str, purpose: str) -> None:
+    def __init__(self, state_dir: Path, service: str, purpose: str, *, changes_database: bool = False) -> None:
         self.path = state_dir / "locks" / f"{service}.lock"
         self.service = service
         self.purpose = purpose
+        self.changes_database = changes_database
         self._fd: int | None = None
+        self._since = 0.0
 
     def acquire(self, timeout: float = 0.0, poll: float = 0.2) -> None:
         """Take the lock, waiting up to ``timeout`` seconds. Raise ServiceBusy naming the holder."""
@@ -59,12 +67,23 @@ class ServiceLock:
                     os.close(fd)
                     raise ServiceBusy(f"service {self.service!r} is busy: {holder}") from None
                 time.sleep(poll if now < deadline else INSPECT_GRACE / 10)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": time.time()}).encode())
+        self._since = time.time()
+        self._write(fd, {})
         self._fd = fd
+
+    def _write(self, fd: int, extra: dict[str, float]) -> None:
+        info = {"pid": os.getpid(), "purpose": self.purpose, "since": self._since, **extra}
+        if self.changes_database:
+            info["changes_database"] = True
+        data = json.dumps(info).encode()
+        os.pwrite(fd, data, 0)  # then cut what an older, longer text left: a reader never finds the file empty
+        os.ftruncate(fd, len(data))
 
     def release(self) -> None:
         if self._fd is not None:
+            # The stamp only helps the daemon tell what changed the database; the unlock must happen regardless.
+            with contextlib.suppress(OSError):
+                self._write(self._fd, {"released": time.time()})
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -72,8 +91,8 @@ class ServiceLock:
     def holder(self) -> str:
         """Describe the current holder from what it wrote, for error messages."""
         try:
-            info = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
+            info = _parse(self.path.read_bytes())
+        except OSError:
             return "held by another process"
         return f"{info.get('purpose', 'an action')} held by pid {info.get('pid', '?')}"
 
@@ -97,18 +116,15 @@ class ServiceLock:
             raw = os.read(fd, 4096)
         finally:
             os.close(fd)
-        try:
-            info = json.loads(raw or b"{}")
-        except ValueError:
-            info = {}
-        if not isinstance(info, dict):
-            info = {}
-        pid, since = info.get("pid"), info.get("since")
+        info = _parse(raw)
+        pid, since, released = info.get("pid"), info.get("since"), info.get("released")
         return LockHolder(
             held,
             pid if isinstance(pid, int) else None,
             str(info.get("purpose", "")),
             float(since) if isinstance(since, int | float) else None,
+            info.get("changes_database") is True,
+            float(released) if isinstance(released, int | float) and not held else None,
         )
 
     def __enter__(self) -> ServiceLock:
@@ -119,3 +135,12 @@ class ServiceLock:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _parse(raw: bytes) -> dict[str, object]:
+    """The holder's note: the first JSON object in the file (a rewrite may briefly leave an older tail after it)."""
+    try:
+        info, _end = json.JSONDecoder().raw_decode(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}

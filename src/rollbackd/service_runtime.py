@@ -36,7 +36,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
-from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
+from rollbackd.service_lock import LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
 from rollbackd.verify import Expectations, Verification, Verifier
@@ -114,8 +114,9 @@ class ServiceRuntime:
         self._external_at: float | None = None
         self._watched_task: asyncio.Task[None] | None = None
         self._started_at = clock()
-        self._migrate_seen: float | None = None  # `since` of the last `rollbackd migrate` whose end was handled
-        self._migrating = False
+        self._operator_seen: float | None = None  # `since` of the last operator command whose end was handled
+        self._operator_acting = False
+        self._schema_seen_at: float | None = None  # when the schema probe last read the revision
         self._background: set[asyncio.Task[None]] = set()
 
     # Lifecycle
@@ -135,7 +136,7 @@ class ServiceRuntime:
         await self.scheduler.run()
 
     def _resume_restore(self) -> None:
-        lock = ServiceLock(self.state_dir.root, self.name, "resume an interrupted restore")
+        lock = ServiceLock(self.state_dir.root, self.name, "resume an interrupted restore", changes_database=True)
         try:
             lock.acquire(timeout=30)
         except ServiceBusy as busy:
@@ -205,15 +206,30 @@ class ServiceRuntime:
         fingerprint = observation.detail.get("schema_fingerprint")
         if self._revision_known and revision != self.revision:
             old = self.revision
+            operator = await asyncio.to_thread(self._operator_change, self._schema_seen_at)
             if self.deploys.consume_expected(revision):
                 log.info("%s: database revision %s → %s (by rollbackd)", self.name, old, revision)
                 self.scheduler.known_revision = revision
+            elif operator is not None:
+                log.info(
+                    "%s: database revision %s → %s by %s (pid %s): a rollback or a deploy that records its own "
+                    "window, not a new deploy",
+                    self.name,
+                    old,
+                    revision,
+                    operator.purpose,
+                    operator.pid,
+                    extra={"service": self.name},
+                )
+                self.scheduler.known_revision = revision
+                self.refresh_external()
             else:
                 log.info("%s: database revision %s → %s", self.name, old, revision, extra={"service": self.name})
                 await asyncio.to_thread(self.deploys.revision_changed, old, revision, self.fingerprint)
                 self.refresh_external()
                 await self.scheduler.on_revision_change(old, revision)
         self.revision, self._revision_known = revision, True
+        self._schema_seen_at = observation.started_at
         self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
         _holder, window, _blocked = await self._external()
         await asyncio.to_thread(self.deploys.note_commit, window is not None)
@@ -239,7 +255,7 @@ class ServiceRuntime:
         if self.policy.busy:
             return
         holder, window, blocked = await self._external()
-        if self._migrate_running(holder):
+        if self._operator_running(holder):
             return
         self.blocked = blocked
         since = max(self.policy.ignore_before, self.clock() - self.lookback)
@@ -268,6 +284,19 @@ class ServiceRuntime:
             self._external_at = now
         return self._external_cache
 
+    def _operator_change(self, last_seen: float | None) -> LockHolder | None:
+        """The operator command in another process that changed the database since ``last_seen`` (it holds the
+        service's lock now, or let go of it after that time), or None: then the change came from outside."""
+        try:
+            holder = ServiceLock(self.state_dir.root, self.name, "").inspect()
+        except OSError:
+            return None
+        if holder is None or not _changes_database_elsewhere(holder):
+            return None
+        if holder.held or (holder.released is not None and last_seen is not None and holder.released >= last_seen):
+            return holder
+        return None
+
     def _read_external(self) -> tuple[LockHolder | None, DeployWindow | None, frozenset[str]]:
         try:
             holder = ServiceLock(self.state_dir.root, self.name, "").inspect()
@@ -276,31 +305,34 @@ class ServiceRuntime:
             holder = None
         return holder, self.deploys.window(), frozenset(self.history.blocked_revisions(self.name))
 
-    def _migrate_running(self, holder: LockHolder | None) -> bool:
-        """True while `rollbackd migrate` holds this service's lock in another process: it watches its own deploy
-        and rolls it back itself, so the policy skips its turn instead of queueing an action on the lock. Once it
-        is over, what was observed during it no longer counts (its failures were its to undo)."""
-        if holder is None or not _is_migrate(holder):
+    def _operator_running(self, holder: LockHolder | None) -> bool:
+        """True while another process holds this service's lock to change its database (`rollbackd migrate`,
+        `rollbackd rollback`, `rollbackd restore`): it verifies and, for a migrate, undoes its own work, so the
+        policy skips its turn instead of queueing an action on the lock to act on stale evidence afterwards. Once
+        it is over, what was observed during it no longer counts (its failures were its to handle)."""
+        if holder is None or not _changes_database_elsewhere(holder):
             return False
         if holder.held:
-            if not self._migrating:
+            if not self._operator_acting:
                 log.info(
-                    "%s: rollbackd migrate (pid %s) holds the service: the policy waits until it is done",
+                    "%s: %s (pid %s) holds the service: the policy waits until it is done",
                     self.name,
+                    holder.purpose,
                     holder.pid,
                     extra={"service": self.name},
                 )
-            self._migrating = True
+            self._operator_acting = True
             return True
         since = holder.since or 0.0
-        if self._migrating or (since >= self._started_at and since != self._migrate_seen):
-            self._migrating = False
-            self._migrate_seen = since
+        if self._operator_acting or (since >= self._started_at and since != self._operator_seen):
+            self._operator_acting = False
+            self._operator_seen = since
             self.policy.ignore_before = max(self.policy.ignore_before, self.clock())
             self.refresh_external()
             log.info(
-                "%s: rollbackd migrate is done: the policy looks again, from now on",
+                "%s: %s is done: the policy looks again, from now on",
                 self.name,
+                holder.purpose,
                 extra={"service": self.name},
             )
         return False
@@ -350,8 +382,8 @@ class ServiceRuntime:
         task.add_done_callback(self._background.discard)
 
 
-def _is_migrate(holder: LockHolder) -> bool:
-    return holder.purpose.startswith(MIGRATE_LOCK_PURPOSE) and holder.pid != os.getpid()
+def _changes_database_elsewhere(holder: LockHolder) -> bool:
+    return holder.changes_database and holder.pid != os.getpid()
 
 
 def _revisions_of(paths: tuple[str, ...]) -> set[str]:

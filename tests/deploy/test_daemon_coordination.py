@@ -1,5 +1,6 @@
-"""The daemon and `rollbackd migrate` on the same service: one lock, and the daemon's policy stands aside while a
-migrate holds it (the migrate watches and undoes its own deploy), then ignores what it saw meanwhile."""
+"""The daemon and `rollbackd migrate` or `rollbackd rollback` on the same service: one lock, and the daemon's policy
+stands aside while another process holds it to change the database (a migrate watches and undoes its own deploy),
+then ignores what it saw meanwhile; a revision change such a command made is no new deploy."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rollbackd.service_lock import ServiceBusy, ServiceLock
 from tests.daemon_process import RunningDaemon, running, wait_for
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port
 
-from .deploy_app import make_deploy_app
+from .deploy_app import DeployApp, make_deploy_app
 
 FAST_PROBES = """
 [service.probes.health]
@@ -70,10 +71,57 @@ def test_the_daemon_records_no_action_while_migrate_rolls_back_a_data_loss_deplo
             assert automatic_actions(app.state_dir / "rollbackd.db") == []
             log = daemon.log.read_text()
             assert "holds the service: the policy waits until it is done" in log
-            assert "rollbackd migrate is done: the policy looks again" in log
+            assert f"rollbackd migrate to {revision} is done: the policy looks again" in log
             assert daemon.process.poll() is None
     finally:
         app.stop()
+
+
+@pytest.mark.e2e
+def test_a_rollback_by_hand_is_not_taken_for_a_deploy_the_daemon_would_undo(tmp_path: Path) -> None:
+    """Before: the daemon saw the operator's downgrade as a revision change, opened a deploy window from the bad
+    revision, and a failure in it would have "rolled back" to the pre-deploy backup, i.e. undone the rollback."""
+    pidfile = tmp_path / "run" / "vbrpg.pid"
+    window = '[service.deploy]\nwindow = "2s"\n'
+    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=pidfile) + window)
+    app.start()
+    try:
+        with running(app.config) as daemon:
+            wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
+            revision = app.add_clean_migration()
+            deployed = app.rollbackd("migrate", "--window", "1")
+            assert deployed.returncode == 0 and app.revision() == revision, deployed.stdout + deployed.stderr
+            wait_for(lambda: open_window(app) is None, "the deploy window to close")
+            deploys_before = deploy_ids(app)  # the migrate's, and the window its script opened on arrival
+            rolled_back = app.rollbackd("rollback", "vbrpg", "--steps", "1")
+            assert rolled_back.returncode == 0 and app.revision() == CLEAN_HEAD, rolled_back.stdout
+            wait_for(
+                lambda: f"{revision} → {CLEAN_HEAD} by rollbackd downgrade (incident 1)" in daemon.log.read_text(),
+                f"the daemon to see the downgrade; log:\n{daemon.log_tail()}",
+            )
+            seen = rows_probe_runs(daemon)
+            wait_for(lambda: rows_probe_runs(daemon) >= seen + 10, "ten more rounds of the rows probe")
+            assert deploy_ids(app) == deploys_before  # no window opened by the rollback
+            assert automatic_actions(app.state_dir / "rollbackd.db") == []
+            assert daemon.process.poll() is None
+    finally:
+        app.stop()
+
+
+def deploy_ids(app: DeployApp) -> list[int]:
+    history = app.history()
+    try:
+        return [deploy.id for deploy in history.deploys("vbrpg")]
+    finally:
+        history.close()
+
+
+def open_window(app: DeployApp) -> object:
+    history = app.history()
+    try:
+        return history.open_deploy_window("vbrpg")
+    finally:
+        history.close()
 
 
 def test_inspecting_the_lock_tells_a_holder_now_from_the_last_one_and_never_disturbs_it(tmp_path: Path) -> None:
@@ -91,3 +139,20 @@ def test_inspecting_the_lock_tells_a_holder_now_from_the_last_one_and_never_dist
         lock.release()
     last = lock.inspect()
     assert last is not None and not last.held and last.purpose == holder.purpose
+    assert last.released is not None and last.released >= last.since and not last.changes_database
+
+
+def test_a_holder_that_changes_the_database_says_so_and_the_stamp_never_leaves_the_file_unreadable(
+    tmp_path: Path,
+) -> None:
+    restore = ServiceLock(tmp_path, "vbrpg", "rollbackd restore", changes_database=True)
+    with restore:
+        holder = restore.inspect()
+        assert holder is not None and holder.held and holder.changes_database and holder.released is None
+    # A shorter note after a longer one: the file is cut to the new note, and a reader takes the first object.
+    with ServiceLock(tmp_path, "vbrpg", "x"):
+        held = restore.inspect()
+        assert held is not None and (held.purpose, held.changes_database, held.released) == ("x", False, None)
+    restore.path.write_bytes(b'{"pid": 7, "purpose": "rollbackd restore", "since": 1.0}ore", "since": 12')
+    torn = restore.inspect()
+    assert torn is not None and (torn.pid, torn.purpose, torn.since) == (7, "rollbackd restore", 1.0)

@@ -75,7 +75,10 @@ class Executor:
 
     async def execute(self, rung: Rung, context: ActionContext) -> ActionOutcome:
         lock = ServiceLock(
-            self.state_dir.root, self.service.name, f"rollbackd {rung.kind} (incident {context.incident_id})"
+            self.state_dir.root,
+            self.service.name,
+            f"rollbackd {rung.kind} (incident {context.incident_id})",
+            changes_database=rung.kind in ("downgrade", "restore"),
         )
         try:
             await asyncio.to_thread(lock.acquire, LOCK_WAIT)

@@ -116,8 +116,8 @@ def _service(config: Config, name: str | None) -> ServiceConfig:
     raise CommandFailed(f"the config has several services; name one of: {names}", ExitCode.CONFIG)
 
 
-def _lock(config: Config, service: ServiceConfig, purpose: str) -> ServiceLock:
-    lock = ServiceLock(config.daemon.state_dir, service.name, purpose)
+def _lock(config: Config, service: ServiceConfig, purpose: str, *, changes_database: bool = False) -> ServiceLock:
+    lock = ServiceLock(config.daemon.state_dir, service.name, purpose, changes_database=changes_database)
     try:
         lock.acquire(timeout=LOCK_WAIT)
     except ServiceBusy as error:
@@ -364,7 +364,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
             before = parse_moment(args.before)
         except ValueError as error:
             raise CommandFailed(str(error), ExitCode.CONFIG) from error
-    lock = None if args.dry_run else _lock(config, service, "rollbackd restore")
+    lock = None if args.dry_run else _lock(config, service, "rollbackd restore", changes_database=True)
     try:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
@@ -396,7 +396,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
 def _resume(
     config: Config, service: ServiceConfig, control: ServiceControl, state_dir: StateDir, as_json: bool
 ) -> ExitCode:
-    lock = _lock(config, service, "rollbackd restore --resume")
+    lock = _lock(config, service, "rollbackd restore --resume", changes_database=True)
     try:
         report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
     except RestoreError as error:

@@ -230,7 +230,9 @@ class Migration:
         refusals = await self._refusals(plan, options.force)
         if refusals:
             return self._report(plan, "refused", "; ".join(refusals), refusals=refusals)
-        lock = ServiceLock(self.state_dir.root, self.name, f"{MIGRATE_LOCK_PURPOSE} to {plan.target}")
+        lock = ServiceLock(
+            self.state_dir.root, self.name, f"{MIGRATE_LOCK_PURPOSE} to {plan.target}", changes_database=True
+        )
         try:
             holder = await asyncio.to_thread(lock.inspect)
             if holder is not None and holder.held:

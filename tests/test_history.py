@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import rollbackd.history
-from rollbackd.history import STATE_SCHEMA_HEAD, History
+from rollbackd.history import STATE_SCHEMA_HEAD, History, StateUpgradeError
 
 
 def test_schema_head_constant_matches_the_migration_scripts() -> None:
@@ -25,6 +30,45 @@ def test_upgrade_creates_the_state_db_once_with_owner_only_permissions(tmp_path:
         assert history.schema_revision() == STATE_SCHEMA_HEAD
         history.upgrade()  # at head: nothing to do
         assert (tmp_path / "state" / "rollbackd.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        history.close()
+
+
+UPGRADE_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from rollbackd.history import History
+history = History(Path(sys.argv[1]))
+history.upgrade_in_child()
+print(history.schema_revision(), "alembic" in sys.modules)
+"""
+
+
+def test_the_daemons_upgrade_runs_alembic_in_a_child_and_never_imports_it(tmp_path: Path) -> None:
+    database = tmp_path / "state" / "rollbackd.db"
+    for _ in range(2):  # the second time there is nothing to upgrade
+        result = subprocess.run(
+            [sys.executable, "-c", UPGRADE_IN_A_FRESH_PROCESS, str(database)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == [STATE_SCHEMA_HEAD, "False"]
+    assert database.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_db_from_a_newer_release_is_refused_with_alembics_reason(tmp_path: Path) -> None:
+    database = tmp_path / "rollbackd.db"
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0009_from_a_newer_release')")
+    history = History(database)
+    try:
+        with pytest.raises(StateUpgradeError, match="Can't locate revision identified by '0009_from_a_newer_release'"):
+            history.upgrade_in_child()
+        assert history.schema_revision() == "0009_from_a_newer_release"  # untouched
     finally:
         history.close()
 

@@ -200,7 +200,7 @@ class Daemon:
         if self.with_runtimes:
             self.history = History(self.state_dir.history_db, clock=self.clock)
             try:
-                await asyncio.to_thread(self.history.upgrade)
+                await asyncio.to_thread(self.history.upgrade_in_child)
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
         self._start_metrics_server()

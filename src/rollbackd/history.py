@@ -8,6 +8,8 @@ at start, so a newer rollbackd reads an older state DB. Calls block: the daemon 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +38,14 @@ Clock = Callable[[], float]
 
 # The newest of state_migrations/versions; a test keeps it in step with the scripts.
 STATE_SCHEMA_HEAD = "0001_initial"
+UPGRADE_TIMEOUT = 300.0  # seconds for the child that upgrades the state DB (a large history on a slow disk)
+_UPGRADE_IN_CHILD = (
+    "import sys; from pathlib import Path; from rollbackd.history import History; History(Path(sys.argv[1])).upgrade()"
+)
+
+
+class StateUpgradeError(Exception):
+    """The state DB could not be brought to this version's schema."""
 
 
 class Base(DeclarativeBase):
@@ -210,6 +220,27 @@ class History:
                 command.upgrade(settings, "head")
         finally:
             alembic_log.setLevel(level)
+
+    def upgrade_in_child(self) -> None:
+        """upgrade() in a child process when there is anything to do, for the long-running daemon: Alembic's
+        ~10 MiB would otherwise stay resident for its whole life after the first start of a release.
+        Raise StateUpgradeError with the child's last error line."""
+        if self.schema_revision() == STATE_SCHEMA_HEAD:
+            return
+        try:
+            child = subprocess.run(  # noqa: S603 - fixed argv, this interpreter
+                [sys.executable, "-c", _UPGRADE_IN_CHILD, str(self.path)],
+                capture_output=True,
+                text=True,
+                timeout=UPGRADE_TIMEOUT,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise StateUpgradeError(f"the state DB upgrade did not run: {error}") from error
+        if child.returncode != 0:
+            lines = [line for line in child.stderr.splitlines() if line.strip()]
+            raise StateUpgradeError(lines[-1] if lines else f"the state DB upgrade exited {child.returncode}")
 
     def schema_revision(self) -> str | None:
         """The state DB's own Alembic revision, or None before the first upgrade."""

@@ -2,12 +2,13 @@
 
 `BEGIN IMMEDIATE` takes the write lock (RESERVED in rollback-journal mode, the WAL write lock in WAL mode)
 and a write into the transaction makes it a real writer. The transaction is rolled back at the end, so the
-database is unchanged. SIGTERM or SIGINT ends the hold early, still releasing cleanly.
+database is unchanged. SIGTERM or SIGINT ends the hold early, still releasing cleanly: they are blocked and
+waited for with sigtimedwait, not handled (a handler calling Event.set() can deadlock when it interrupts the main
+thread inside the same Event's wait, and then the hold never ends).
 """
 
 import signal
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +30,8 @@ def hold_write_lock(
     announce: Callable[[str], None],
 ) -> None:
     """Hold the write lock on `database` for `seconds`; call `announce` once it is held and once released."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    ending = {signal.SIGTERM, signal.SIGINT}
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ending)
     connection = connect(database, busy_timeout_seconds)
     try:
         try:
@@ -39,10 +40,11 @@ def hold_write_lock(
         except sqlite3.Error as error:
             raise LockFailed(f"could not take the write lock on {database}: {error}") from error
         announce(f"holding the write lock on {database} for {seconds:g} s")
-        stop.wait(seconds)
+        signal.sigtimedwait(ending, seconds)  # a signal sent before this point is pending, and ends it at once
         connection.execute("ROLLBACK")
         announce(f"released the write lock on {database}")
+        while signal.sigtimedwait(ending, 0) is not None:  # a second one must not kill the clean exit
+            pass
     finally:
         connection.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)

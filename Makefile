@@ -4,9 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sqlite3 libsystemd-dev pkg-config prometheus monit
+APT_PACKAGES := sqlite3 libsystemd-dev pkg-config
+# What only the tests run: a real Prometheus, Monit (the footprint bench), a private Docker engine with compose.
+TEST_APT_PACKAGES := prometheus monit docker.io docker-compose
 
-.PHONY: setup system-packages demo test lint bench clean
+.PHONY: setup system-packages demo test lint clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -34,6 +36,7 @@ demo: setup
 	$(BIN)/python examples/demo.py
 
 # Two workers: most tests wait on real services and daemons, so two run in the time of one on 2 cores.
+test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup
 	$(BIN)/pytest -n 2
 

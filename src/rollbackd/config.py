@@ -182,6 +182,7 @@ class DockerComposeControl(_Model):
     project_dir: ConfigPath | None = None
     files: list[ConfigPath] = Field(default_factory=list)
     command: Argv = Field(default_factory=lambda: ["docker", "compose"])
+    docker: Argv = Field(default_factory=lambda: ["docker"])  # for the image a code rollback goes back to
     timeout: PositiveDuration = 120.0
 
 

@@ -232,7 +232,7 @@ class ServiceRuntime:
         self._schema_seen_at = observation.started_at
         self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
         _holder, window, _blocked = await self._external()
-        await asyncio.to_thread(self.deploys.note_commit, window is not None)
+        await asyncio.to_thread(self.deploys.note_code_version, window is not None)
 
     # The policy
 

@@ -1,4 +1,5 @@
-"""Service control: command argv against the real example service; systemd and docker compose argv exactly."""
+"""Service control: command argv against the real example service; systemd and docker compose argv exactly
+(systemd cannot run here: PID 1 is not systemd)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def test_systemd_failure_is_a_clear_control_error(tmp_path: Path) -> None:
     assert caught.value.result is not None and caught.value.result.exit_code == 5
 
 
-# No Docker engine here either: a recorder stands in for `docker`.
+# The exact argv with several compose files, cheaply through a recorder; compose itself runs for real (a private
+# dockerd) in tests/e2e/test_code_rollback_compose.py.
 def test_docker_compose_kind_runs_the_exact_compose_argv_in_the_project_dir(tmp_path: Path) -> None:
     fake, log = recorder(tmp_path, "docker")
     project = tmp_path / "deploy"

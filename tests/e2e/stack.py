@@ -165,19 +165,39 @@ class Stack:
             "--agents-per-room",
             1,
         )
-        self.vbrpg(*self.start_argv()[3:], cwd=self.workdir)
+        self.start_service()
         with self.client() as client:
             response = client.post("/api/rooms", json={"name": "E2E", "host_name": "e2e-host", "code": ROOM})
             assert response.status_code == 201, response.text
         self.write_config()
+
+    def start_service(self) -> None:
+        """Start the example service detached, as its `command` control kind does (a subclass may run it otherwise)."""
+        self.vbrpg(*self.start_argv()[3:], cwd=self.workdir)
+
+    def stop_service(self) -> None:
+        self.vbrpg("stop", "--pidfile", self.workdir / "run" / "vbrpg.pid", check=False)
+
+    def control_config(self) -> str:
+        """The [service.control] table and the process probe's way to find the service's pid."""
+        start = json.dumps(self.start_argv())
+        stop = json.dumps([*VBRPG, "stop", "--pidfile", "run/vbrpg.pid"])
+        return f"""
+[service.control]
+kind = "command"
+start = {start}
+stop = {stop}
+timeout = "60s"
+"""
+
+    def process_match(self) -> str:
+        return 'pidfile = "run/vbrpg.pid"'
 
     def start_argv(self) -> list[str]:
         return [*VBRPG, "serve", "--db", "data/vbrpg.db", "--app-dir", ".", "--port", str(self.port), "--chaos",
                 "--detach", "--pidfile", "run/vbrpg.pid", "--log-file", "run/vbrpg.log"]  # fmt: skip
 
     def write_config(self) -> None:
-        start = json.dumps(self.start_argv())
-        stop = json.dumps([*VBRPG, "stop", "--pidfile", "run/vbrpg.pid"])
         alembic = json.dumps([str(Path(PYTHON).parent / "alembic")])
         every = f'every = "{self.probe_every}"' if self.probe_every else ""
         quick = 'quick_every = "1s"\nfull_every = "1h"' if self.probe_every else ""
@@ -200,11 +220,7 @@ base_url = "{self.base_url}"
 command = {alembic}
 timeout = "2m"
 
-[service.control]
-kind = "command"
-start = {start}
-stop = {stop}
-timeout = "60s"
+{self.control_config()}
 
 [service.backups]
 every = "1h"
@@ -233,7 +249,7 @@ window = "10s"
 
 [service.probes.process]
 {every}
-pidfile = "run/vbrpg.pid"
+{self.process_match()}
 
 [service.deploy]
 window = "5m"
@@ -283,7 +299,7 @@ latency_bound = "{self.latency_bound}"
             except subprocess.TimeoutExpired:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
                 self.daemon.wait(timeout=10)
-        self.vbrpg("stop", "--pidfile", self.workdir / "run" / "vbrpg.pid", check=False)
+        self.stop_service()
 
     # Acting on the stack
 

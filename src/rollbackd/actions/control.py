@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rollbackd.code_version import compose_command
 from rollbackd.commands import CommandResult, run_command, run_command_async
 from rollbackd.config import (
     CommandControl,
@@ -118,11 +119,7 @@ class ServiceControl:
 
 
 def _compose_argv(control: DockerComposeControl, action: Action) -> tuple[str, ...]:
-    argv: list[str] = list(control.command)
-    if control.project_dir is not None:
-        argv += ["--project-directory", str(control.project_dir)]
-    for file in control.files:
-        argv += ["-f", str(file)]
+    argv = compose_command(control)
     verbs: dict[Action, Sequence[str]] = {"start": ["up", "-d"], "stop": ["stop"], "restart": ["restart"]}
     return (*argv, *verbs[action], control.service)
 

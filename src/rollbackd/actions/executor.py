@@ -28,6 +28,7 @@ from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
+from rollbackd.code_version import CodeVersionError, rollback_argv
 from rollbackd.commands import CommandResult, run_command_async
 from rollbackd.config import ServiceConfig
 from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 LOCK_WAIT = 120.0  # a scheduled backup holds the lock for seconds; a CLI migrate may hold it longer
 RESTART_COUNT_TOLERANCE = 0.05
 DOWNGRADE_COUNT_TOLERANCE = 0.10
+CODE_ROLLBACK_TIMEOUT = 120.0  # seconds for `git checkout` or `docker tag`
 
 
 class ActionFailed(Exception):
@@ -202,11 +204,15 @@ class Executor:
         commit = context.decision.deploy.code_commit if context.decision.deploy else None
         wanted = self.service.policy.code_rollback if context.code_rollback is None else context.code_rollback
         if wanted and commit is None and context.code_rollback:
-            raise ActionFailed("no code commit was recorded before the deploy, so there is nothing to check out")
+            raise ActionFailed("no code version was recorded before the deploy, so there is nothing to go back to")
         code_rollback = wanted and commit is not None
         if code_rollback:
             await self._control("stop", commands)
-            await self._checkout(str(commit), commands)
+            try:
+                await self._roll_code_back(str(commit), commands)
+            except ActionFailed:
+                await self._control("start", commands)  # nothing was restored: the service runs as it was
+                raise
         try:
             report = await asyncio.to_thread(
                 restore_backup,
@@ -295,13 +301,16 @@ class Executor:
                 commands.append(error.result)
             raise ActionFailed(f"{action} failed: {error}") from error
 
-    async def _checkout(self, commit: str, commands: list[CommandResult]) -> None:
-        result = await run_command_async(
-            ["git", "-C", str(self.service.code_dir), "checkout", "--quiet", commit], timeout=120
-        )
+    async def _roll_code_back(self, version: str, commands: list[CommandResult]) -> None:
+        """Put the code from before the deploy back: git checkout of the commit, or docker tag of the image."""
+        try:
+            argv = rollback_argv(self.service, version)
+        except CodeVersionError as error:
+            raise ActionFailed(str(error)) from error
+        result = await run_command_async(argv, cwd=self.service.workdir, timeout=CODE_ROLLBACK_TIMEOUT)
         commands.append(result)
         if not result.ok:
-            raise ActionFailed(f"git checkout {commit}: {result.summary()}")
+            raise ActionFailed(f"code rollback to {version}: {result.summary()}")
 
     def _facts(self) -> tuple[str | None, dict[str, int | None]]:
         """The database's revision and watched row counts now, or (None, {}) when it cannot be read."""
@@ -344,14 +353,28 @@ class Executor:
             except ActionFailed as failure:
                 return [f"cannot restore: {failure}"]
             db = self.service.database
+            code = self._planned_code_rollback(context)
             return [
                 stop,
+                *code,
                 f"keep {db.name} (and -wal/-shm) as {db.stem}_corrupted_<timestamp>{db.suffix}",
                 f"copy {entry.name} (revision {entry.revision}) into place and check it",
                 "start the service",
                 "verify",
             ] + (["block the rolled-back revision"] if rung.block_revision else [])
         return [rung.describe()]
+
+    def _planned_code_rollback(self, context: ActionContext) -> list[str]:
+        wanted = self.service.policy.code_rollback if context.code_rollback is None else context.code_rollback
+        if not wanted:
+            return []
+        version = context.decision.deploy.code_commit if context.decision.deploy else None
+        if version is None:
+            return ["no code version recorded before the deploy: the code stays as it is"]
+        try:
+            return [f"put the code back to {version}: {' '.join(rollback_argv(self.service, version))}"]
+        except CodeVersionError as error:
+            return [f"cannot put the code back: {error}"]
 
 
 def pre_deploy_candidates(verified: Sequence[BackupEntry], deploy: DeployWindow, record: Any) -> list[BackupEntry]:

@@ -37,6 +37,7 @@ from rollbackd.backup.manifest import BackupManifest
 from rollbackd.backup.pre_deploy import PreDeployRecord, record_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
+from rollbackd.code_version import read_code_version
 from rollbackd.commands import CommandResult
 from rollbackd.config import ServiceConfig
 from rollbackd.database import DatabaseUnavailable
@@ -44,7 +45,6 @@ from rollbackd.deploy.plan import PlanError, UpgradePlan, data_loss_threshold, l
 from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.history import History
 from rollbackd.metrics import Metrics
-from rollbackd.policy.deploys import git_head
 from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state_dir import StateDir
 from rollbackd.vault import Vault
@@ -353,7 +353,7 @@ class Migration:
             self.service.deploy.window,
             from_revision=plan.from_revision,
             pre_deploy_backup=manifest.name,
-            code_commit=git_head(self.service.code_dir),
+            code_commit=await asyncio.to_thread(self._code_before_deploy),
             detail={
                 "schema_fingerprint": manifest.schema_fingerprint,
                 "target": plan.target,
@@ -363,6 +363,14 @@ class Migration:
         )
         self._step("deploy window", True, f"deploy {deploy_id} opened in the history (trigger migrate)")
         return _Deploy(plan, manifest, deploy_id)
+
+    def _code_before_deploy(self) -> str | None:
+        """The code version to go back to. A deploy script pulls the new code before it calls migrate, so the
+        version the daemon recorded when that code arrived (its open deploy window) comes first; else now's."""
+        window = self.history.open_deploy_window(self.name)
+        if window is not None and window.code_commit:
+            return window.code_commit
+        return read_code_version(self.service)
 
     async def _deploy(self, deploy: _Deploy, options: MigrateOptions) -> _Failure | None:
         """Upgrade, restart, watch. Return why it failed, or None."""

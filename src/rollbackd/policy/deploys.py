@@ -3,21 +3,27 @@
 The runbook's first two reasons to roll back are "migration fails during deployment" and "post-deployment health
 checks fail"; outside a deploy the same failure gets a restart, never a schema change. A window opens when the
 file watch sees a new migration script, when the schema probe sees the database revision change, or when
-`rollbackd migrate` starts one; it records the revision and code commit before the deploy and the pre-deploy
-backup, which is what a rollback goes back to. Windows live in the state DB so a daemon restart keeps them.
+`rollbackd migrate` starts one; it records the revision and code version (git commit or container image) before
+the deploy and the pre-deploy backup, which is what a rollback goes back to. Windows live in the state DB so a
+daemon restart keeps them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
+from rollbackd.code_version import git_head, read_code_version, uses_images
 from rollbackd.config import ServiceConfig
 from rollbackd.history import DeployRecord, History
 from rollbackd.policy.conditions import DeployWindow
 
 log = logging.getLogger(__name__)
+
+IMAGE_LOOK_EVERY = 30.0  # seconds between looks at the container's image (docker commands, not git's file reads)
+# A new image becomes the one to go back to only after running this long with no deploy window: compose starts
+# the new container before its entrypoint migrates, and a look in between must not take the new image for good.
+IMAGE_SETTLE = 60.0
 
 
 class DeployTracker:
@@ -25,9 +31,12 @@ class DeployTracker:
         self.service = service
         self.history = history
         self.clock = clock
-        self.stable_commit = git_head(service.code_dir)
+        # The code version to go back to; an image is first read on the watch's thread (docker commands).
+        self.stable_version = None if uses_images(service) else git_head(service.code_dir)
         self._changing_since: float | None = None
         self._expected: set[str] = set()
+        self._image_looked_at: float | None = None
+        self._new_image: tuple[str, float] | None = None  # (version, first seen) while it settles
 
     def window(self) -> DeployWindow | None:
         record = self.history.open_deploy_window(self.service.name)
@@ -38,11 +47,40 @@ class DeployTracker:
         commit checked out from now on is not the one to go back to, until it has stood for a deploy window."""
         self._changing_since = self.clock()
 
-    def note_commit(self, window_open: bool) -> None:
-        """Remember the code's commit while no deploy is under way: a code rollback goes back to it."""
-        changing = self._changing_since is not None and self.clock() - self._changing_since < self.service.deploy.window
-        if not changing and not window_open:
-            self.stable_commit = git_head(self.service.code_dir) or self.stable_commit
+    def note_code_version(self, window_open: bool) -> None:
+        """Remember the code version while no deploy is under way: a code rollback goes back to it (blocking)."""
+        now = self.clock()
+        if window_open:
+            self._new_image = None
+            return
+        if self._changing_since is not None and now - self._changing_since < self.service.deploy.window:
+            return
+        if not uses_images(self.service):
+            self._remember(git_head(self.service.code_dir) or self.stable_version)
+            return
+        if self._image_looked_at is not None and now - self._image_looked_at < IMAGE_LOOK_EVERY:
+            return
+        self._image_looked_at = now
+        image = read_code_version(self.service)
+        if image is None or image == self.stable_version:
+            self._new_image = None
+        elif self.stable_version is None:  # the first look: what runs as rollbackd starts is what it knows
+            self._remember(image)
+        elif self._new_image is None or self._new_image[0] != image:
+            self._new_image = (image, now)
+        elif now - self._new_image[1] >= IMAGE_SETTLE:
+            self._new_image = None
+            self._remember(image)
+
+    def _remember(self, version: str | None) -> None:
+        if version != self.stable_version:
+            log.info(
+                "%s: code version to go back to: %s",
+                self.service.name,
+                version,
+                extra={"service": self.service.name},
+            )
+        self.stable_version = version
 
     def expect_revision(self, revision: str | None) -> None:
         """rollbackd itself is about to move the database to ``revision``: that change is not a deploy."""
@@ -66,7 +104,7 @@ class DeployTracker:
             "migration_arrived",
             self.service.deploy.window,
             from_revision=current_revision,
-            code_commit=self.stable_commit,
+            code_commit=self.stable_version,
             detail={"arrived": sorted(revisions), "schema_fingerprint": schema_fingerprint},
         )
         log.info(
@@ -96,7 +134,7 @@ class DeployTracker:
             "revision_change",
             self.service.deploy.window,
             from_revision=old,
-            code_commit=self.stable_commit,
+            code_commit=self.stable_version,
             detail={"schema_fingerprint": schema_fingerprint},
         )
         self.history.update_deploy(deploy_id, to_revision=new)
@@ -127,33 +165,3 @@ def _window(record: DeployRecord) -> DeployWindow:
         code_commit=record.code_commit,
         schema_fingerprint=record.detail.get("schema_fingerprint"),
     )
-
-
-def git_head(code_dir: Path) -> str | None:
-    """Read the commit checked out in ``code_dir`` from .git's files (no subprocess), or None if not a checkout."""
-    git = code_dir / ".git"
-    try:
-        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
-            target = git.read_text().strip().removeprefix("gitdir:").strip()
-            git = (code_dir / target).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head or None
-        ref = head.removeprefix("ref:").strip()
-        ref_file = git / ref
-        if ref_file.is_file():
-            return ref_file.read_text().strip() or None
-        common = git / "commondir"
-        if common.is_file():
-            shared = (git / common.read_text().strip()).resolve()
-            if (shared / ref).is_file():
-                return (shared / ref).read_text().strip() or None
-            git = shared
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split(" ", 1)[0]
-    except OSError:
-        return None
-    return None

@@ -4,7 +4,8 @@ Shaped like uvicorn's Server: ``serve()`` installs signal handlers that only set
 dir and state DB, /metrics listener, per service: probes, the service runtime with its policy, backups and file
 watch; the status socket; READY=1 once every probe has reported once), ``main_loop()`` (a 1 s tick: loop lag,
 the systemd watchdog ping, the status line, starting a requested reload) and ``shutdown()`` (STOPPING=1, probes
-stopped, running recoveries given ``daemon.shutdown_timeout`` to reach their end, then everything else cancelled).
+stopped, running recoveries given ``daemon.shutdown_timeout`` to reach their end, a backup still copying after
+that long abandoned at its next step, then everything else cancelled).
 A second SIGINT skips the wait. SIGHUP reloads the config, in a task beside the tick (a reload may wait for a
 recovery or the service lock; the watchdog pings go on); an invalid config is logged and the old one keeps running.
 
@@ -406,6 +407,7 @@ class Daemon:
         for slot in self.services.values():
             if slot.runtime is not None:
                 slot.runtime.policy.closing = True  # a probe result arriving now must not start a new recovery
+                slot.runtime.scheduler.abandon_after(timeout)
         recoveries = [
             slot.runtime.policy.task
             for slot in self.services.values()

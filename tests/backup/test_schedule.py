@@ -131,3 +131,22 @@ def test_a_backup_is_postponed_while_another_actor_holds_the_service(tmp_path: P
         assert asyncio.run(scheduler.backup_now("scheduled")) is None
     assert reasons(service) == []
     assert asyncio.run(scheduler.backup_now("scheduled")) is not None
+
+
+def test_a_backup_still_copying_when_the_daemon_stops_gives_up_and_leaves_nothing(
+    tmp_path: Path, state_dir: StateDir, metrics: Metrics
+) -> None:
+    service = make_service(tmp_path)
+    make_database(service.database, players=2000)
+    scheduler = BackupScheduler(service, state_dir=state_dir, metrics=metrics)
+    scheduler.abandon_after(0)  # the stop's wait is already over: the copy gives up after its first step
+    assert asyncio.run(scheduler.backup_now("pre-deploy")) is None
+    assert reasons(service) == [] and list(service.backups.dir.iterdir()) == []  # no backup, no temp, no manifest
+    assert scheduler.last_error is None  # not a failure to alert on
+    failures = metrics.registry.get_sample_value(
+        "rollbackd_backup_failures_total", {"service": "vbrpg", "reason": "stopping"}
+    )
+    assert failures is None
+    scheduler.abandon_after(3600)  # a stop that waits long enough lets it finish
+    assert asyncio.run(scheduler.backup_now("pre-deploy")) is not None
+    assert reasons(service) == ["pre-deploy"]

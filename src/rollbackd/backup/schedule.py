@@ -73,8 +73,15 @@ class BackupScheduler:
         self._newest_at: float | None = None
         self._last_drill_at: float | None = None
         self._retry_at: float | None = None
+        self._abandon_at: float | None = None  # time.monotonic() after which a running copy gives up
 
     # -- hooks for the daemon ------------------------------------------------------------------------------
+    def abandon_after(self, seconds: float) -> None:
+        """The daemon is stopping: a backup still copying after ``seconds`` gives up at its next step (leaving no
+        file that looks like a backup), rather than keep the exit waiting past the service manager's patience.
+        Called from the loop; read by the backup's thread."""
+        self._abandon_at = time.monotonic() + seconds
+
     def on_deploy_event(self, event: DeployEvent) -> None:
         """A deploy is arriving (called on the loop by DeployWatcher): take a pre-deploy backup at once.
 
@@ -179,8 +186,13 @@ class BackupScheduler:
             return None
         try:
             try:
-                result = take_backup(self.service, reason=reason, clock=self.clock, metrics=self.metrics)
+                result = take_backup(
+                    self.service, reason=reason, clock=self.clock, metrics=self.metrics, progress=self._stop_point
+                )
             except BackupError as error:
+                if error.reason == "stopping":
+                    log.warning("%s: %s backup abandoned: %s", name, reason, error)
+                    return None
                 log.error("%s: %s backup failed (%s): %s", name, reason, error.reason, error)
                 self.last_error = error
                 self._retry_at = self.clock() + self.retry_after
@@ -193,6 +205,13 @@ class BackupScheduler:
             return result
         finally:
             lock.release()
+
+    def _stop_point(self, copied: int, total: int) -> None:
+        """Between two steps of a copy: give up there once the daemon's stop has waited long enough."""
+        if self._abandon_at is not None and time.monotonic() >= self._abandon_at:
+            raise BackupError(
+                "stopping", f"rollbackd is stopping; the copy was at {copied} of {total} pages (nothing was kept)"
+            )
 
     def _rotate(self) -> None:
         now = self.clock()

@@ -53,7 +53,8 @@ Progress = Callable[[int, int], None]  # (pages copied, pages total)
 
 class BackupError(Exception):
     """A backup that was not taken. ``reason`` is a metric label: disk_full, low_space, source_unavailable,
-    source_busy, source_corrupt, verify_failed, dir_unwritable, timeout, io_error."""
+    source_busy, source_corrupt, verify_failed, dir_unwritable, timeout, io_error; or stopping (given up at the
+    daemon's stop, not counted as a failure)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -105,7 +106,7 @@ def take_backup(
             check=check,
         )
     except BackupError as error:
-        if metrics is not None:
+        if metrics is not None and error.reason != "stopping":  # given up at shutdown: not a failed backup
             metrics.backup_failures.labels(service=service.name, reason=error.reason).inc()
         raise
     if metrics is not None:

@@ -52,6 +52,17 @@ def test_check_config_unknown_key_exits_2_and_names_it(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def test_status_with_an_invalid_config_and_no_daemon_is_the_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n\n[[service]]\nname = "vbrpg"\nworkdir = "."\n'
+        'database = "vbrpg.db"\nbase_url = "http://127.0.0.1:9"\nhealth_pth = "/health"\n'
+    )
+    result = rollbackd("--config", str(config), "status")
+    assert result.returncode == 2
+    assert "service[0].health_pth: unknown key" in result.stderr and result.stdout == ""
+
+
 def test_config_comes_from_environment_when_no_option(tmp_path: Path) -> None:
     import os
 

@@ -509,6 +509,20 @@ def parse_config(text: str, source: Path) -> Config:
     return _resolve_paths(config, source.parent.resolve())
 
 
+def status_socket_of(path: Path) -> Path | None:
+    """The daemon's status socket as ``path`` names it even when the rest of the file is invalid (only its
+    [daemon] table read), so `rollbackd status` still reaches the running daemon; None if that cannot be told."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError):
+        return None
+    base = path.parent.resolve()
+    if daemon.control_socket is not None:
+        return Path(os.path.normpath(base / daemon.control_socket))
+    return Path(os.path.normpath(base / daemon.state_dir / "rollbackd.sock"))
+
+
 def _with_line(problem: ConfigProblem, text: str) -> ConfigProblem:
     return ConfigProblem(problem.key, problem.message, line_of(text, problem.key) if problem.key else None)
 

@@ -5,6 +5,7 @@ stays, and a service taken out of the file stops being probed and exported."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -97,10 +98,16 @@ def test_sighup_applies_a_valid_config_keeps_the_running_one_on_an_invalid_one_a
             samples = probed_again(daemon, "beta", samples, NO_LATENCY)
             assert reloads(samples, "rejected") == 1
             assert reloads(samples, "success") == 1
-            from_socket = daemon.status()  # `rollbackd status` itself refuses the now invalid file
+            from_socket = daemon.status()
             assert from_socket is not None
             assert set(from_socket["services"]) == {"alpha", "beta"}
             assert from_socket["daemon"]["dry_run"] is True
+            # `rollbackd status` still shows the running daemon, says the file would be refused, and exits 2.
+            told = daemon.cli("status", "--json")
+            assert told.returncode == 2, told.stdout + told.stderr
+            assert set(json.loads(told.stdout)["services"]) == {"alpha", "beta"}
+            assert "the file now would be refused by a reload and at the next start" in told.stderr
+            assert "service[1].policy.max_action: unknown key" in told.stderr
 
             # beta taken out, alpha's latency probe switched off, dry-run back off: what is no longer probed is no
             # longer exported either (a stale failing series would keep an alert firing for ever).

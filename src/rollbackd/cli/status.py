@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config import Config
+from rollbackd.config import Config, ConfigError, resolve_config_path, status_socket_of
 from rollbackd.exit_codes import ExitCode
 from rollbackd.history import History
 from rollbackd.state_dir import StateDir
@@ -23,7 +24,10 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    config = load_cli_config(args)
+    try:
+        config = load_cli_config(args)
+    except ConfigError as error:
+        return _despite_the_config(args, error)
     if args.service:
         config.get_service(args.service)
     try:
@@ -43,6 +47,30 @@ def run(args: argparse.Namespace) -> ExitCode:
         return ExitCode.UNAVAILABLE
     states = [entry.get("policy", {}).get("state") for entry in status.get("services", {}).values()]
     return ExitCode.OK if "hold" not in states else ExitCode.FAILED
+
+
+def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCode:
+    """The config file is invalid now, but a daemon that loaded an earlier, valid one may be running: show its
+    status and say that the file would be refused (by a reload, and at the next start). Exit 2 all the same."""
+    socket = status_socket_of(resolve_config_path(args.config, os.environ))
+    if socket is None:
+        raise error
+    try:
+        status = query_status(socket)
+    except StatusSocketError:
+        raise error from None
+    if args.service:
+        status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
+    if args.json:
+        print_json(status)
+    else:
+        print(render(status, time.time()))
+    print(
+        f"rollbackd status: the running daemon uses the config it loaded earlier; the file now would be refused "
+        f"by a reload and at the next start:\n{error.render()}",
+        file=sys.stderr,
+    )
+    return ExitCode.CONFIG
 
 
 def recorded_status(config: Config) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def register(commands: Subcommands) -> None:
     command.add_argument("--restore", action="store_true", help="restore a verified backup instead of downgrading")
     command.add_argument("--backup", metavar="NAME", help="with --restore: this backup (default: the newest verified)")
     command.add_argument(
-        "--code", action="store_true", help="also check out the code commit recorded before the last deploy (git)"
+        "--code",
+        action="store_true",
+        help="with --restore: also put back the code recorded before the last deploy (git commit or compose image)",
     )
     command.add_argument("--dry-run", action="store_true", help="print what would be done and touch nothing")
     command.add_argument("--json", action="store_true", help="print JSON")

@@ -212,10 +212,8 @@ def test_ctrl_c_in_the_verification_window_rolls_the_deploy_back_and_a_second_is
     output += rest
     assert migrate.returncode == 1, output + errors
     assert "SIGINT again: the deploy is being stopped safely" in output
-    assert (
-        f"[FAIL] interrupted: the deploy to {CLEAN_REVISION} was interrupted (SIGINT) before verification round 2"
-        in (output)
-    )
+    interrupted = f"the deploy to {CLEAN_REVISION} was interrupted (SIGINT) before verification round 2"
+    assert f"[FAIL] interrupted: {interrupted}" in output
     assert output.splitlines()[-1].startswith("vbrpg: ROLLED BACK: ")
     assert served.revision() == CLEAN_HEAD and served.counts() == counts
     assert "description" not in {row[1] for row in served.query("PRAGMA table_info(game_rooms)")}

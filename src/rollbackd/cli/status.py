@@ -37,12 +37,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"rollbackd status: {error}; showing what the state DB recorded", file=sys.stderr)
         status = recorded_status(config)
         running = False
-    if args.service:
-        status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
-    if args.json:
-        print_json(status)
-    else:
-        print(render(status, time.time()))
+    _show(args, status)
     if not running:
         return ExitCode.UNAVAILABLE
     states = [entry.get("policy", {}).get("state") for entry in status.get("services", {}).values()]
@@ -59,18 +54,22 @@ def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCod
         status = query_status(socket)
     except StatusSocketError:
         raise error from None
-    if args.service:
-        status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
-    if args.json:
-        print_json(status)
-    else:
-        print(render(status, time.time()))
+    _show(args, status)
     print(
         f"rollbackd status: the running daemon uses the config it loaded earlier; the file now would be refused "
         f"by a reload and at the next start:\n{error.render()}",
         file=sys.stderr,
     )
     return ExitCode.CONFIG
+
+
+def _show(args: argparse.Namespace, status: dict[str, Any]) -> None:
+    if args.service:
+        status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
+    if args.json:
+        print_json(status)
+    else:
+        print(render(status, time.time()))
 
 
 def recorded_status(config: Config) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class DeployRecord(Base):
     to_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
     pre_deploy_backup: Mapped[str | None] = mapped_column(String(255), nullable=True)
     code_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default="open")  # open | ok | rolled_back | failed
+    outcome: Mapped[str] = mapped_column(String(16), default="open")  # open | ok | rolled_back | failed | aborted
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

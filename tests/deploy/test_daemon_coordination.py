@@ -14,6 +14,7 @@ import pytest
 
 from rollbackd.service_lock import ServiceBusy, ServiceLock
 from tests.daemon_process import RunningDaemon, running, wait_for
+from tests.support.git_repo import commit_all, git
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port
 
 from .deploy_app import DeployApp, make_deploy_app
@@ -106,6 +107,34 @@ def test_a_rollback_by_hand_is_not_taken_for_a_deploy_the_daemon_would_undo(tmp_
             assert daemon.process.poll() is None
     finally:
         app.stop()
+
+
+@pytest.mark.e2e
+def test_migrate_after_a_git_pull_records_the_commit_from_before_the_pull(tmp_path: Path) -> None:
+    """A deploy script pulls, then calls migrate: the commit checked out by then is the new one. The commit to go
+    back to is the one the daemon recorded when the pulled migration arrived."""
+    pidfile = tmp_path / "run" / "vbrpg.pid"
+    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=pidfile))
+    (app.app_dir / ".gitignore").write_text("data/\n__pycache__/\n")
+    git(app.app_dir, "init", "--quiet")
+    before = commit_all(app.app_dir, "v1")
+    app.start()
+    try:
+        with running(app.config) as daemon:
+            wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
+            app.add_clean_migration()  # the pull: the new commit with its migration
+            pulled = commit_all(app.app_dir, "v2: room descriptions")
+            wait_for(lambda: open_window(app) is not None, "the daemon to see the migration arrive")
+            result = app.rollbackd("migrate", "--window", "1")
+            assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        app.stop()
+    history = app.history()
+    try:
+        deploy = next(deploy for deploy in history.deploys("vbrpg") if deploy.trigger == "migrate")
+    finally:
+        history.close()
+    assert pulled != before and deploy.code_commit == before
 
 
 def deploy_ids(app: DeployApp) -> list[int]:

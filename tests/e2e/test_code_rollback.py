@@ -8,33 +8,16 @@ backup restored, and the service started on the old code with the old data.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from rollbackd.alembic_scripts import parse_script
 from tests.e2e.stack import Stack, wait_for
+from tests.support.git_repo import git
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS
 
 pytestmark = pytest.mark.e2e
-
-
-def git(workdir: Path, *arguments: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(workdir), *arguments],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={
-            "GIT_AUTHOR_NAME": "deploy",
-            "GIT_AUTHOR_EMAIL": "deploy@example.org",
-            "GIT_COMMITTER_NAME": "deploy",
-            "GIT_COMMITTER_EMAIL": "deploy@example.org",
-            "PATH": "/usr/bin:/bin",
-        },  # fmt: skip
-    )
-    return result.stdout.strip()
 
 
 def bad_migration(tmp_path: Path) -> Path:

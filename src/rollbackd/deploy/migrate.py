@@ -366,9 +366,10 @@ class Migration:
 
     def _code_before_deploy(self) -> str | None:
         """The code version to go back to. A deploy script pulls the new code before it calls migrate, so the
-        version the daemon recorded when that code arrived (its open deploy window) comes first; else now's."""
+        version the daemon recorded when that code arrived (its open deploy window, not one of a finished deploy)
+        comes first; else now's."""
         window = self.history.open_deploy_window(self.name)
-        if window is not None and window.code_commit:
+        if window is not None and window.code_commit and window.outcome == "open":
             return window.code_commit
         return read_code_version(self.service)
 

@@ -31,7 +31,8 @@ class DeployTracker:
         self.service = service
         self.history = history
         self.clock = clock
-        # The code version to go back to; an image is first read on the watch's thread (docker commands).
+        # The code version to go back to; an image is first read at the first schema reading, in a worker thread
+        # (docker commands), never here on the event loop.
         self.stable_version = None if uses_images(service) else git_head(service.code_dir)
         self._changing_since: float | None = None
         self._expected: set[str] = set()

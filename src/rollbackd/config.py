@@ -517,10 +517,7 @@ def status_socket_of(path: Path) -> Path | None:
         daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError):
         return None
-    base = path.parent.resolve()
-    if daemon.control_socket is not None:
-        return Path(os.path.normpath(base / daemon.control_socket))
-    return Path(os.path.normpath(base / daemon.state_dir / "rollbackd.sock"))
+    return _resolve_daemon(daemon, path.parent.resolve()).socket_path
 
 
 def _with_line(problem: ConfigProblem, text: str) -> ConfigProblem:
@@ -652,40 +649,30 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def _resolve_paths(config: Config, config_dir: Path) -> Config:
     """Make every path absolute: workdir and state_dir against the config's folder, the rest against workdir."""
 
-    def against(base: Path, path: Path) -> Path:
-        return Path(os.path.normpath(base / path))
-
-    daemon = config.daemon.model_copy(
-        update={
-            "state_dir": against(config_dir, config.daemon.state_dir),
-            "control_socket": (
-                against(config_dir, config.daemon.control_socket) if config.daemon.control_socket else None
-            ),
-        }
-    )
+    daemon = _resolve_daemon(config.daemon, config_dir)
     services = []
     for service in config.service:
-        workdir = against(config_dir, service.workdir)
+        workdir = _against(config_dir, service.workdir)
         alembic = service.alembic.model_copy(
             update={
-                "ini": against(workdir, service.alembic.ini),
+                "ini": _against(workdir, service.alembic.ini),
                 "command": _resolve_argv(workdir, service.alembic.command),
                 "script_location": (
-                    against(workdir, service.alembic.script_location) if service.alembic.script_location else None
+                    _against(workdir, service.alembic.script_location) if service.alembic.script_location else None
                 ),
             }
         )
         control = _resolve_control(workdir, service.control)
         process = service.probes.process.model_copy(
             update={
-                "pidfile": against(workdir, service.probes.process.pidfile) if service.probes.process.pidfile else None
+                "pidfile": _against(workdir, service.probes.process.pidfile) if service.probes.process.pidfile else None
             }
         )
         deploy = service.deploy.model_copy(
             update={
-                "code_dir": against(workdir, service.deploy.code_dir) if service.deploy.code_dir else None,
+                "code_dir": _against(workdir, service.deploy.code_dir) if service.deploy.code_dir else None,
                 "versions_dir": (
-                    against(workdir, service.deploy.versions_dir) if service.deploy.versions_dir else None
+                    _against(workdir, service.deploy.versions_dir) if service.deploy.versions_dir else None
                 ),
             }
         )
@@ -693,16 +680,29 @@ def _resolve_paths(config: Config, config_dir: Path) -> Config:
             service.model_copy(
                 update={
                     "workdir": workdir,
-                    "database": against(workdir, service.database),
+                    "database": _against(workdir, service.database),
                     "alembic": alembic,
                     "control": control,
-                    "backups": service.backups.model_copy(update={"dir": against(workdir, service.backups.dir)}),
+                    "backups": service.backups.model_copy(update={"dir": _against(workdir, service.backups.dir)}),
                     "probes": service.probes.model_copy(update={"process": process}),
                     "deploy": deploy,
                 }
             )
         )
     return config.model_copy(update={"daemon": daemon, "service": services})
+
+
+def _resolve_daemon(daemon: DaemonConfig, config_dir: Path) -> DaemonConfig:
+    return daemon.model_copy(
+        update={
+            "state_dir": _against(config_dir, daemon.state_dir),
+            "control_socket": _against(config_dir, daemon.control_socket) if daemon.control_socket else None,
+        }
+    )
+
+
+def _against(base: Path, path: Path) -> Path:
+    return Path(os.path.normpath(base / path))
 
 
 def _resolve_argv(workdir: Path, argv: list[str]) -> list[str]:

@@ -648,7 +648,6 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def _resolve_paths(config: Config, config_dir: Path) -> Config:
     """Make every path absolute: workdir and state_dir against the config's folder, the rest against workdir."""
-
     daemon = _resolve_daemon(config.daemon, config_dir)
     services = []
     for service in config.service:

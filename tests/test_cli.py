@@ -63,6 +63,12 @@ def test_status_with_an_invalid_config_and_no_daemon_is_the_config_error(tmp_pat
     assert "service[0].health_pth: unknown key" in result.stderr and result.stdout == ""
 
 
+def test_rollback_code_without_restore_is_refused_before_anything_is_touched() -> None:
+    result = rollbackd("--config", str(REPO / "config/demo.toml"), "rollback", "vbrpg", "--steps", "1", "--code")
+    assert result.returncode == 2
+    assert "--code needs --restore" in result.stderr and result.stdout == ""
+
+
 def test_config_comes_from_environment_when_no_option(tmp_path: Path) -> None:
     import os
 

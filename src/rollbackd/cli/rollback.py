@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     if args.backup and not args.restore:
         print("rollbackd rollback: --backup needs --restore", file=sys.stderr)
         return ExitCode.CONFIG
+    if args.code and not args.restore:
+        # A downgrade leaves the code where it is; the runbook's full rollback restores the database with the code.
+        print("rollbackd rollback: --code needs --restore (code and database go back together)", file=sys.stderr)
+        return ExitCode.CONFIG
     if args.steps is not None and args.steps < 1:
         print("rollbackd rollback: --steps must be 1 or more", file=sys.stderr)
         return ExitCode.CONFIG

@@ -15,8 +15,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OUTPUT_TAIL_CHARS = 4000
+RECORD_TAIL_CHARS = 2000  # of that, what an incident's record keeps
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,16 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+    def record(self) -> dict[str, Any]:
+        """The command as the history keeps it (the output's last RECORD_TAIL_CHARS characters)."""
+        return {
+            "argv": list(self.argv),
+            "exit_code": self.exit_code,
+            "duration": round(self.duration, 3),
+            "timed_out": self.timed_out,
+            "output_tail": self.output_tail[-RECORD_TAIL_CHARS:],
+        }
 
     def summary(self) -> str:
         """One line for logs and history: what ran and how it ended."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -47,6 +47,11 @@ def read_revision(connection: sqlite3.Connection) -> str | None:
     """Return the single current revision, the heads joined by '+' when branched, or None when unversioned."""
     revisions = read_revisions(connection)
     return "+".join(revisions) if revisions else None
+
+
+def known_counts(counts: Mapping[str, int | None]) -> dict[str, int]:
+    """The counts of the tables that exist (count_rows gives None for a missing one)."""
+    return {table: count for table, count in counts.items() if count is not None}
 
 
 def count_rows(connection: sqlite3.Connection, tables: Iterable[str]) -> dict[str, int | None]:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.code_version import CodeVersionError, rollback_argv
 from rollbackd.commands import CommandResult, run_command_async
 from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
+from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, known_counts, read_revision
 from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
@@ -117,7 +117,7 @@ class Executor:
             "service restarted",
             Expectations(
                 revision=revision,
-                reference_counts=_known(counts),
+                reference_counts=known_counts(counts),
                 count_tolerance=RESTART_COUNT_TOLERANCE,
                 logs_since=self.clock(),
                 integrity="quick",
@@ -156,7 +156,7 @@ class Executor:
             f"downgraded {revision} → {target}",
             Expectations(
                 revision=target,
-                reference_counts=_known(counts),
+                reference_counts=known_counts(counts),
                 count_tolerance=DOWNGRADE_COUNT_TOLERANCE,
                 indexes=missing,
                 schema_fingerprint=_pre_deploy_fingerprint(context.decision.deploy)
@@ -247,7 +247,7 @@ class Executor:
             f"{', '.join(report.quarantined) or 'nothing'}",
             Expectations(
                 revision=manifest.revision,
-                reference_counts=_known(manifest.row_counts),
+                reference_counts=known_counts(manifest.row_counts),
                 indexes=manifest.indexes,
                 schema_fingerprint=manifest.schema_fingerprint,
                 logs_since=self.clock(),
@@ -402,19 +402,5 @@ def _pre_deploy_fingerprint(deploy: DeployWindow | None) -> str | None:
     return deploy.schema_fingerprint if deploy is not None else None
 
 
-def _known(counts: Mapping[str, int | None]) -> dict[str, int]:
-    return {table: count for table, count in counts.items() if count is not None}
-
-
 def _with_commands(outcome: ActionOutcome, commands: list[CommandResult]) -> ActionOutcome:
-    records = tuple(
-        {
-            "argv": list(result.argv),
-            "exit_code": result.exit_code,
-            "duration": round(result.duration, 3),
-            "timed_out": result.timed_out,
-            "output_tail": result.output_tail[-2000:],
-        }
-        for result in commands
-    )
-    return replace(outcome, commands=outcome.commands + records)
+    return replace(outcome, commands=outcome.commands + tuple(result.record() for result in commands))

@@ -40,7 +40,7 @@ from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.code_version import read_code_version
 from rollbackd.commands import CommandResult
 from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable
+from rollbackd.database import DatabaseUnavailable, known_counts
 from rollbackd.deploy.plan import PlanError, UpgradePlan, data_loss_threshold, live_revision, plan_upgrade
 from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.history import History
@@ -383,7 +383,7 @@ class Migration:
             return _Failure(
                 "migration_failed",
                 f"alembic upgrade {target} failed during `rollbackd migrate`: {line}",
-                {"command": _command_record(result), "target": target},
+                {"command": result.record(), "target": target},
             )
         self._step("alembic upgrade", True, f"{deploy.plan.from_revision} → {target}", result.duration)
         if self._stopping():
@@ -395,7 +395,7 @@ class Migration:
                 await self.control.run_async("restart")
             except ControlError as error:
                 self._step("restart", False, str(error), time.monotonic() - started)
-                evidence = {"command": _command_record(error.result)} if error.result else {}
+                evidence = {"command": error.result.record()} if error.result else {}
                 return _Failure("restart_failed", f"the service did not restart after the migration: {error}", evidence)
             self._step("restart", True, f"{self.control.kind} restart", time.monotonic() - started)
         elif restart:
@@ -408,7 +408,7 @@ class Migration:
         window = self.service.policy.verify_timeout if options.window is None else options.window
         expect = Expectations(
             revision=deploy.plan.target,
-            reference_counts=_known(deploy.manifest.row_counts),
+            reference_counts=known_counts(deploy.manifest.row_counts),
             count_tolerance=self.threshold,
             logs_since=self.clock(),
         )
@@ -585,7 +585,7 @@ class Migration:
             self.history.finish_action,
             action,
             outcome,
-            commands=[_command_record(result) for result in commands],
+            commands=[result.record() for result in commands],
             detail={"result": detail},
         )
         self._step(f"downgrade to {goal}", outcome == "success", detail, time.monotonic() - started)
@@ -594,7 +594,7 @@ class Migration:
         manifest = deploy.manifest
         expect = Expectations(
             revision=goal,
-            reference_counts=_known(manifest.row_counts),
+            reference_counts=known_counts(manifest.row_counts),
             count_tolerance=DOWNGRADE_COUNT_TOLERANCE,
             indexes=manifest.indexes,
             schema_fingerprint=manifest.schema_fingerprint,
@@ -659,7 +659,7 @@ class Migration:
         manifest = deploy.manifest
         expect = Expectations(
             revision=manifest.revision,
-            reference_counts=_known(manifest.row_counts),
+            reference_counts=known_counts(manifest.row_counts),
             indexes=manifest.indexes,
             schema_fingerprint=manifest.schema_fingerprint,
             logs_since=self.clock(),
@@ -763,10 +763,6 @@ def _revision_or_none(service: ServiceConfig) -> str | None:
         return None
 
 
-def _known(counts: Mapping[str, int | None]) -> dict[str, int]:
-    return {table: count for table, count in counts.items() if count is not None}
-
-
 def _counts(counts: Mapping[str, int | None]) -> str:
     return ", ".join(f"{table} {count}" for table, count in counts.items()) or "none watched"
 
@@ -778,16 +774,6 @@ def _ended(result: CommandResult) -> str:
     if result.exit_code is None:
         return f"could not run: {result.error}"
     return f"exit {result.exit_code}"
-
-
-def _command_record(result: CommandResult) -> dict[str, Any]:
-    return {
-        "argv": list(result.argv),
-        "exit_code": result.exit_code,
-        "duration": round(result.duration, 3),
-        "timed_out": result.timed_out,
-        "output_tail": result.output_tail[-2000:],
-    }
 
 
 def _control_record(control: ServiceControl, verb: Literal["stop", "start"]) -> dict[str, Any]:

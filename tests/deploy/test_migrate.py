@@ -56,12 +56,19 @@ def read_until(process: subprocess.Popen[str], text: str) -> str:
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """The rest of stdout and all of stderr, once it exits. Read through the same text buffer as read_until:
+    communicate() reads the pipe itself and would lose lines that buffer already holds."""
+    assert process.stdout is not None and process.stderr is not None
     try:
-        return process.communicate(timeout=240)
+        rest, errors = process.stdout.read(), process.stderr.read()
+        process.wait(timeout=240)
+        return rest, errors
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait(timeout=30)
+        process.stdout.close()
+        process.stderr.close()
 
 
 def test_clean_migration_is_rehearsed_deployed_verified_and_recorded(served: DeployApp) -> None:

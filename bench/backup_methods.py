@@ -27,12 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollbackd.backup.atomic_file import file_sha256
+
 from rollbackd.backup.catalog import inspect_backup
 from rollbackd.backup.drill import run_drill
 from rollbackd.backup.restore import restore_backup
 from rollbackd.backup.snapshot import snapshot_database
-from rollbackd.config import parse_config
-from rollbackd.state_dir import StateDir
+from rollbackd.config.model import parse_config
+from rollbackd.state.state_dir import StateDir
 
 WRITER = r"""
 import json, signal, sqlite3, sys, time

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import httpx
 
-from rollbackd.config import parse_config
+from rollbackd.config.model import parse_config
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 
 WRITER = """
 import json, sqlite3, sys, time

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from rollbackd.config import parse_config
+from rollbackd.config.model import parse_config
 from rollbackd.probes import ProbeContext, build_probes, observe
 from rollbackd.probes.base import Probe
 from rollbackd.probes.integrity import IntegrityProbe
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 
 VBRPG = str(Path(sys.executable).parent / "vbrpg-example")
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rollbackd.metrics import Metrics
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 
 from .helpers import ExampleApp, example_available, make_example_app
 

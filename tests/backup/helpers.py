@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollbackd.config import ServiceConfig, parse_config
+from rollbackd.config.model import ServiceConfig, parse_config
 from tests.support.vbrpg_service import free_port
 
 HERE = Path(__file__).resolve().parent

@@ -19,7 +19,7 @@ from rollbackd.backup.catalog import (
 )
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.snapshot import take_backup
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 
 from .helpers import make_database, make_service
 

@@ -15,7 +15,7 @@ from rollbackd.backup.drill import run_drill
 from rollbackd.backup.manifest import manifest_path, read_manifest
 from rollbackd.backup.snapshot import take_backup
 from rollbackd.metrics import Metrics
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 
 from .helpers import make_database, make_service
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.actions.control import ServiceControl
 from rollbackd.backup.catalog import backup_pattern, list_backups
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.restore import resume_interrupted_restore
 from rollbackd.backup.restore_journal import read_journal
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target.control import ServiceControl
 
 from .helpers import grow_database, make_database, make_service, rollbackd, wait_until
 

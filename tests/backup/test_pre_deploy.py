@@ -14,9 +14,9 @@ import pytest
 from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.schedule import BackupScheduler
-from rollbackd.config import parse_config
-from rollbackd.state_dir import StateDir
-from rollbackd.watch import DeployWatcher
+from rollbackd.config.model import parse_config
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target.watch import DeployWatcher
 
 from .helpers import REVISION, ExampleApp, rollbackd
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rollbackd.actions.control import ServiceControl
-from rollbackd.atomic_files import file_sha256
 from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.restore import RestoreError, pending_restore, restore_backup, resume_interrupted_restore
 from rollbackd.backup.restore_journal import Move, RestoreJournal, read_journal, write_journal
 from rollbackd.backup.snapshot import take_backup
-from rollbackd.config import ServiceConfig
-from rollbackd.state_dir import StateDir
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import file_sha256
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target.control import ServiceControl
 
 from .helpers import ExampleApp, make_database, make_service, rollbackd, rows
 

@@ -12,11 +12,11 @@ from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.schedule import BackupScheduler
 from rollbackd.backup.snapshot import take_backup
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
-from rollbackd.service_lock import ServiceLock
-from rollbackd.state_dir import StateDir
-from rollbackd.watch import DeployEvent
+from rollbackd.state.service_lock import ServiceLock
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target.watch import DeployEvent
 
 from .helpers import REVISION, make_database, make_service, rollbackd
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd import database
 from rollbackd.backup.catalog import backup_pattern, list_backups
 from rollbackd.backup.manifest import read_manifest
 from rollbackd.backup.snapshot import BackupError, remove_stale_partials, snapshot_database, take_backup
 from rollbackd.metrics import Metrics
+from rollbackd.target import database
 
 from .helpers import REVISION, TABLES, Writer, grow_database, make_database, make_service, rows
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollbackd.status_socket import StatusSocketError, query_status
+from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from tests.probes.example_app import VbrpgApp
 from tests.support.vbrpg_service import VBRPG_EXAMPLE, free_port, kill_detached, run_cli
 

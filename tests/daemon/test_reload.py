@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.config import load_config
-from rollbackd.daemon import Daemon
+from rollbackd.config.model import load_config
 from rollbackd.probes import PROBE_NAMES
-from rollbackd.status_socket import StatusSocketError, query_status
+from rollbackd.runtime.daemon import Daemon
+from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from tests.daemon.notify_listener import NotifyListener
 from tests.daemon.rollbackd_process import DaemonProcess, Samples, daemon_toml, rollbackd_run, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving

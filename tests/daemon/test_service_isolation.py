@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.history import History, Incident
+from rollbackd.state.history import History, Incident
 from tests.daemon.rollbackd_process import (
     DaemonProcess,
     DetachedService,

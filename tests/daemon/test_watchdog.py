@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.config import parse_config
-from rollbackd.daemon import Daemon
-from rollbackd.service_lock import ServiceLock
-from rollbackd.systemd import Notifier
+from rollbackd.config.model import parse_config
+from rollbackd.runtime.daemon import Daemon
+from rollbackd.runtime.systemd import Notifier
+from rollbackd.state.service_lock import ServiceLock
 from tests.daemon.notify_listener import NotifyListener
 from tests.daemon.rollbackd_process import daemon_toml, rollbackd_run, service_toml
 from tests.probes.example_app import VbrpgApp, serving

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from rollbackd.history import History
+from rollbackd.state.history import History
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port, kill_detached, run_cli
 from vbrpg_example.faults.catalog import FAULTS
 from vbrpg_example.faults.migration_faults import render_script

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from tests.daemon_process import RunningDaemon, running, wait_for
 from tests.support.git_repo import commit_all, git
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rollbackd.backup.pre_deploy import read_pre_deploy
-from rollbackd.service_lock import ServiceLock
+from rollbackd.state.service_lock import ServiceLock
 from tests.support.vbrpg_service import CLEAN_HEAD
 
 from .deploy_app import CLEAN_REVISION, DeployApp

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from rollbackd.history import History, Incident
+from rollbackd.state.history import History, Incident
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.alembic_scripts import parse_script
+from rollbackd.target.alembic_scripts import parse_script
 from tests.e2e.stack import Stack, wait_for
 from tests.support.git_repo import git
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.config import DaemonConfig, load_config
+from rollbackd.config.model import DaemonConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd/rollbackd.service"
@@ -136,9 +136,9 @@ import alembic.config, httpx, prometheus_client, psutil, pydantic, sqlalchemy
 from watchdog.observers import Observer
 from watchdog.events import FileSystemEventHandler
 from rollbackd.cli import build_parser
-from rollbackd.config import load_config
+from rollbackd.config.model import load_config
 from rollbackd.metrics import Metrics
-from rollbackd.systemd import Notifier
+from rollbackd.runtime.systemd import Notifier
 
 load_config(Path(sys.argv[1]))
 Metrics()

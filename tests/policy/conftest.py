@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.config import ServiceConfig, parse_config
+from rollbackd.config.model import ServiceConfig, parse_config
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.policy.conditions import DeployWindow, ServiceView, evaluate
 from rollbackd.policy.rules import effective_rules
 from tests.policy.observations import observe

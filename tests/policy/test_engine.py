@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.config import ServiceConfig
-from rollbackd.history import History
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.engine import ActionContext, ActionOutcome, IllegalTransition, PolicyState, ServicePolicy
 from rollbackd.policy.rules import Rung, effective_rules
-from rollbackd.verify import CheckItem, Expectations, Verification
+from rollbackd.state.history import History
+from rollbackd.target.verify import CheckItem, Expectations, Verification
 from tests.policy.observations import observe
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from rollbackd.config import BUILTIN_RULE_NAMES, parse_config
+from rollbackd.config.model import BUILTIN_RULE_NAMES, parse_config
 from rollbackd.policy.rules import Rung, builtin_rules, effective_rules
 
 

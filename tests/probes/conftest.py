@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from rollbackd.probes import ProbeContext
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 from tests.probes.example_app import VbrpgApp, serving
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rollbackd.config import ServiceConfig, parse_config
+from rollbackd.config.model import ServiceConfig, parse_config
 from rollbackd.observation import Observation
 from rollbackd.probes import Probe, observe
 

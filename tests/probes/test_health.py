@@ -16,7 +16,7 @@ from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.health import HealthProbe
 from rollbackd.probes.http_request import status_reason
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 from tests.probes.example_app import VbrpgApp
 from tests.probes.probe_support import service_config
 

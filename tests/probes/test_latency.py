@@ -12,7 +12,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.latency import LatencyProbe, LatencyWindow, quantile
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 from tests.probes.example_app import VbrpgApp
 from tests.probes.probe_support import service_config
 

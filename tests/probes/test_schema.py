@@ -11,7 +11,7 @@ import pytest
 from rollbackd.metrics import Metrics
 from rollbackd.probes import ProbeContext
 from rollbackd.probes.schema import SchemaProbe
-from rollbackd.vault import Vault
+from rollbackd.state.vault import Vault
 from tests.probes.example_app import VbrpgApp
 from tests.probes.probe_support import run_once, service_config
 from tests.probes.script_files import write_script

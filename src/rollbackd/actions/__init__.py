@@ -1,1 +1,2 @@
-"""What rollbackd does to a service: control it, migrate it, restore it; and the executor that runs a plan."""
+"""What rollbackd does to a service: run a plan (the executor), downgrade it with Alembic, quarantine a script,
+and the operator's manual rollback."""

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from rollbackd.commands import CommandResult, run_command_async
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.commands import CommandResult, run_command_async
 
 
 class ScriptSource(Protocol):

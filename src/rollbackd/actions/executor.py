@@ -22,25 +22,25 @@ from dataclasses import replace
 from typing import Any
 
 from rollbackd.actions.alembic_runner import AlembicRunner
-from rollbackd.actions.control import ControlError, ServiceControl
 from rollbackd.actions.quarantine import quarantine_revision
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
-from rollbackd.code_version import CodeVersionError, rollback_argv
-from rollbackd.commands import CommandResult, run_command_async
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, known_counts, read_revision
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.commands import CommandResult, run_command_async
 from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import Rung
-from rollbackd.service_lock import ServiceBusy, ServiceLock
-from rollbackd.state_dir import StateDir
-from rollbackd.vault import Vault
-from rollbackd.verify import Expectations
+from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state.state_dir import StateDir
+from rollbackd.state.vault import Vault
+from rollbackd.target.code_version import CodeVersionError, rollback_argv
+from rollbackd.target.control import ControlError, ServiceControl
+from rollbackd.target.database import DatabaseUnavailable, connect_readonly, count_rows, known_counts, read_revision
+from rollbackd.target.verify import Expectations
 
 log = logging.getLogger(__name__)
 

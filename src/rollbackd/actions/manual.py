@@ -15,18 +15,18 @@ from typing import Any
 
 import httpx
 
-from rollbackd.actions.control import ServiceControl
 from rollbackd.actions.executor import Executor
-from rollbackd.config import Config, ServiceConfig
-from rollbackd.history import History
+from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import HOLD, Rule, Rung
-from rollbackd.state_dir import StateDir
-from rollbackd.vault import Vault
-from rollbackd.verify import Verification, Verifier
+from rollbackd.state.history import History
+from rollbackd.state.state_dir import StateDir
+from rollbackd.state.vault import Vault
+from rollbackd.target.control import ServiceControl
+from rollbackd.target.verify import Verification, Verifier
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from rollbackd.alembic_scripts import ScriptReader
+from rollbackd.target.alembic_scripts import ScriptReader
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from rollbackd.atomic_files import file_sha256
 from rollbackd.backup.manifest import (
     MANIFEST_SUFFIX,
     BackupManifest,
@@ -24,6 +23,7 @@ from rollbackd.backup.manifest import (
     read_manifest,
     write_manifest,
 )
+from rollbackd.host.atomic_files import file_sha256
 
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 PARTIAL_SUFFIX = ".partial"

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from rollbackd import database
-from rollbackd.atomic_files import copy_hashed
 from rollbackd.backup.catalog import BackupEntry, NoBackup, list_backups
 from rollbackd.backup.manifest import DrillResult, ManifestError, read_manifest, write_manifest
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import copy_hashed
 from rollbackd.metrics import Metrics
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target import database
 
 log = logging.getLogger(__name__)
 

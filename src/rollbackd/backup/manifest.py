@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.atomic_files import write_bytes_atomic
+from rollbackd.host.atomic_files import write_bytes_atomic
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".json"

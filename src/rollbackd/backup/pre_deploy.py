@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.atomic_files import write_bytes_atomic
 from rollbackd.backup.catalog import BackupEntry, BackupListing
+from rollbackd.host.atomic_files import write_bytes_atomic
 
 DEPLOY_RECORD = "deploy.json"
 

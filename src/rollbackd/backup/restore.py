@@ -26,9 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from rollbackd import database
-from rollbackd.actions.control import ControlError, ServiceControl
-from rollbackd.atomic_files import copy_hashed, file_sha256, fsync_dir, fsync_file
 from rollbackd.backup.catalog import BackupEntry, BackupRefused, NoBackup, inspect_backup, resolve_backup_name
 from rollbackd.backup.manifest import BackupManifest
 from rollbackd.backup.restore_journal import (
@@ -38,8 +35,11 @@ from rollbackd.backup.restore_journal import (
     read_journal,
     write_journal,
 )
-from rollbackd.config import ServiceConfig
-from rollbackd.state_dir import StateDir
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import copy_hashed, file_sha256, fsync_dir, fsync_file
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target import database
+from rollbackd.target.control import ControlError, ServiceControl
 
 log = logging.getLogger(__name__)
 

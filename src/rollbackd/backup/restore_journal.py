@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rollbackd.atomic_files import write_bytes_atomic
+from rollbackd.host.atomic_files import write_bytes_atomic
 
 JOURNAL_NAME = "restore-journal.json"
 JOURNAL_FORMAT = 1

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from rollbackd.atomic_files import fsync_dir
 from rollbackd.backup.catalog import BackupEntry, BackupListing, list_backups
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.snapshot import remove_stale_partials
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import fsync_dir
 from rollbackd.metrics import Metrics
 
 log = logging.getLogger(__name__)

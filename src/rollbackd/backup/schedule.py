@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from rollbackd import database
 from rollbackd.backup.catalog import BackupListing, NoBackup, list_backups
 from rollbackd.backup.drill import DrillReport, run_drill
 from rollbackd.backup.pre_deploy import (
@@ -29,11 +28,12 @@ from rollbackd.backup.pre_deploy import (
 )
 from rollbackd.backup.rotation import PruneResult, prune_backups
 from rollbackd.backup.snapshot import BackupError, BackupResult, take_backup
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
-from rollbackd.service_lock import ServiceBusy, ServiceLock
-from rollbackd.state_dir import StateDir
-from rollbackd.watch import DeployEvent
+from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target import database
+from rollbackd.target.watch import DeployEvent
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from rollbackd import __version__, database
-from rollbackd.atomic_files import file_sha256, fsync_dir, fsync_file
+from rollbackd import __version__
 from rollbackd.backup.catalog import PARTIAL_SUFFIX, backup_name
 from rollbackd.backup.manifest import BackupManifest, manifest_path, write_manifest
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import file_sha256, fsync_dir, fsync_file
+from rollbackd.host.processes import pid_alive
 from rollbackd.metrics import Metrics
-from rollbackd.processes import pid_alive
+from rollbackd.target import database
 
 METHOD = "backup-api-stepped-read-snapshot"
 STEPS = 100  # progress reports per copy (1 %); the step size does not affect consistency, the read snapshot does

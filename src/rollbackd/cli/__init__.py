@@ -25,7 +25,7 @@ from rollbackd.cli import (
     verify,
 )
 from rollbackd.cli.common import Handler, Subcommands
-from rollbackd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError, UnknownService
+from rollbackd.config.model import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError, UnknownService
 from rollbackd.exit_codes import ExitCode
 
 DESCRIPTION = """\

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rollbackd.actions.control import ServiceControl
 from rollbackd.backup.catalog import (
     BackupEntry,
     BackupRefused,
@@ -31,10 +30,11 @@ from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup
 from rollbackd.backup.rotation import prune_backups
 from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config import Config, ServiceConfig
+from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.exit_codes import ExitCode
-from rollbackd.service_lock import ServiceBusy, ServiceLock
-from rollbackd.state_dir import StateDir
+from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state.state_dir import StateDir
+from rollbackd.target.control import ServiceControl
 
 LOCK_WAIT = 60.0  # seconds a CLI command waits for the daemon's backup or another action to finish
 UNAVAILABLE_REASONS = ("disk_full", "low_space", "source_unavailable", "dir_unwritable", "no_space", "no_backup")

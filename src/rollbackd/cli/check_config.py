@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from rollbackd import toml_dump
 from rollbackd.cli.common import Subcommands, add_command
-from rollbackd.config import config_warnings, dump_config, load_config, resolve_config_path
+from rollbackd.config import toml_dump
+from rollbackd.config.model import config_warnings, dump_config, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from rollbackd.config import Config, ServiceConfig, load_config, resolve_config_path
+from rollbackd.config.model import Config, ServiceConfig, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
 
 Handler = Callable[[argparse.Namespace], ExitCode]

@@ -7,8 +7,8 @@ import time
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.exit_codes import ExitCode
-from rollbackd.history import History, HistoryRow
-from rollbackd.state_dir import StateDir
+from rollbackd.state.history import History, HistoryRow
+from rollbackd.state.state_dir import StateDir
 
 COLUMNS = ("Date", "Version Rolled Back", "Reason", "Time to Recover", "Notes")
 

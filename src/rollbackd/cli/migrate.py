@@ -16,11 +16,11 @@ import httpx
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.cli.rehearse import one_service
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.deploy.migrate import LOCK_WAIT, MigrateError, MigrateOptions, MigrateReport, Migration, Say
 from rollbackd.exit_codes import ExitCode
-from rollbackd.history import History
-from rollbackd.state_dir import StateDir
+from rollbackd.state.history import History
+from rollbackd.state.state_dir import StateDir
 from rollbackd.units import parse_duration
 
 ERROR_CODES = {"usage": ExitCode.CONFIG, "unavailable": ExitCode.UNAVAILABLE, "busy": ExitCode.UNAVAILABLE}

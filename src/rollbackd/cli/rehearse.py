@@ -14,13 +14,13 @@ from typing import TextIO
 
 from rollbackd.backup.snapshot import BackupError
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config import Config, ServiceConfig
-from rollbackd.database import DatabaseUnavailable
+from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.deploy.plan import PlanError
 from rollbackd.deploy.rehearse import RehearsalRefused, rehearse
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state_dir import StateDir
-from rollbackd.vault import Vault
+from rollbackd.state.state_dir import StateDir
+from rollbackd.state.vault import Vault
+from rollbackd.target.database import DatabaseUnavailable
 
 
 def register(commands: Subcommands) -> None:

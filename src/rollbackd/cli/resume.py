@@ -7,8 +7,8 @@ import sys
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config
 from rollbackd.exit_codes import ExitCode
-from rollbackd.history import History
-from rollbackd.state_dir import StateDir
+from rollbackd.state.history import History
+from rollbackd.state.state_dir import StateDir
 
 
 def register(commands: Subcommands) -> None:

@@ -12,14 +12,14 @@ import sys
 import httpx
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
-from rollbackd.config import ServiceConfig, load_config, resolve_config_path
-from rollbackd.daemon import Daemon, DaemonStartupError
+from rollbackd.config.model import ServiceConfig, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, build_probes, observe
-from rollbackd.state_dir import StateDir
-from rollbackd.systemd import configure_logging
+from rollbackd.runtime.daemon import Daemon, DaemonStartupError
+from rollbackd.runtime.systemd import configure_logging
+from rollbackd.state.state_dir import StateDir
 
 
 def register(commands: Subcommands) -> None:

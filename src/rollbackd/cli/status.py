@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config import Config, ConfigError, resolve_config_path, status_socket_of
+from rollbackd.config.model import Config, ConfigError, resolve_config_path, status_socket_of
 from rollbackd.exit_codes import ExitCode
-from rollbackd.history import History
-from rollbackd.state_dir import StateDir
-from rollbackd.status_socket import StatusSocketError, query_status
+from rollbackd.runtime.status_socket import StatusSocketError, query_status
+from rollbackd.state.history import History
+from rollbackd.state.state_dir import StateDir
 from rollbackd.units import humanize_age
 
 

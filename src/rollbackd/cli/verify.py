@@ -8,9 +8,9 @@ import asyncio
 import httpx
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.exit_codes import ExitCode
-from rollbackd.verify import Expectations, Verification, Verifier
+from rollbackd.target.verify import Expectations, Verification, Verifier
 
 
 def register(commands: Subcommands) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollbackd import database
+from rollbackd.target import database
 
 SHOWN_PROBLEMS = 5
 

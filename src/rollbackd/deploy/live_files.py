@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollbackd.database import connect_readonly, read_revision, schema_fingerprint
+from rollbackd.target.database import connect_readonly, read_revision, schema_fingerprint
 
 FULL_HASH_LIMIT = 64 * 1024**2
 # A WAL database nobody has open has no -wal/-shm; any reader, read-only ones included (rollbackd's copy, the

@@ -30,25 +30,25 @@ from typing import Any, Literal
 import httpx
 
 from rollbackd.actions.alembic_runner import AlembicRunner
-from rollbackd.actions.control import ControlError, ServiceControl
 from rollbackd.actions.executor import DOWNGRADE_COUNT_TOLERANCE
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.manifest import BackupManifest
 from rollbackd.backup.pre_deploy import PreDeployRecord, record_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
-from rollbackd.code_version import read_code_version
-from rollbackd.commands import CommandResult
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, known_counts
+from rollbackd.config.model import ServiceConfig
 from rollbackd.deploy.plan import PlanError, UpgradePlan, data_loss_threshold, live_revision, plan_upgrade
 from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
-from rollbackd.history import History
+from rollbackd.host.commands import CommandResult
 from rollbackd.metrics import Metrics
-from rollbackd.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
-from rollbackd.state_dir import StateDir
-from rollbackd.vault import Vault
-from rollbackd.verify import Expectations, Verification, Verifier
+from rollbackd.state.history import History
+from rollbackd.state.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
+from rollbackd.state.state_dir import StateDir
+from rollbackd.state.vault import Vault
+from rollbackd.target.code_version import read_code_version
+from rollbackd.target.control import ControlError, ServiceControl
+from rollbackd.target.database import DatabaseUnavailable, known_counts
+from rollbackd.target.verify import Expectations, Verification, Verifier
 
 LOCK_WAIT = 120.0  # seconds to wait for the daemon's action or backup to finish before giving up
 LOCK_POLL = 0.2  # seconds between tries for the service lock

@@ -12,11 +12,11 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollbackd.alembic_scripts import RevisionGraph
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revision
+from rollbackd.config.model import ServiceConfig
 from rollbackd.policy.rules import effective_rules
-from rollbackd.vault import Vault
+from rollbackd.state.vault import Vault
+from rollbackd.target.alembic_scripts import RevisionGraph
+from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revision
 
 DEFAULT_DATA_LOSS_THRESHOLD = 0.5
 

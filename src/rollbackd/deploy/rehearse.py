@@ -35,9 +35,7 @@ from typing import Any
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.backup.manifest import manifest_path
 from rollbackd.backup.snapshot import snapshot_database
-from rollbackd.commands import CommandResult
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable
+from rollbackd.config.model import ServiceConfig
 from rollbackd.deploy.inspection import (
     DatabaseState,
     inspect_database,
@@ -47,9 +45,11 @@ from rollbackd.deploy.inspection import (
 )
 from rollbackd.deploy.live_files import READ_PROTOCOL, LiveMarks, mark_live
 from rollbackd.deploy.plan import UpgradePlan, data_loss_threshold, plan_upgrade
-from rollbackd.processes import pid_alive
-from rollbackd.state_dir import StateDir
-from rollbackd.vault import Vault
+from rollbackd.host.commands import CommandResult
+from rollbackd.host.processes import pid_alive
+from rollbackd.state.state_dir import StateDir
+from rollbackd.state.vault import Vault
+from rollbackd.target.database import DatabaseUnavailable
 
 Say = Callable[[str], None]
 CANARY_PREFIX = "rollbackd_canary_"

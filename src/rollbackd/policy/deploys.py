@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from rollbackd.code_version import git_head, read_code_version, uses_images
-from rollbackd.config import ServiceConfig
-from rollbackd.history import DeployRecord, History
+from rollbackd.config.model import ServiceConfig
 from rollbackd.policy.conditions import DeployWindow
+from rollbackd.state.history import DeployRecord, History
+from rollbackd.target.code_version import git_head, read_code_version, uses_images
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from rollbackd.config import ServiceConfig
-from rollbackd.history import History
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import POLICY_STATES, Metrics
 from rollbackd.observation import Observation
 from rollbackd.policy.conditions import DeployWindow, Reading, ServiceView, evaluate
 from rollbackd.policy.rules import Rule, Rung
-from rollbackd.verify import Expectations, Verification
+from rollbackd.state.history import History
+from rollbackd.target.verify import Expectations, Verification
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

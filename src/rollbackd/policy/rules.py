@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from rollbackd.config import RuleConfig, ServiceConfig
+from rollbackd.config.model import RuleConfig, ServiceConfig
 
 RungKind = Literal["restart", "stop", "downgrade", "restore", "hold", "alert"]
 When = Literal["always", "deploy_window", "no_deploy"]

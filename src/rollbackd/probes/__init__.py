@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.probes.base import Probe, ProbeContext, observe
 from rollbackd.probes.health import HealthProbe
 from rollbackd.probes.integrity import IntegrityProbe

@@ -20,7 +20,7 @@ import httpx
 
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
-from rollbackd.state_dir import StateDir
+from rollbackd.state.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 

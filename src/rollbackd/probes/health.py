@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext

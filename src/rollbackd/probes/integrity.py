@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollbackd.atomic_files import read_json, write_json_atomic
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, index_names, read_revision
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
+from rollbackd.target.database import DatabaseUnavailable, connect_readonly, index_names, read_revision
 
 MAX_ERRORS = 20  # quick_check(N) / integrity_check(N): stop after N problems, list them
 MAX_FK_ROWS = 20  # violations listed in the detail

@@ -12,7 +12,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from rollbackd.commands import run_command_async
-from rollbackd.config import ServiceConfig, SystemdControl
+from rollbackd.config.model import ServiceConfig, SystemdControl
+from rollbackd.host.commands import run_command_async
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext

@@ -16,12 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rollbackd.atomic_files import read_json, write_json_atomic
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
+from rollbackd.target.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
 
 PROGRESS_STEPS = 10_000
 PERSIST_EVERY = 60.0

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rollbackd.alembic_scripts import RevisionGraph, ScriptReader
-from rollbackd.config import ServiceConfig
-from rollbackd.database import DatabaseUnavailable, connect_readonly, read_revisions, schema_fingerprint
+from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import SCHEMA_STATES, Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
-from rollbackd.vault import Vault
+from rollbackd.state.vault import Vault
+from rollbackd.target.alembic_scripts import RevisionGraph, ScriptReader
+from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revisions, schema_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import psutil
 
-from rollbackd.commands import run_command
-from rollbackd.config import ServiceConfig
+from rollbackd.config.model import ServiceConfig
+from rollbackd.host.commands import run_command
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext

@@ -1,0 +1,755 @@
+"""The one config file: TOML, validated once into frozen typed models.
+
+Everything past ``load_config`` sees resolved absolute paths, durations in seconds and sizes in bytes, never raw
+dicts. Every problem in a file is reported at once, each with its key path (``service[0].backups.keep_last``)
+and, where it can be found, its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rollbackd.config.toml_locations import line_of
+from rollbackd.units import format_duration, format_size, parse_duration, parse_size
+
+DEFAULT_CONFIG_PATH = Path("/etc/rollbackd/rollbackd.toml")
+CONFIG_ENV_VAR = "ROLLBACKD_CONFIG"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    message: str
+    line: int | None = None
+
+
+class UnknownService(KeyError):
+    """A service name given on the command line that the config does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; carries every problem found, each with its key path."""
+
+    def __init__(self, source: Path | str, problems: Sequence[ConfigProblem]) -> None:
+        self.source = Path(source)
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = []
+        for problem in self.problems:
+            where = f"{self.source}:{problem.line}" if problem.line else str(self.source)
+            key = f"{problem.key}: " if problem.key else ""
+            lines.append(f"{where}: {key}{problem.message}")
+        return "\n".join(lines)
+
+
+def _as_duration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a duration string with a unit such as '5s' or '1h', got {value!r}")
+    raise ValueError(f"expected a duration with a unit, e.g. '{value}s', got the bare number {value!r}")
+
+
+def _as_size(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as '512MiB' or a number of bytes, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return parse_size(value)
+    raise ValueError(f"expected a size such as '512MiB' or a number of bytes, got {value!r}")
+
+
+# Seconds, written as "500ms" / "5s" / "1h30m" in the file and printed back the same way.
+Duration = Annotated[
+    float, BeforeValidator(_as_duration), PlainSerializer(format_duration, return_type=str), Field(ge=0)
+]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+# Bytes, written as "512MiB" / "2GB" / 4096.
+Size = Annotated[int, BeforeValidator(_as_size), PlainSerializer(format_size, return_type=str), Field(ge=0)]
+# Paths accept strings (strict mode would demand Path objects, which TOML cannot hold).
+ConfigPath = Annotated[Path, Strict(False)]
+Argv = Annotated[list[str], Field(min_length=1)]
+
+SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class WebhookConfig(_Model):
+    url: str
+    timeout: PositiveDuration = 5.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        return url
+
+
+class DaemonConfig(_Model):
+    state_dir: ConfigPath = Path("/var/lib/rollbackd")
+    metrics_listen: str = "127.0.0.1:9797"
+    control_socket: ConfigPath | None = None
+    dry_run: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: PositiveDuration = 30.0
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        if listen == "":
+            return listen
+        split_host_port(listen)
+        return listen
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) to serve /metrics on, or None when metrics_listen is empty (disabled)."""
+        return split_host_port(self.metrics_listen) if self.metrics_listen else None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.control_socket or self.state_dir / "rollbackd.sock"
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """Given "127.0.0.1:9797" or "[::1]:9797", return (host, port). Raise ValueError otherwise."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", listen)
+    if not match:
+        raise ValueError(f"expected host:port such as '127.0.0.1:9797', got {listen!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return host, port
+
+
+class AlembicConfig(_Model):
+    ini: ConfigPath = Path("alembic.ini")
+    command: Argv = Field(default_factory=lambda: ["alembic"])
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveDuration = 300.0
+    script_location: ConfigPath | None = None
+
+
+class SystemdControl(_Model):
+    kind: Literal["systemd"]
+    unit: str
+    user: bool = False
+    timeout: PositiveDuration = 90.0
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_name(cls, unit: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
+            raise ValueError(f"expected a systemd unit name such as 'vbrpg-backend.service', got {unit!r}")
+        return unit if "." in unit else f"{unit}.service"
+
+
+class DockerComposeControl(_Model):
+    kind: Literal["docker-compose"]
+    service: str
+    project_dir: ConfigPath | None = None
+    files: list[ConfigPath] = Field(default_factory=list)
+    command: Argv = Field(default_factory=lambda: ["docker", "compose"])
+    docker: Argv = Field(default_factory=lambda: ["docker"])  # for the image a code rollback goes back to
+    timeout: PositiveDuration = 120.0
+
+
+class CommandControl(_Model):
+    kind: Literal["command"]
+    start: Argv
+    stop: Argv
+    restart: Argv | None = None
+    timeout: PositiveDuration = 60.0
+
+
+class NoControl(_Model):
+    """Monitor and back up only; actions that need to stop or start the service are refused."""
+
+    kind: Literal["none"] = "none"
+
+
+Control = Annotated[SystemdControl | DockerComposeControl | CommandControl | NoControl, Field(discriminator="kind")]
+
+
+class BackupsConfig(_Model):
+    enabled: bool = True
+    dir: ConfigPath = Path("data/backups")
+    every: PositiveDuration = 3600.0
+    keep_last: Annotated[int, Field(ge=1)] = 24
+    keep_hourly: Annotated[int, Field(ge=0)] = 0
+    keep_daily: Annotated[int, Field(ge=0)] = 7
+    keep_weekly: Annotated[int, Field(ge=0)] = 4
+    min_free_bytes: Size = 256 * 1024**2
+    min_free_ratio: Annotated[float, Field(ge=0, lt=1), Strict(False)] = 0.05
+    drill_every: Duration = 86400.0
+    timeout: PositiveDuration = 3600.0
+
+
+class HealthProbeConfig(_Model):
+    enabled: bool = True
+    every: PositiveDuration = 5.0
+    timeout: PositiveDuration = 2.0
+    ok_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+
+
+class LatencyProbeConfig(_Model):
+    enabled: bool = True
+    paths: list[str] = Field(default_factory=list)
+    every: PositiveDuration = 5.0
+    timeout: PositiveDuration = 10.0
+    window: PositiveDuration = 60.0
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"expected URL paths starting with '/', got {path!r}")
+        return paths
+
+
+class SqliteLockProbeConfig(_Model):
+    enabled: bool = True
+    every: PositiveDuration = 1.0
+
+
+class IntegrityProbeConfig(_Model):
+    enabled: bool = True
+    quick_every: PositiveDuration = 60.0
+    full_every: PositiveDuration = 21600.0
+    timeout: PositiveDuration = 120.0
+    foreign_keys: bool = True
+    expected_indexes: list[str] | None = None
+
+
+class SchemaProbeConfig(_Model):
+    enabled: bool = True
+    every: PositiveDuration = 10.0
+
+
+class RowsProbeConfig(_Model):
+    enabled: bool = True
+    every: PositiveDuration = 30.0
+    tables: list[str] = Field(default_factory=lambda: ["game_rooms", "players", "game_room_participants"])
+
+    @field_validator("tables")
+    @classmethod
+    def _identifiers(cls, tables: list[str]) -> list[str]:
+        for table in tables:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+                raise ValueError(f"expected plain SQL table names, got {table!r}")
+        return tables
+
+
+class ProcessProbeConfig(_Model):
+    enabled: bool = True
+    every: PositiveDuration = 5.0
+    pidfile: ConfigPath | None = None
+    match: list[str] = Field(default_factory=list)
+
+
+class ProbesConfig(_Model):
+    health: HealthProbeConfig = Field(default_factory=HealthProbeConfig)
+    latency: LatencyProbeConfig = Field(default_factory=LatencyProbeConfig)
+    sqlite_lock: SqliteLockProbeConfig = Field(default_factory=SqliteLockProbeConfig)
+    integrity: IntegrityProbeConfig = Field(default_factory=IntegrityProbeConfig)
+    schema_: SchemaProbeConfig = Field(default_factory=SchemaProbeConfig, alias="schema")
+    rows: RowsProbeConfig = Field(default_factory=RowsProbeConfig)
+    process: ProcessProbeConfig = Field(default_factory=ProcessProbeConfig)
+
+
+class DeployConfig(_Model):
+    window: PositiveDuration = 900.0
+    watch: bool = True
+    code_dir: ConfigPath | None = None
+    versions_dir: ConfigPath | None = None
+    restart_after_migrate: bool = True  # `rollbackd migrate` restarts the service so it loads the new code
+
+
+class PolicyConfig(_Model):
+    max_actions: Annotated[int, Field(ge=1)] = 3
+    action_window: PositiveDuration = 3600.0
+    stable_after: PositiveDuration = 600.0
+    verify_timeout: PositiveDuration = 60.0
+    code_rollback: bool = False
+
+
+RuleAction = Literal["restart", "stop", "downgrade", "restore", "alert", "hold", "none"]
+RuleSignal = Literal[
+    "blocked_revision_applied",
+    "blocked_script_present",
+    "rows_dropped",
+    "migration_failed",
+    "integrity_failed",
+    "foreign_key_violation",
+    "schema_ahead",
+    "health_failing",
+    "slow_with_missing_index",
+    "latency_high",
+    "process_down",
+    "write_lock_held",
+]
+# The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
+BUILTIN_RULE_NAMES = frozenset(
+    {
+        "blocked-revision-applied",
+        "blocked-revision-arrived",
+        "data-loss",
+        "migration-failed",
+        "integrity-failed",
+        "foreign-key-violation",
+        "schema-ahead",
+        "post-deploy-health",
+        "slow-after-index-drop",
+        "slow-after-deploy",
+        "process-down",
+        "health-failing",
+        "write-lock-stuck",
+        "write-lock-held",
+        "slow-no-deploy",
+    }
+)
+
+
+class RuleConfig(_Model):
+    """Overrides a built-in rule by name (only the keys given change) or adds a new one."""
+
+    name: Annotated[str, Field(min_length=1)]
+    enabled: bool = True
+    signal: RuleSignal | None = None
+    threshold: Annotated[float, Strict(False), Field(ge=0)] | None = None
+    for_: Duration | None = Field(default=None, alias="for")
+    action: RuleAction | None = None
+    when: Literal["always", "deploy_window", "no_deploy"] | None = None
+
+    @model_validator(mode="after")
+    def _new_rule_is_complete(self) -> RuleConfig:
+        if self.name not in BUILTIN_RULE_NAMES and (self.signal is None or self.action is None):
+            raise ValueError(
+                f"{self.name!r} is not a built-in rule, so it needs both 'signal' and 'action' "
+                f"(built-in rules: {', '.join(sorted(BUILTIN_RULE_NAMES))})"
+            )
+        return self
+
+
+class SmokeStep(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str
+    json_body: dict[str, Any] | None = Field(default=None, alias="json")
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
+    capture: dict[str, str] = Field(default_factory=dict)
+    cleanup: bool = False
+
+
+class VerifyConfig(_Model):
+    latency_bound: PositiveDuration = 1.0
+    latency_paths: list[str] | None = None
+    smoke: list[SmokeStep] = Field(default_factory=list)
+
+
+class ServiceConfig(_Model):
+    name: str
+    workdir: ConfigPath
+    database: ConfigPath
+    base_url: str
+    health_path: str = "/health"
+    alembic: AlembicConfig = Field(default_factory=AlembicConfig)
+    control: Control = Field(default_factory=NoControl)
+    backups: BackupsConfig = Field(default_factory=BackupsConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not SERVICE_NAME.match(name):
+            raise ValueError(
+                f"expected lowercase letters, digits, '-' or '_' (it names files and metric labels), got {name!r}"
+            )
+        return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
+            raise ValueError(f"expected http://host:port without a path, got {url!r}")
+        return url.rstrip("/")
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"expected a URL path starting with '/', got {path!r}")
+        return path
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> ServiceConfig:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule {rule.name!r} is defined twice")
+            seen.add(rule.name)
+        return self
+
+    @property
+    def versions_dir(self) -> Path:
+        """The Alembic versions directory to watch and read heads from."""
+        if self.deploy.versions_dir is not None:
+            return self.deploy.versions_dir
+        return self.script_location / "versions"
+
+    @property
+    def script_location(self) -> Path:
+        if self.alembic.script_location is not None:
+            return self.alembic.script_location
+        return _script_location_from_ini(self.alembic.ini)
+
+    @property
+    def code_dir(self) -> Path:
+        return self.deploy.code_dir or self.workdir
+
+
+class Config(_Model):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    service: Annotated[list[ServiceConfig], Field(min_length=1)]
+
+    def get_service(self, name: str) -> ServiceConfig:
+        """Return the service called ``name``. Raise UnknownService listing the configured names."""
+        for service in self.service:
+            if service.name == name:
+                return service
+        known = ", ".join(service.name for service in self.service)
+        raise UnknownService(f"no service named {name!r} in the config (configured: {known})")
+
+
+def _script_location_from_ini(ini: Path) -> Path:
+    """Read ``script_location`` from alembic.ini the way Alembic does (``%(here)s`` = the ini's folder)."""
+    import configparser
+
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
+    try:
+        parser.read(ini)
+        location = parser.get("alembic", "script_location")
+    except (configparser.Error, OSError):
+        return ini.parent / "alembic"
+    path = Path(location)
+    return path if path.is_absolute() else ini.parent / path
+
+
+def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """Return the config path: the --config option, then $ROLLBACKD_CONFIG, then /etc/rollbackd/rollbackd.toml."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV_VAR):
+        return Path(environ[CONFIG_ENV_VAR])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Given a TOML file, return the validated config with absolute paths. Raise ConfigError listing problems."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, [ConfigProblem("", f"cannot read the config file: {error}")]) from error
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: Path) -> Config:
+    """Validate a TOML text as if it were read from ``source`` (relative paths resolve against its folder)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line_match = re.search(r"at line (\d+)", str(error))
+        line = int(line_match.group(1)) if line_match else None
+        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {error}", line)]) from error
+    problems = _semantic_problems(raw)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        problems = _validation_problems(error, raw) + problems
+        raise ConfigError(source, [_with_line(problem, text) for problem in problems]) from error
+    if problems:
+        raise ConfigError(source, [_with_line(problem, text) for problem in problems])
+    return _resolve_paths(config, source.parent.resolve())
+
+
+def status_socket_of(path: Path) -> Path | None:
+    """The daemon's status socket as ``path`` names it even when the rest of the file is invalid (only its
+    [daemon] table read), so `rollbackd status` still reaches the running daemon; None if that cannot be told."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError):
+        return None
+    return _resolve_daemon(daemon, path.parent.resolve()).socket_path
+
+
+def _with_line(problem: ConfigProblem, text: str) -> ConfigProblem:
+    return ConfigProblem(problem.key, problem.message, line_of(text, problem.key) if problem.key else None)
+
+
+def _semantic_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Problems that span several keys (duplicate names), found on the raw data so they join the others."""
+    problems = []
+    services = raw.get("service")
+    if isinstance(services, list):
+        seen: dict[str, int] = {}
+        for index, service in enumerate(services):
+            name = service.get("name") if isinstance(service, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    problems.append(
+                        ConfigProblem(
+                            f"service[{index}].name",
+                            f"duplicate service name {name!r} (already used by service[{seen[name]}])",
+                        )
+                    )
+                else:
+                    seen[name] = index
+    return problems
+
+
+def _validation_problems(error: ValidationError, raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    problems = []
+    for detail in error.errors():
+        problems.append(ConfigProblem(_key_path(detail["loc"], raw), _message(detail)))
+    return problems
+
+
+def _key_path(loc: Sequence[int | str], raw: Any) -> str:
+    """Turn pydantic's loc into the file's key path, dropping union tags and validator names."""
+    path = ""
+    node: Any = raw
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            path = f"{path}[{part}]"
+            node = node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            path = f"{path}.{part}" if path else part
+            node = node[part]
+        elif (
+            isinstance(part, str)
+            and isinstance(node, dict)
+            and _field_alias(part) not in node
+            and not _looks_like_tag(part, node)
+        ):
+            # A missing key: it is part of the path but has no raw value.
+            path = f"{path}.{_field_alias(part)}" if path else _field_alias(part)
+            node = None
+    return path
+
+
+def _field_alias(name: str) -> str:
+    return {"schema_": "schema", "for_": "for", "json_body": "json"}.get(name, name)
+
+
+def _looks_like_tag(part: str, node: dict[str, Any]) -> bool:
+    """Pydantic puts a discriminated union's tag (e.g. 'command') or a validator name in loc."""
+    return part == node.get("kind") or part.startswith(("function-", "union["))
+
+
+def _message(detail: Any) -> str:
+    kind = detail["type"]
+    if kind == "extra_forbidden":
+        return "unknown key" + _valid_keys_hint(detail["loc"])
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {detail['input'].get('kind')!r}; expected one of: systemd, docker-compose, command, none"
+    if kind == "union_tag_not_found":
+        return "missing 'kind'; expected one of: systemd, docker-compose, command, none"
+    if kind == "path_type":
+        return f"expected a path string, got {detail['input']!r}"
+    message = str(detail["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
+        return f"{message[0].lower()}{message[1:]}, got {detail['input']!r}"
+    return message[0].lower() + message[1:]
+
+
+def _valid_keys_hint(loc: Sequence[int | str]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    names = sorted(field.alias or name for name, field in model.model_fields.items())
+    return f"; expected one of: {', '.join(names)}"
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """Follow a pydantic loc from Config down to the model it points into (a union's tag picks the member)."""
+    model: type[BaseModel] = Config
+    union: dict[str, type[BaseModel]] | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if union is not None:
+            member = union.get(part)
+            if member is None:
+                return None
+            model, union = member, None
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        members = _models_in(field.annotation)
+        if len(members) == 1:
+            model = members[0]
+        elif members:
+            union = {typing.get_args(m.model_fields["kind"].annotation)[0]: m for m in members}
+        else:
+            return None
+    return None if union is not None else model
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for argument in typing.get_args(annotation):
+        found.extend(model for model in _models_in(argument) if model not in found)
+    return found
+
+
+def _resolve_paths(config: Config, config_dir: Path) -> Config:
+    """Make every path absolute: workdir and state_dir against the config's folder, the rest against workdir."""
+    daemon = _resolve_daemon(config.daemon, config_dir)
+    services = []
+    for service in config.service:
+        workdir = _against(config_dir, service.workdir)
+        alembic = service.alembic.model_copy(
+            update={
+                "ini": _against(workdir, service.alembic.ini),
+                "command": _resolve_argv(workdir, service.alembic.command),
+                "script_location": (
+                    _against(workdir, service.alembic.script_location) if service.alembic.script_location else None
+                ),
+            }
+        )
+        control = _resolve_control(workdir, service.control)
+        process = service.probes.process.model_copy(
+            update={
+                "pidfile": _against(workdir, service.probes.process.pidfile) if service.probes.process.pidfile else None
+            }
+        )
+        deploy = service.deploy.model_copy(
+            update={
+                "code_dir": _against(workdir, service.deploy.code_dir) if service.deploy.code_dir else None,
+                "versions_dir": (
+                    _against(workdir, service.deploy.versions_dir) if service.deploy.versions_dir else None
+                ),
+            }
+        )
+        services.append(
+            service.model_copy(
+                update={
+                    "workdir": workdir,
+                    "database": _against(workdir, service.database),
+                    "alembic": alembic,
+                    "control": control,
+                    "backups": service.backups.model_copy(update={"dir": _against(workdir, service.backups.dir)}),
+                    "probes": service.probes.model_copy(update={"process": process}),
+                    "deploy": deploy,
+                }
+            )
+        )
+    return config.model_copy(update={"daemon": daemon, "service": services})
+
+
+def _resolve_daemon(daemon: DaemonConfig, config_dir: Path) -> DaemonConfig:
+    return daemon.model_copy(
+        update={
+            "state_dir": _against(config_dir, daemon.state_dir),
+            "control_socket": _against(config_dir, daemon.control_socket) if daemon.control_socket else None,
+        }
+    )
+
+
+def _against(base: Path, path: Path) -> Path:
+    return Path(os.path.normpath(base / path))
+
+
+def _resolve_argv(workdir: Path, argv: list[str]) -> list[str]:
+    """A relative program path with a slash ("../venv/bin/alembic") means relative to workdir, as in a shell there."""
+    program = argv[0]
+    if "/" in program and not program.startswith("/"):
+        return [os.path.normpath(workdir / program), *argv[1:]]
+    return list(argv)
+
+
+def _resolve_control(workdir: Path, control: Any) -> Any:
+    if isinstance(control, CommandControl):
+        return control.model_copy(
+            update={
+                "start": _resolve_argv(workdir, control.start),
+                "stop": _resolve_argv(workdir, control.stop),
+                "restart": _resolve_argv(workdir, control.restart) if control.restart else None,
+            }
+        )
+    if isinstance(control, DockerComposeControl):
+        project_dir = control.project_dir or workdir
+        if not project_dir.is_absolute():
+            project_dir = workdir / project_dir
+        return control.model_copy(
+            update={
+                "project_dir": project_dir,
+                "files": [Path(os.path.normpath(project_dir / path)) for path in control.files],
+            }
+        )
+    return control
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Things that are valid but will not work yet on this machine (reported by check-config, not fatal)."""
+    warnings = []
+    for index, service in enumerate(config.service):
+        prefix = f"service[{index}] ({service.name})"
+        if not service.workdir.is_dir():
+            warnings.append(f"{prefix}: workdir {service.workdir} does not exist")
+        if not service.database.exists():
+            warnings.append(f"{prefix}: database {service.database} does not exist (yet)")
+        if not service.alembic.ini.exists():
+            warnings.append(f"{prefix}: alembic.ini {service.alembic.ini} does not exist")
+        if isinstance(service.control, NoControl):
+            warnings.append(f"{prefix}: control kind is 'none': rollbackd will alert but cannot stop or restart it")
+    return warnings
+
+
+def dump_config(config: Config) -> dict[str, Any]:
+    """Return the resolved config as plain data in the file's own spelling (aliases, durations, sizes)."""
+    return config.model_dump(mode="json", by_alias=True)

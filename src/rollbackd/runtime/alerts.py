@@ -1,0 +1,92 @@
+"""Tell people: a JSON POST to each configured webhook when an incident opens, an action runs, a service
+recovers or goes to HOLD.
+
+Delivery never blocks recovery: each alert is its own task with a timeout and retries with backoff; one that
+still fails is logged and counted (``rollbackd_notifications_failed_total``), never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from rollbackd.config.model import WebhookConfig
+from rollbackd.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.5
+
+
+class WebhookAlerts:
+    def __init__(
+        self,
+        webhooks: list[WebhookConfig],
+        client: httpx.AsyncClient,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.webhooks = webhooks
+        self.client = client
+        self.metrics = metrics
+        self.clock = clock
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def send(self, service: str, event: str, payload: dict[str, Any]) -> None:
+        """Queue one alert to every webhook and return at once (must be called from the event loop)."""
+        body = {
+            "source": "rollbackd",
+            "host": socket.gethostname(),
+            "service": service,
+            "event": event,
+            "at": self.clock(),
+            **payload,
+        }
+        log.info(
+            "alert %s: %s", event, payload.get("explanation") or payload.get("reason") or "", extra={"service": service}
+        )
+        for webhook in self.webhooks:
+            task = asyncio.create_task(self._deliver(webhook, body), name=f"webhook-{event}")
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    def for_service(self, service: str) -> Callable[[str, dict[str, Any]], None]:
+        """The alert callable a service's policy engine takes."""
+        return lambda event, payload: self.send(service, event, payload)
+
+    async def _deliver(self, webhook: WebhookConfig, body: dict[str, Any]) -> None:
+        delay = FIRST_BACKOFF
+        for attempt in range(webhook.retries + 1):
+            try:
+                response = await self.client.post(webhook.url, json=body, timeout=webhook.timeout)
+                if response.status_code < 300:
+                    return
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPError as error:
+                problem = f"{type(error).__name__}: {error}"
+            if attempt < webhook.retries:
+                await asyncio.sleep(delay)
+                delay *= 2
+        self.metrics.notifications_failed.labels(service=str(body["service"])).inc()
+        log.error(
+            "webhook %s: %s alert not delivered after %d attempts: %s",
+            webhook.url,
+            body["event"],
+            webhook.retries + 1,
+            problem,
+            extra={"service": body["service"]},
+        )
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: give queued alerts ``timeout`` seconds to go out, then cancel the rest."""
+        if not self.pending:
+            return
+        _done, still = await asyncio.wait(set(self.pending), timeout=timeout)
+        for task in still:
+            task.cancel()

@@ -1,0 +1,200 @@
+"""Seeing a deploy arrive: a watchdog observer on the Alembic versions dir and the code dir.
+
+A new migration script in ``versions/`` means ``alembic upgrade`` is about to run: the backup scheduler takes a
+pre-deploy backup at once, before the revision changes. Changes elsewhere in the code dir are a deploy without a
+migration (the policy opens its deploy window). Observer threads only hand paths to the event loop
+(``loop.call_soon_threadsafe``); debouncing and classification happen on the loop, so a ``git checkout`` of a
+hundred files is one event. Byte-code, editor temp files, VCS internals, logs, the database and its sidecars, the
+backup dir and the state dir are ignored: the service's own writes must not look like deploys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from rollbackd.config.model import ServiceConfig
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["migration", "code"]
+CHANGE_EVENTS = (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED, EVENT_TYPE_CLOSED)
+IGNORED_PARTS = ("__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules")
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", ".tmp", ".log", ".partial", ".pid", ".lock", ".sock", "~")
+SQLITE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite3", "-wal", "-shm", "-journal")
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    """A debounced burst of changes: ``migration`` when any script in the versions dir changed."""
+
+    service: str
+    kind: EventKind
+    paths: tuple[str, ...]
+    at: float
+
+
+def is_ignored(path: Path, ignored_dirs: Collection[Path]) -> bool:
+    """True for files whose changes say nothing about a deploy (build output, editors, data, logs)."""
+    name = path.name
+    if any(part in IGNORED_PARTS for part in path.parts):
+        return True
+    if name.endswith(IGNORED_SUFFIXES) or name.endswith(SQLITE_SUFFIXES):
+        return True
+    if name.startswith((".#", "#")) or name == "4913":  # emacs lock files, vim's write test
+        return True
+    return any(path == folder or path.is_relative_to(folder) for folder in ignored_dirs)
+
+
+class _Forwarder(FileSystemEventHandler):
+    """Runs on the observer thread: passes paths to the loop and nothing else."""
+
+    def __init__(self, deliver: Callable[[str], None]) -> None:
+        self.deliver = deliver
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in CHANGE_EVENTS or event.is_directory:
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path:
+                self.deliver(path if isinstance(path, str) else path.decode())
+
+
+class DeployWatcher:
+    """Watch one service's versions dir and code dir; call ``on_event`` on the event loop for each deploy burst.
+
+    ``start`` is called from the loop's thread (or pass ``loop``). ``debounce``: quiet time that closes a burst;
+    ``max_delay``: a burst is delivered at the latest this long after its first change even if changes go on.
+    ``on_file(path, kind)`` runs on the observer thread for each relevant change, without waiting for the burst.
+    """
+
+    def __init__(
+        self,
+        service: ServiceConfig,
+        on_event: Callable[[DeployEvent], None],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        debounce: float = 0.3,
+        max_delay: float = 2.0,
+        ignore: Collection[Path] = (),
+        clock: Callable[[], float] = time.time,
+        observer_factory: Callable[[], BaseObserver] = Observer,
+        on_file: Callable[[Path, EventKind], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.on_event = on_event
+        self.on_file = on_file
+        self.loop = loop
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.clock = clock
+        self.versions_dir = service.versions_dir.resolve()
+        self.code_dir = service.code_dir.resolve()
+        self.ignored_dirs = (service.backups.dir.resolve(), *(Path(path).resolve() for path in ignore))
+        self._observer_factory = observer_factory
+        self._observer: BaseObserver | None = None
+        self._pending: dict[str, EventKind] = {}
+        self._first_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.watched: tuple[Path, ...] = ()
+
+    def start(self) -> None:
+        """Start the observer thread. Missing dirs are skipped with a warning (nothing to watch there yet)."""
+        self.loop = self.loop or asyncio.get_running_loop()
+        roots: list[Path] = []
+        for folder in (self.code_dir, self.versions_dir):
+            if not folder.is_dir():
+                log.warning("%s: not watching %s: it does not exist", self.service.name, folder)
+            elif not any(folder == root or folder.is_relative_to(root) for root in roots):
+                roots = [root for root in roots if not root.is_relative_to(folder)] + [folder]
+        observer = self._observer_factory()
+        handler = _Forwarder(self._from_thread)
+        for root in roots:
+            observer.schedule(handler, str(root), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self.watched = tuple(roots)
+
+    def stop(self) -> None:
+        """Stop the observer and drop a burst not yet delivered."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+            self._observer = None
+
+    def _from_thread(self, path: str) -> None:
+        """On the observer thread: drop noise here (pure path checks), so the service's own database writes
+        never wake the event loop; hand the rest over."""
+        kind = self.classify(Path(path))
+        loop = self.loop
+        if kind is None or loop is None or loop.is_closed():
+            return
+        if self.on_file is not None:
+            # At once, before the debounce: a deploy runs `alembic upgrade` a moment after copying the script,
+            # and a script that will be removed again (a code rollback) must reach the vault while it exists.
+            try:
+                self.on_file(Path(path), kind)
+            except Exception:
+                log.exception("%s: handling %s failed", self.service.name, path)
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            loop.call_soon_threadsafe(self._collect, path, kind)
+
+    def classify(self, path: Path) -> EventKind | None:
+        """``migration`` for a script in the versions dir, ``code`` for another code file, None if ignored.
+        Pure path logic: safe on the observer thread."""
+        path = Path(path)
+        if is_ignored(path, self.ignored_dirs):
+            return None
+        if path.is_relative_to(self.versions_dir) and path.suffix == ".py":
+            return "migration"
+        if path.is_relative_to(self.code_dir) or path.is_relative_to(self.versions_dir):
+            return "code"
+        return None
+
+    def _collect(self, raw: str, kind: EventKind) -> None:
+        if self.loop is None:
+            return
+        now = self.loop.time()
+        if not self._pending:
+            self._first_at = now
+        if self._pending.get(raw) != "migration":
+            self._pending[raw] = kind
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = min(self.debounce, max(0.0, self._first_at + self.max_delay - now))
+        self._timer = self.loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        kind: EventKind = "migration" if "migration" in pending.values() else "code"
+        event = DeployEvent(self.service.name, kind, tuple(sorted(pending)), self.clock())
+        log.info("%s: deploy event (%s): %s", self.service.name, kind, ", ".join(event.paths[:5]))
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("%s: deploy event handler failed", self.service.name)

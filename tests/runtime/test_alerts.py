@@ -1,0 +1,93 @@
+"""Webhook alerts against a real HTTP server: delivered as JSON, retried with backoff, never raised."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from rollbackd.config.model import WebhookConfig
+from rollbackd.metrics import Metrics
+from rollbackd.runtime.alerts import WebhookAlerts
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+    failures_left = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Receiver.received.append(body)
+        if Receiver.failures_left > 0:
+            Receiver.failures_left -= 1
+            self.send_response(503)
+        else:
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.received = []
+    Receiver.failures_left = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def webhook(url: str, **settings: object) -> WebhookConfig:
+    return WebhookConfig.model_validate({"url": url, **settings})
+
+
+def send(webhooks: list[WebhookConfig], metrics: Metrics) -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient() as client:
+            alerts = WebhookAlerts(webhooks, client, metrics)
+            alerts.for_service("vbrpg")("hold", {"incident": 7, "rule": "data-loss", "reason": "flap limit"})
+            await alerts.drain(timeout=30)
+
+    asyncio.run(run())
+
+
+def test_an_alert_is_posted_as_json(receiver: str) -> None:
+    metrics = Metrics()
+    send([webhook(receiver)], metrics)
+    [body] = Receiver.received
+    assert body["source"] == "rollbackd"
+    assert (body["service"], body["event"], body["incident"], body["rule"]) == ("vbrpg", "hold", 7, "data-loss")
+
+
+def test_a_failing_receiver_is_retried_then_counted_not_raised(receiver: str) -> None:
+    Receiver.failures_left = 2
+    metrics = Metrics()
+    send([webhook(receiver, retries=3, timeout="2s")], metrics)
+    assert len(Receiver.received) == 3  # two 503s, then delivered
+    assert metrics.registry.get_sample_value("rollbackd_notifications_failed_total", {"service": "vbrpg"}) is None
+
+    Receiver.received = []
+    Receiver.failures_left = 10
+    send([webhook(receiver, retries=1, timeout="2s")], metrics)
+    assert len(Receiver.received) == 2
+    assert metrics.registry.get_sample_value("rollbackd_notifications_failed_total", {"service": "vbrpg"}) == 1
+
+
+def test_an_unreachable_webhook_does_not_stop_the_others(receiver: str) -> None:
+    metrics = Metrics()
+    send([webhook("http://127.0.0.1:9/nothing", retries=0, timeout="1s"), webhook(receiver)], metrics)
+    assert len(Receiver.received) == 1
+    assert metrics.registry.get_sample_value("rollbackd_notifications_failed_total", {"service": "vbrpg"}) == 1

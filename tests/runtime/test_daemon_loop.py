@@ -1,0 +1,320 @@
+"""The daemon loop: every probe on its own schedule, metrics served, plug-ins isolated, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rollbackd.config.model import Config, ServiceConfig, parse_config
+from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation
+from rollbackd.probes import PROBE_NAMES, Probe, ProbeContext, build_probes
+from rollbackd.runtime.daemon import Daemon, DaemonStartupError
+from tests.daemon_process import RunningDaemon, running, write_daemon_config
+from tests.probes.example_app import VbrpgApp, serving
+from tests.probes.game_database import make_game_database
+from tests.support.vbrpg_service import free_port
+
+
+@pytest.fixture
+def served_vbrpg(tmp_path: Path) -> Iterator[VbrpgApp]:
+    with serving(VbrpgApp(tmp_path / "vbrpg").create()) as app:
+        yield app
+
+
+@pytest.fixture
+def running_daemon(tmp_path: Path, served_vbrpg: VbrpgApp) -> Iterator[RunningDaemon]:
+    port = free_port()
+    config = write_daemon_config(tmp_path / "rollbackd.toml", served_vbrpg, port, served_vbrpg.create_room())
+    with running(config) as daemon:
+        yield daemon
+
+
+def daemon_config(tmp_path: Path, *, metrics_listen: str = "", base_url: str = "http://127.0.0.1:9") -> Config:
+    database = tmp_path / "vbrpg.db"
+    if not database.exists():
+        make_game_database(database)
+    # The backup dir (data/backups under the watched workdir) exists before the file watch starts: made by the
+    # first backup, its two nested folders race the watchdog library's inotify bookkeeping, whose RuntimeWarning
+    # on its own thread fails the test under filterwarnings=error.
+    (tmp_path / "data" / "backups").mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+metrics_listen = "{metrics_listen}"
+shutdown_timeout = "5s"
+
+[[service]]
+name = "vbrpg"
+workdir = "{tmp_path}"
+database = "{database}"
+base_url = "{base_url}"
+
+[service.probes.health]
+every = "100ms"
+timeout = "200ms"
+
+[service.probes.sqlite_lock]
+every = "100ms"
+
+[service.probes.integrity]
+quick_every = "100ms"
+
+[service.probes.schema]
+every = "100ms"
+
+[service.probes.rows]
+every = "100ms"
+"""
+    return parse_config(text, tmp_path / "rollbackd.toml")
+
+
+def run_until(
+    daemon: Daemon, enough: int | Callable[[list[Observation]], bool], *, timeout: float = 60.0
+) -> list[Observation]:
+    """Serve until ``enough`` observations arrived, or until ``enough(seen)`` holds (then ask the daemon to exit,
+    as SIGTERM does)."""
+    seen: list[Observation] = []
+
+    def listener(observation: Observation) -> None:
+        seen.append(observation)
+        if (len(seen) >= enough) if isinstance(enough, int) else enough(seen):
+            daemon.request_exit()
+
+    daemon.observation_listeners.append(listener)
+    asyncio.run(asyncio.wait_for(daemon.serve(), timeout))
+    return seen
+
+
+class ExplodingProbe:
+    """A probe with a bug: the daemon must turn it into failed observations and keep the others running."""
+
+    name = "exploding"
+    interval = 0.05
+    timeout = 1.0
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def run(self) -> Observation:
+        raise RuntimeError("bug in a probe")
+
+    def export(self, metrics: Metrics, observation: Observation) -> None:
+        raise RuntimeError("bug in an exporter")
+
+
+def with_exploding_probe(service: ServiceConfig, context: ProbeContext) -> list[Probe]:
+    return [*build_probes(service, context), ExplodingProbe(service.name)]
+
+
+def test_every_probe_runs_and_is_exported_while_a_broken_one_fails_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    daemon = Daemon(daemon_config(tmp_path), metrics=metrics, probe_builder=with_exploding_probe)
+    expected = {"health", "sqlite_lock", "integrity", "schema", "rows", "exploding"}
+
+    def every_probe_twice(seen: list[Observation]) -> bool:
+        return all(sum(1 for o in seen if o.probe == probe) >= 2 for probe in expected)
+
+    seen = run_until(daemon, every_probe_twice)
+    probes = {observation.probe for observation in seen}
+    assert probes == expected
+    broken = [observation for observation in seen if observation.probe == "exploding"]
+    assert all(observation.reason == "probe_error" for observation in broken)
+    assert len(broken) > 1  # it kept being scheduled
+    sample = metrics.registry.get_sample_value
+    for probe in ("sqlite_lock", "integrity", "rows"):
+        assert sample("rollbackd_probe_success", {"service": "vbrpg", "probe": probe}) == 1, probe
+    assert sample("rollbackd_probe_success", {"service": "vbrpg", "probe": "health"}) == 0
+    assert sample(
+        "rollbackd_probe_failures_total", {"service": "vbrpg", "probe": "health", "reason": "connect_refused"}
+    )
+    assert sample("rollbackd_probe_failures_total", {"service": "vbrpg", "probe": "exploding", "reason": "probe_error"})
+    assert sample("rollbackd_table_rows", {"service": "vbrpg", "table": "players"}) == 50
+    assert daemon.observations.latest("vbrpg", "rows") is not None
+    assert "bug in a probe" in caplog.text
+
+
+def test_a_failing_listener_is_logged_and_the_others_still_hear_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = Daemon(daemon_config(tmp_path))
+    calls = []
+
+    def broken(observation: Observation) -> None:
+        raise ValueError("listener bug")
+
+    async def async_listener(observation: Observation) -> None:
+        calls.append(observation.probe)
+
+    daemon.observation_listeners.extend([broken, async_listener])
+    seen = run_until(daemon, 20)
+    assert len(calls) >= len(seen) - 1  # the last one may still be in flight at exit
+    assert "listener bug" in caplog.text
+
+
+def test_registered_task_runs_and_is_restarted_after_a_crash(tmp_path: Path) -> None:
+    daemon = Daemon(daemon_config(tmp_path), task_restart_delay=0.01)
+    starts = []
+
+    async def backup_schedule() -> None:
+        starts.append(len(starts))
+        if len(starts) < 3:
+            raise RuntimeError("crashed")
+        daemon.request_exit()
+        await asyncio.Event().wait()  # runs until shutdown cancels it
+
+    daemon.add_task_factory("backup schedule", backup_schedule)
+    asyncio.run(asyncio.wait_for(daemon.serve(), 60))
+    assert starts == [0, 1, 2]
+
+
+def test_metrics_are_served_on_the_configured_loopback_address(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = Daemon(daemon_config(tmp_path, metrics_listen=f"127.0.0.1:{port}"))
+    bodies = []
+
+    async def scrape(observation: Observation) -> None:
+        if observation.probe == "rows" and not bodies:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                bodies.append((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+            daemon.request_exit()
+
+    daemon.observation_listeners.append(scrape)
+    asyncio.run(asyncio.wait_for(daemon.serve(), 60))
+    assert daemon.metrics_server_address == ("127.0.0.1", port)
+    assert 'rollbackd_probe_success{probe="rows",service="vbrpg"} 1.0' in bodies[0]
+    with pytest.raises(httpx.ConnectError):  # the listener is closed at shutdown
+        httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False)
+
+
+def test_metrics_port_in_use_is_a_startup_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = Daemon(daemon_config(tmp_path, metrics_listen=f"127.0.0.1:{port}"))
+        with pytest.raises(DaemonStartupError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            asyncio.run(daemon.serve())
+
+
+def test_unwritable_state_dir_is_a_startup_error(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state dir should be")
+    with pytest.raises(DaemonStartupError, match="cannot create the state dir"):
+        asyncio.run(Daemon(daemon_config(tmp_path)).serve())
+
+
+def test_loop_lag_is_measured_on_each_tick(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rollbackd")
+    metrics = Metrics()
+    daemon = Daemon(daemon_config(tmp_path), metrics=metrics)
+    ticks = []
+
+    def on_tick() -> None:
+        ticks.append(metrics.registry.get_sample_value("rollbackd_loop_lag_seconds"))
+        daemon.request_exit()
+
+    daemon.tick_listeners.append(on_tick)
+    asyncio.run(asyncio.wait_for(daemon.serve(), 60))
+    assert len(ticks) == 1 and ticks[0] is not None and ticks[0] >= 0
+    assert "vbrpg/rows: ok" in caplog.text
+    assert "stopped" in caplog.text
+
+
+@pytest.mark.e2e
+def test_rollbackd_run_probes_the_example_service_and_stops_cleanly_on_sigterm(
+    running_daemon: RunningDaemon,
+) -> None:
+    exposition = running_daemon.scrape_with_every_probe()
+    for name in ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "process"):
+        assert f'rollbackd_probe_success{{probe="{name}",service="vbrpg"}} 1.0' in exposition, (
+            name,
+            running_daemon.log_tail(),
+        )
+    assert 'rollbackd_schema_state{service="vbrpg",state="in_sync"} 1.0' in exposition
+    assert 'rollbackd_process_up{service="vbrpg"} 1.0' in exposition
+    running_daemon.process.send_signal(signal.SIGTERM)
+    assert running_daemon.process.wait(timeout=30) == 0
+    log = running_daemon.log_tail()
+    assert "received SIGTERM, shutting down" in log
+    assert "stopped" in log
+    assert "Traceback" not in log
+    assert "did not stop" not in log  # every probe task ended when cancelled
+
+
+@pytest.mark.e2e
+def test_rollbackd_probe_prints_every_probe_once(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:
+    config = write_daemon_config(tmp_path / "rollbackd.toml", served_vbrpg, free_port(), served_vbrpg.create_room())
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe", "vbrpg", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    observations = json.loads(result.stdout)
+    assert [entry["probe"] for entry in observations] == list(PROBE_NAMES)
+    assert all(entry["ok"] for entry in observations)
+    served_vbrpg.stop()
+    human = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert human.returncode == 1
+    assert "FAIL connect_refused" in human.stdout
+
+
+def test_rollbackd_probe_of_an_unknown_service_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "rollbackd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[[service]]\nname = "vbrpg"\nworkdir = "{tmp_path}"\n'
+        f'database = "vbrpg.db"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), "probe", "other"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no service named 'other'" in result.stderr
+
+
+def test_a_second_sigint_does_not_wait_for_a_stubborn_task(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    daemon = Daemon(daemon_config(tmp_path))
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # a task that ignores cancellation
+                daemon.handle_exit(signal.SIGINT)
+                daemon.handle_exit(signal.SIGINT)
+                await release.wait()
+
+    async def serve() -> None:
+        try:
+            await daemon.serve()
+        finally:
+            release.set()
+
+    daemon.add_task_factory("stubborn", stubborn)
+    asyncio.run(asyncio.wait_for(serve(), 60))
+    assert daemon.force_exit
+    assert "task stubborn did not stop within 0s" in caplog.text

@@ -1,0 +1,98 @@
+"""The deploy watcher: a migration script arriving is one event, delivered on the loop; noise is ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+from rollbackd.config.model import ServiceConfig, parse_config
+from rollbackd.target.watch import DeployEvent, DeployWatcher
+
+MIGRATION = '"""add a column"""\nrevision = "abc123"\ndown_revision = None\n'
+
+
+def service(tmp_path: Path) -> ServiceConfig:
+    app = tmp_path / "app"
+    (app / "alembic" / "versions").mkdir(parents=True)
+    (app / "src").mkdir()
+    (app / "data" / "backups").mkdir(parents=True)
+    text = f"""
+[[service]]
+name = "vbrpg"
+workdir = "{app}"
+database = "data/vbrpg.db"
+base_url = "http://127.0.0.1:8000"
+"""
+    return parse_config(text, tmp_path / "rollbackd.toml").service[0]
+
+
+def watch(config: ServiceConfig, changes: list[tuple[str, bytes]], *, debounce: float = 0.3) -> list[DeployEvent]:
+    """Start a watcher, make the changes (path relative to workdir, content), return the events of one burst."""
+    events: list[DeployEvent] = []
+
+    async def main() -> None:
+        delivered = asyncio.Event()
+        loop_thread_ok = []
+
+        def on_event(event: DeployEvent) -> None:
+            loop_thread_ok.append(asyncio.get_running_loop() is not None)
+            events.append(event)
+            delivered.set()
+
+        watcher = DeployWatcher(config, on_event, debounce=debounce)
+        watcher.start()
+        try:
+            for relative, content in changes:
+                path = config.workdir / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            await asyncio.wait_for(delivered.wait(), 30)
+            await asyncio.sleep(debounce * 3)  # a second, unwanted event would arrive here
+        finally:
+            watcher.stop()
+        assert all(loop_thread_ok)
+
+    asyncio.run(main())
+    return events
+
+
+def test_a_new_migration_script_is_one_migration_event(tmp_path: Path) -> None:
+    config = service(tmp_path)
+    events = watch(config, [("alembic/versions/abc123_add_column.py", MIGRATION.encode())])
+    assert [event.kind for event in events] == ["migration"]
+    assert events[0].paths == (str(config.workdir / "alembic/versions/abc123_add_column.py"),)
+    assert events[0].service == "vbrpg" and events[0].at <= time.time()
+
+
+def test_a_burst_of_changes_is_one_event(tmp_path: Path) -> None:
+    config = service(tmp_path)
+    changes = [(f"src/module_{index}.py", b"x = 1\n") for index in range(20)]
+    changes.append(("alembic/versions/def456_more.py", MIGRATION.encode()))
+    events = watch(config, changes, debounce=0.5)
+    assert len(events) == 1
+    assert events[0].kind == "migration"  # a migration anywhere in the burst makes it a migration event
+    assert len(events[0].paths) == 21
+
+
+def test_bytecode_editor_files_data_and_backups_are_ignored(tmp_path: Path) -> None:
+    config = service(tmp_path)
+    database = config.database
+    with closing(sqlite3.connect(database)) as connection:  # the service writing its database
+        connection.execute("CREATE TABLE t (x)")
+        connection.commit()
+    noise = [
+        ("alembic/versions/__pycache__/abc123_add_column.cpython-311.pyc", b"\0"),
+        ("alembic/versions/.abc123_add_column.py.swp", b"\0"),
+        ("alembic/versions/abc123_add_column.py~", b"\0"),
+        ("src/.#module.py", b"\0"),
+        ("data/backups/vbrpg_backup_20250101_000000.db", b"\0"),
+        ("data/backups/vbrpg_backup_20250101_000000.db.json", b"{}"),
+        ("data/vbrpg_corrupted_20250101_000000.db", b"\0"),
+        ("logs/service.log", b"started\n"),
+        (".git/index", b"\0"),
+    ]
+    events = watch(config, [*noise, ("src/app.py", b"print('deployed')\n")])
+    assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]

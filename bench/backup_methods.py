@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rollbackd.backup.atomic_file import file_sha256
-
 from rollbackd.backup.catalog import inspect_backup
 from rollbackd.backup.drill import run_drill
 from rollbackd.backup.restore import restore_backup
 from rollbackd.backup.snapshot import snapshot_database
 from rollbackd.config.model import parse_config
+from rollbackd.host.atomic_files import file_sha256
 from rollbackd.state.state_dir import StateDir
 
 WRITER = r"""

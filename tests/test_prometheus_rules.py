@@ -29,6 +29,10 @@ ALERTS = {
     "RollbackdWriteLockHeld",
     "RollbackdSchemaDrift",
     "RollbackdDown",
+    "RollbackdNotificationsFailing",
+    "RollbackdHotJournal",
+    "RollbackdMissingIndexes",
+    "RollbackdSchemaUnknown",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")
@@ -156,8 +160,32 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
         "rollbackd_backup_size_bytes",
         "rollbackd_recovery_actions_total",
         "rollbackd_policy_state",
+        "rollbackd_notifications_failed_total",
+        "rollbackd_sqlite_hot_journal",
+        "rollbackd_sqlite_missing_indexes",
+        "rollbackd_schema_state",
+        "rollbackd_service_process_resident_memory_bytes",
     ):
         assert needed in used, needed
     panels = json.loads(DASHBOARD.read_text())["panels"]
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
+
+
+def test_every_dashboard_query_selects_and_shows_the_instance() -> None:
+    """A fleet (one central Prometheus, several rollbackd hosts) reads each panel per host."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert 'instance=~"$instance"' in target["expr"], (panel["title"], target["expr"])
+            assert "{{instance}}" in target["legendFormat"], (panel["title"], target["legendFormat"])
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert {"instance", "service"} <= variables
+
+
+def test_every_alert_keeps_the_instance_label() -> None:
+    """An aggregation that drops ``instance`` would leave a fleet's alert without the host it is about."""
+    for rule in rules():
+        for grouping in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            assert "instance" in grouping.split(", "), (rule["alert"], grouping)
+        assert "without" not in rule["expr"], rule["alert"]

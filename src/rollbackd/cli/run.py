@@ -14,7 +14,7 @@ import httpx
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
 from rollbackd.config.model import ServiceConfig, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
-from rollbackd.metrics import Metrics
+from rollbackd.metrics import daemon_metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, build_probes, observe
 from rollbackd.runtime.daemon import Daemon, DaemonStartupError
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     path = resolve_config_path(args.config, os.environ)
     config = load_config(path)
     configure_logging(config.daemon.log_level)
-    daemon = Daemon(config, config_path=path, metrics=Metrics())
+    daemon = Daemon(config, config_path=path, metrics=daemon_metrics())
     try:
         asyncio.run(daemon.serve())
     except DaemonStartupError as error:

@@ -253,6 +253,11 @@ class Daemon:
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes)
         self.services[service.name] = slot
+        self.metrics.initialise_service(
+            service.name,
+            [probe.name for probe in probes],
+            {rule.name: [rung.kind for rung in rule.ladder] for rule in effective_rules(service) if rule.enabled},
+        )
         if not probes:
             slot.first_round.set()
         for probe in probes:

@@ -57,6 +57,45 @@ def test_promtool_accepts_the_rules_and_the_scrape_config() -> None:
 
 
 @needs_promtool
+def test_the_fleet_example_is_a_valid_central_prometheus_config() -> None:
+    checked = promtool("check", "config", PROMETHEUS / "fleet.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    fleet = yaml.safe_load((PROMETHEUS / "fleet.yml").read_text())
+    jobs = {job["job_name"]: job for job in fleet["scrape_configs"]}
+    assert len(jobs["rollbackd"]["static_configs"][0]["targets"]) > 1
+    assert jobs["federate-rollbackd"]["honor_labels"] is True  # keeps job="rollbackd" and each host's instance
+
+
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None, reason="amtool (Debian: prometheus-alertmanager) missing"
+)
+
+
+def amtool_route(*labels: str) -> str:
+    result = subprocess.run(
+        ["amtool", "config", "routes", "test", f"--config.file={PROMETHEUS / 'alertmanager.yml'}", *labels],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+@needs_amtool
+def test_the_alertmanager_example_routes_rollbackds_alerts() -> None:
+    result = subprocess.run(
+        ["amtool", "check-config", PROMETHEUS / "alertmanager.yml"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # rollbackd's own incident alert and a critical rule alert page; a warning goes to the team; others not.
+    assert amtool_route("alertname=RollbackdIncident", "severity=critical", "service=vbrpg") == "oncall"
+    assert amtool_route("alertname=RollbackdInHold", "severity=critical", "service=vbrpg") == "oncall"
+    assert amtool_route("alertname=RollbackdBackupStale", "severity=warning", "service=vbrpg") == "team"
+    assert amtool_route("alertname=NodeDown", "severity=critical") == "default"
+
+
+@needs_promtool
 def test_promtool_unit_tests_of_every_alert_pass() -> None:
     assert RULE_TESTS
     result = promtool("test", "rules", *RULE_TESTS)

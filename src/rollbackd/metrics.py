@@ -251,7 +251,10 @@ class Metrics:
             "rollbackd_deploy_window_open", "1 while a deploy window is open.", service, registry=r
         )
         self.notifications_failed = Counter(
-            "rollbackd_notifications_failed", "Webhook notifications that could not be delivered.", service, registry=r
+            "rollbackd_notifications_failed",
+            "Alerts (webhook or Alertmanager) not delivered after their retries.",
+            service,
+            registry=r,
         )
 
         # The daemon itself

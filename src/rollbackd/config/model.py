@@ -115,6 +115,10 @@ class WebhookConfig(_Model):
         return url
 
 
+class AlertmanagerConfig(WebhookConfig):
+    """A Prometheus Alertmanager: ``url`` is its base (``http://127.0.0.1:9093``); alerts go to ``/api/v2/alerts``."""
+
+
 class DaemonConfig(_Model):
     state_dir: ConfigPath = Path("/var/lib/rollbackd")
     metrics_listen: str = "127.0.0.1:9797"
@@ -123,6 +127,7 @@ class DaemonConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: PositiveDuration = 30.0
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerConfig] = Field(default_factory=list)
 
     @field_validator("metrics_listen")
     @classmethod

@@ -214,7 +214,13 @@ class Daemon:
                 f", watchdog ping every {interval:g}s" if interval else "",
             )
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        self.alerts = WebhookAlerts(self.config.daemon.webhooks, self._http, self.metrics, self.clock)
+        self.alerts = WebhookAlerts(
+            self.config.daemon.webhooks,
+            self._http,
+            self.metrics,
+            self.clock,
+            alertmanagers=self.config.daemon.alertmanager,
+        )
         for service in self.config.service:
             await self._start_service(service)
         for name, factory in self._task_factories:
@@ -392,6 +398,7 @@ class Daemon:
         configure_logging(new.daemon.log_level)
         if self.alerts is not None:
             self.alerts.webhooks = new.daemon.webhooks
+            self.alerts.alertmanager.configure(new.daemon.alertmanager)
         for name, service in new_services.items():
             if name not in self.services:
                 await self._start_service(service)

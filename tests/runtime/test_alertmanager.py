@@ -9,16 +9,20 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rollbackd.config.model import AlertmanagerConfig
+from rollbackd.config.model import AlertmanagerConfig, parse_config
 from rollbackd.metrics import Metrics
+from rollbackd.observation import Observation
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.daemon import Daemon
 from tests.daemon_process import wait_for
+from tests.probes.game_database import make_game_database
 from tests.support.vbrpg_service import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -143,3 +147,56 @@ def test_an_alertmanager_that_does_not_answer_is_retried_then_counted(alertmanag
     [announced] = listed(alertmanager, "amdead")  # the live one still got it
     assert announced["labels"]["alertname"] == "RollbackdAlertOnly"
     assert announced["labels"]["severity"] == "warning"
+
+
+@pytest.mark.e2e
+def test_the_daemon_posts_its_incident_to_alertmanager_and_keeps_it_firing_in_hold(
+    tmp_path: Path, alertmanager: str
+) -> None:
+    """A real daemon, a service that never answers (health fails, a restart cannot help) → HOLD, listed."""
+    database = tmp_path / "amdaemon.db"
+    make_game_database(database)
+    (tmp_path / "data" / "backups").mkdir(parents=True, mode=0o700)  # before the file watch starts (see daemon loop)
+    text = f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+metrics_listen = ""
+shutdown_timeout = "5s"
+
+[[daemon.alertmanager]]
+url = "{alertmanager}"
+timeout = "2s"
+
+[[service]]
+name = "amdaemon"
+workdir = "{tmp_path}"
+database = "{database}"
+base_url = "http://127.0.0.1:9"
+control = {{ kind = "command", start = ["true"], stop = ["true"] }}
+backups = {{ enabled = false }}
+policy = {{ verify_timeout = "1s" }}
+
+[service.probes.health]
+every = "100ms"
+timeout = "200ms"
+
+[[service.rules]]
+name = "health-failing"
+for = "300ms"
+"""
+    config = parse_config(text, tmp_path / "rollbackd.toml")
+    daemon = Daemon(config, metrics=Metrics(CollectorRegistry()))
+
+    def held(_observation: Observation) -> None:
+        alerts = daemon.alerts.alertmanager.firing if daemon.alerts else {}
+        alert = alerts.get(("amdaemon", "health-failing"))
+        if alert is not None and alert.annotations["event"] == "hold":
+            daemon.request_exit()  # its shutdown drains the queued posts
+
+    daemon.observation_listeners.append(held)
+    asyncio.run(asyncio.wait_for(daemon.serve(), 120))
+    [listed_alert] = listed(alertmanager, "amdaemon")
+    assert listed_alert["labels"]["alertname"] == "RollbackdIncident"
+    assert listed_alert["labels"]["rule"] == "health-failing"
+    assert listed_alert["labels"]["severity"] == "critical"
+    assert "HOLD" in listed_alert["annotations"]["summary"]

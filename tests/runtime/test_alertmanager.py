@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from rollbackd.config.model import AlertmanagerConfig, parse_config
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
+from rollbackd.runtime.alertmanager import AlertmanagerAlerts
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.daemon import Daemon
 from tests.daemon_process import wait_for
@@ -200,3 +202,25 @@ for = "300ms"
     assert listed_alert["labels"]["rule"] == "health-failing"
     assert listed_alert["labels"]["severity"] == "critical"
     assert "HOLD" in listed_alert["annotations"]["summary"]
+
+
+def test_a_firing_incident_is_posted_again_so_alertmanager_does_not_end_it(alertmanager: str) -> None:
+    """Alertmanager ends an alert at its endsAt; rollbackd moves that on while the incident lasts (HOLD)."""
+    metrics = Metrics(CollectorRegistry())
+
+    async def run() -> tuple[str, str]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            alerts = AlertmanagerAlerts([AlertmanagerConfig(url=alertmanager)], client, metrics, refresh=0.5)
+            alerts.send("amrefresh", "incident_opened", {"incident": 5, "rule": "data-loss", "explanation": "-60%"})
+            assert await alerts.flush(timeout=30)
+            [first] = listed(alertmanager, "amrefresh")
+            await asyncio.sleep(1.2)  # past two refreshes
+            assert await alerts.flush(timeout=30)
+            [later] = listed(alertmanager, "amrefresh")
+            alerts.send("amrefresh", "recovered", {"incident": 5, "rule": "data-loss", "seconds": 2.0})
+            await alerts.drain(30)
+            return first["endsAt"], later["endsAt"]
+
+    first_end, later_end = asyncio.run(run())
+    assert datetime.fromisoformat(later_end) > datetime.fromisoformat(first_end)
+    assert listed(alertmanager, "amrefresh") == []

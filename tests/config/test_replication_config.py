@@ -85,6 +85,13 @@ MALFORMED = [
         "credentials are never read from the TOML (secret_access_key)",
     ),
     (
+        "two replicas for one Litestream",
+        SERVICE + "[service.replication]\n[[service.replication.replicas]]\ntype = 'file'\npath = '/a'\n"
+        "[[service.replication.replicas]]\ntype = 'file'\npath = '/b'\n",
+        "service[0].replication",
+        "exactly one",
+    ),
+    (
         "bare-number duration",
         SERVICE + "[service.replication]\nmax_lag = 30\n[[service.replication.replicas]]\ntype = 'file'\npath = '/r'\n",
         "service[0].replication.max_lag",
@@ -116,9 +123,6 @@ def test_replication_resolves_paths_and_durations(tmp_path: Path) -> None:
     credentials_file = "secrets/s3.env"
     sync_interval = "500ms"
     [[service.replication.replicas]]
-    type = "file"
-    path = "../offsite"
-    [[service.replication.replicas]]
     type = "s3"
     endpoint = "http://127.0.0.1:9000/"
     bucket = "backups"
@@ -133,8 +137,7 @@ def test_replication_resolves_paths_and_durations(tmp_path: Path) -> None:
     assert replication.credentials_file == tmp_path / "backend/secrets/s3.env"
     assert replication.sync_interval == 0.5
     assert replication.max_lag == 30.0
-    file_replica, s3_replica = replication.replicas
-    assert isinstance(file_replica, FileReplica) and file_replica.path == tmp_path / "offsite"
+    [s3_replica] = replication.replicas
     assert isinstance(s3_replica, S3Replica)
     assert s3_replica.endpoint == "http://127.0.0.1:9000"
     assert s3_replica.region == "us-east-1"
@@ -155,7 +158,10 @@ def replica_warnings(config: Config) -> list[str]:
 
 def test_file_replica_on_the_database_disk_is_not_off_disk(tmp_path: Path) -> None:
     text = SERVICE + "[service.replication]\n[[service.replication.replicas]]\ntype = 'file'\npath = 'replica'\n"
-    [warning] = replica_warnings(parse(text, tmp_path))
+    config = parse(text, tmp_path)
+    [replica] = config.service[0].replication.replicas  # type: ignore[union-attr]
+    assert isinstance(replica, FileReplica) and replica.path == tmp_path / "backend/replica"
+    [warning] = replica_warnings(config)
     assert "not off-disk" in warning and "replicas[0]" in warning
 
 

@@ -463,6 +463,11 @@ class ReplicationConfig(_Model):
             raise ValueError(
                 'managed replication needs at least one [[service.replication.replicas]] (type = "file" or "s3")'
             )
+        if self.managed and len(self.replicas) > 1:
+            raise ValueError(
+                f"{len(self.replicas)} replicas given, but Litestream 0.5 replicates a database to exactly one "
+                "(it refuses 'multiple replicas on a single database'); keep one"
+            )
         if not self.managed:
             missing = [key for key, value in (("config", self.config), ("unit", self.unit)) if not value]
             if missing:

@@ -223,6 +223,38 @@ class Metrics:
             "rollbackd_notifications_failed", "Webhook notifications that could not be delivered.", service, registry=r
         )
 
+        # Replication (Litestream): set by the replication probe and the supervisor of the child
+        self.replication_up = Gauge(
+            "rollbackd_replication_up",
+            "1 when the replica answers and (managed) the Litestream child runs.",
+            service,
+            registry=r,
+        )
+        self.replication_lag_seconds = Gauge(
+            "rollbackd_replication_lag_seconds",
+            "Seconds between the database's last commit and the newest transaction in the replica.",
+            service,
+            registry=r,
+        )
+        self.replication_last_replicated_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_replicated_timestamp_seconds",
+            "When the newest transaction in the replica was replicated (Unix time).",
+            service,
+            registry=r,
+        )
+        self.replication_last_snapshot_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_snapshot_timestamp_seconds",
+            "When the replica's newest full snapshot was taken (Unix time).",
+            service,
+            registry=r,
+        )
+        self.replication_errors = Counter(
+            "rollbackd_replication_errors",
+            "Replication errors (reason: credentials, unreachable, sync, exited, not_wal, missing_binary, ...).",
+            ["service", "reason"],
+            registry=r,
+        )
+
         # The daemon itself
         self.loop_lag_seconds = Gauge(
             "rollbackd_loop_lag_seconds",

@@ -38,6 +38,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
+from rollbackd.replication.supervisor import Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
@@ -97,6 +98,7 @@ class _ServiceSlot:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     first_round: asyncio.Event = field(default_factory=asyncio.Event)
     reported: set[str] = field(default_factory=set)
+    replication: Replication | None = None  # its Litestream child (or the operator's unit)
 
 
 class Daemon:
@@ -232,7 +234,14 @@ class Daemon:
 
     async def _start_service(self, service: ServiceConfig) -> None:
         assert self._http is not None  # noqa: S101 - startup() created it
-        context = ProbeContext(http=self._http, state_dir=self.state_dir, clock=self.clock, stopping=self._stopping)
+        replication = replication_for(service, state_dir=self.state_dir, metrics=self.metrics)
+        context = ProbeContext(
+            http=self._http,
+            state_dir=self.state_dir,
+            clock=self.clock,
+            stopping=self._stopping,
+            replication=replication,
+        )
         try:
             probes = self._probe_builder(service, context)
         except OSError as error:
@@ -249,9 +258,12 @@ class Daemon:
                 alerts=self.alerts,
                 dry_run=self.config.daemon.dry_run,
                 clock=self.clock,
+                replication=replication,
             )
             await runtime.start()
-        slot = _ServiceSlot(service, runtime, probes)
+        slot = _ServiceSlot(service, runtime, probes, replication=replication)
+        if replication is not None:
+            await replication.start()  # after an interrupted restore was finished: never replicate a half swap
         self.services[service.name] = slot
         if not probes:
             slot.first_round.set()
@@ -270,6 +282,8 @@ class Daemon:
             if slot.runtime.policy.busy and slot.runtime.policy.task is not None:
                 log.info("%s: waiting for the running recovery before stopping it", name)
                 await asyncio.wait({slot.runtime.policy.task}, timeout=self.config.daemon.shutdown_timeout)
+        if slot.replication is not None:
+            await slot.replication.stop()
         for task in slot.tasks:
             task.cancel()
         if slot.tasks:
@@ -419,6 +433,9 @@ class Daemon:
         for slot in self.services.values():
             if slot.runtime is not None:
                 slot.runtime.stop()
+        replicas = [slot.replication.stop() for slot in self.services.values() if slot.replication is not None]
+        if replicas:
+            await asyncio.gather(*replicas)
         for task in self._tasks:
             task.cancel()
         for task in recoveries:
@@ -473,6 +490,10 @@ class Daemon:
             else:
                 latest = self.observations.latest_by_probe(name)
                 entry["probes"] = {p: {"ok": o.ok, "reason": o.reason, "at": o.started_at} for p, o in latest.items()}
+            if slot.replication is not None:
+                entry["replication"] = _replication_status(
+                    slot.replication, self.observations.latest(name, "replication")
+                )
             services[name] = entry
         return {
             "daemon": {
@@ -595,6 +616,16 @@ async def _call_safely(what: str, function: Callable[..., Awaitable[None] | None
             await result
     except Exception:
         log.exception("%s %r failed", what, function)
+
+
+def _replication_status(replication: Replication, latest: Observation | None) -> dict[str, Any]:
+    """The child's state and what the replication probe last saw of the replica."""
+    status = replication.describe()
+    if latest is not None:
+        status.update({"ok": latest.ok, "reason": latest.reason, "at": latest.started_at, **latest.values})
+        if "error" in latest.detail:
+            status.setdefault("probe_error", latest.detail["error"])
+    return status
 
 
 def _log_change(observation: Observation, previous: Observation | None) -> None:

@@ -130,7 +130,8 @@ class ReplicationProbe:
         """Why the child is not replicating right now (a managed child only), or None when it is."""
         if self.replication is None or self.replication.state is ChildState.RUNNING:
             return None
-        return {ChildState.PAUSED: "paused", ChildState.REFUSED: "refused"}.get(self.replication.state, "child_down")
+        reasons = {ChildState.PAUSED: "paused", ChildState.REFUSED: "refused", ChildState.STARTING: "starting"}
+        return reasons.get(self.replication.state, "child_down")
 
     def export(self, metrics: Metrics, observation: Observation) -> None:
         labels = {"service": self.service}

@@ -23,6 +23,7 @@ from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import HOLD, Rule, Rung
+from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
@@ -90,9 +91,15 @@ class ManualResult:
 
 
 async def manual_rollback(
-    config: Config, service: ServiceConfig, request: ManualRequest, *, dry_run: bool
+    config: Config,
+    service: ServiceConfig,
+    request: ManualRequest,
+    *,
+    dry_run: bool,
+    replication: ReplicationPause | None = None,
 ) -> ManualResult:
-    """Plan, and unless ``dry_run``, carry out one rollback by hand, verify it and record it."""
+    """Plan, and unless ``dry_run``, carry out one rollback by hand, verify it and record it. ``replication``:
+    the service's Litestream, paused around a restore's swap."""
     state_dir = StateDir(config.daemon.state_dir)
     state_dir.ensure()
     history = History(state_dir.history_db)
@@ -106,6 +113,7 @@ async def manual_rollback(
             vault=Vault(state_dir.vault(service.name)),
             deploys=deploys,
             metrics=Metrics(),
+            replication=replication,
         )
         rung = request.rung()
         who = _operator()

@@ -34,6 +34,9 @@ from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.exit_codes import ExitCode
+from rollbackd.replication.restore import NoPause
+from rollbackd.replication.supervisor import ReplicationPause, UnitReplication
+from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target.control import ServiceControl
@@ -430,10 +433,11 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
         except ValueError as error:
             raise CommandFailed(str(error), ExitCode.CONFIG) from error
     request = ManualRequest(restore=True, from_replica=True, at=at, before_incident=args.before_incident)
+    pause = None if args.dry_run else _replication_pause(config, service)
     if not args.dry_run and not args.yes:
         _confirm_replica(service, request)
     try:
-        result = asyncio.run(manual_rollback(config, service, request, dry_run=args.dry_run))
+        result = asyncio.run(manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause))
     except LookupError as error:
         raise CommandFailed(str(error.args[0]), ExitCode.CONFIG) from error
     if args.json:
@@ -457,6 +461,27 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
         if result.incident_id is not None:
             print(f"incident {result.incident_id}: {'recovered' if result.ok else 'failed'} (rollbackd history)")
     return ExitCode.OK if args.dry_run or result.ok else ExitCode.FAILED
+
+
+def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPause:
+    """The operator's Litestream unit (managed = false) is stopped and started around the swap. A running daemon's
+    own Litestream child cannot be paused from here, and must never replicate a file being replaced: refused."""
+    replication = service.replication
+    if replication is not None and not replication.managed:
+        return UnitReplication(service)
+    try:
+        status = query_status(config.daemon.socket_path)
+    except StatusSocketError:
+        return NoPause()  # no daemon: no Litestream runs against the database
+    child = status.get("services", {}).get(service.name, {}).get("replication") or {}
+    if child.get("state") in (None, "stopped", "refused"):
+        return NoPause()
+    raise CommandFailed(
+        f"the running daemon replicates {service.name} with its own Litestream child ({child.get('state')}), "
+        "which must not run while the database is replaced: stop rollbackd first (systemctl stop rollbackd), "
+        "restore, then start it again; nothing was touched",
+        ExitCode.UNAVAILABLE,
+    )
 
 
 def _confirm_replica(service: ServiceConfig, request: ManualRequest) -> None:

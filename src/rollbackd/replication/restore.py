@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote
 
 from rollbackd import __version__
@@ -57,14 +56,6 @@ class ReplicaRestoreError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class ReplicationPause(Protocol):
-    """Stops Litestream's replication of the database for the swap and starts it again (a new lineage)."""
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
 
 
 class NoPause:

@@ -87,6 +87,7 @@ class ServiceRuntime:
             deploys=self.deploys,
             metrics=metrics,
             clock=clock,
+            replication=replication,
         )
         self.verifier = Verifier(service, http)
         rules = effective_rules(service)

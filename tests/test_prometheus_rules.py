@@ -29,6 +29,8 @@ ALERTS = {
     "RollbackdWriteLockHeld",
     "RollbackdSchemaDrift",
     "RollbackdDown",
+    "RollbackdReplicationLagging",
+    "RollbackdReplicaDown",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")
@@ -156,6 +158,8 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
         "rollbackd_backup_size_bytes",
         "rollbackd_recovery_actions_total",
         "rollbackd_policy_state",
+        "rollbackd_replication_lag_seconds",
+        "rollbackd_replication_up",
     ):
         assert needed in used, needed
     panels = json.loads(DASHBOARD.read_text())["panels"]

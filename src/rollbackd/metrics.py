@@ -236,6 +236,12 @@ class Metrics:
             service,
             registry=r,
         )
+        self.replication_max_lag_seconds = Gauge(
+            "rollbackd_replication_max_lag_seconds",
+            "The configured replication.max_lag (the lag alert's threshold).",
+            service,
+            registry=r,
+        )
         self.replication_last_replicated_timestamp_seconds = Gauge(
             "rollbackd_replication_last_replicated_timestamp_seconds",
             "When the newest transaction in the replica was replicated (Unix time).",

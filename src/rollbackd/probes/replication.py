@@ -136,6 +136,7 @@ class ReplicationProbe:
     def export(self, metrics: Metrics, observation: Observation) -> None:
         labels = {"service": self.service}
         metrics.replication_up.labels(**labels).set(1 if observation.reason in ("", "lagging", "empty") else 0)
+        metrics.replication_max_lag_seconds.labels(**labels).set(self.max_lag)
         values = observation.values
         if "lag_seconds" in values:
             metrics.replication_lag_seconds.labels(**labels).set(values["lag_seconds"])

@@ -26,7 +26,7 @@ from rollbackd.replication.litestream import (
     replicated_until,
 )
 from rollbackd.state.state_dir import StateDir
-from tests.backup.helpers import make_database, make_service
+from tests.backup.helpers import make_database, make_service, rollbackd
 
 WHEEL_BINARY = Path(sys.executable).parent / "litestream"
 
@@ -137,3 +137,13 @@ def test_a_real_file_replica_lists_what_was_replicated(tmp_path: Path) -> None:
     assert litestream.run(litestream.restore_argv(restored), timeout=60).ok
     with closing(sqlite3.connect(restored)) as connection:
         assert connection.execute("SELECT count(*) FROM players").fetchone()[0] == 10
+
+
+def test_check_config_warns_of_a_rollback_journal_database_and_a_replica_on_the_same_disk(tmp_path: Path) -> None:
+    service = file_replica(tmp_path, binary=str(tmp_path / "no-litestream"))
+    make_database(service.database, journal_mode="delete")
+    checked = rollbackd(tmp_path / "rollbackd.toml", "check-config", "--quiet")
+    assert checked.returncode == 0, checked.stderr
+    assert "not off-disk" in checked.stderr
+    assert "PRAGMA journal_mode=wal" in checked.stderr
+    assert "no-litestream' is not an executable file" in checked.stderr

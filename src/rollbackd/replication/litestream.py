@@ -310,3 +310,22 @@ def _json_part(output: str) -> str:
 def _last_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
+
+
+def litestream_warnings(service: ServiceConfig) -> list[str]:
+    """What check-config says about replication on this machine: no binary, or a rollback-journal database (the
+    daemon would refuse to replicate it). Empty without replication."""
+    replication = service.replication
+    if replication is None:
+        return []
+    warnings = []
+    try:
+        find_litestream(replication.binary)
+    except LitestreamMissing as error:
+        warnings.append(f"replication: {error}")
+    if service.database.is_file():
+        try:
+            check_wal_mode(service.database)
+        except NotWalMode as error:
+            warnings.append(f"replication: {error}")
+    return warnings

@@ -225,28 +225,36 @@ def test_a_child_that_dies_in_a_loop_is_restarted_with_backoff(
     assert any("starting it again in" in r.getMessage() for r in caplog.records)
 
 
-def test_a_rollback_journal_database_is_not_replicated(tmp_path: Path) -> None:
+def test_a_rollback_journal_database_is_not_replicated_until_it_is_in_wal(tmp_path: Path) -> None:
     service = service_with(tmp_path, 'type = "file"\npath = "../replica"', journal_mode="delete")
     metrics = Metrics()
-    supervisor = LitestreamSupervisor(service, state_dir=StateDir(tmp_path / "state"), metrics=metrics)
+    supervisor = LitestreamSupervisor(
+        service, state_dir=StateDir(tmp_path / "state"), metrics=metrics, backoff=Backoff(initial=0.2, cap=1.0)
+    )
+    seen: dict[str, object] = {}
 
     async def scenario() -> None:
         await supervisor.start()
         try:
             await eventually(lambda: supervisor.state is ChildState.REFUSED, "refused")
+            seen["error"] = supervisor.last_error
             observation = await probe_for(service, tmp_path, supervisor).run()
-            assert not observation.ok and observation.reason in ("refused", "not_started")
+            assert not observation.ok and observation.reason == "refused"
+            with closing(sqlite3.connect(service.database)) as connection:
+                seen["mode while refused"] = connection.execute("PRAGMA journal_mode").fetchone()[0]
+                assert not (tmp_path / "replica").exists()
+                # The service's own connection setup switches it (as a restore's service start does): then it runs.
+                connection.execute("PRAGMA journal_mode=wal")
+            await eventually(lambda: supervisor.running, "replicating once the database is in WAL")
         finally:
             await supervisor.stop()
 
     asyncio.run(scenario())
-    assert "PRAGMA journal_mode=wal" in (supervisor.last_error or "")
+    assert "PRAGMA journal_mode=wal" in str(seen["error"])
+    assert seen["mode while refused"] == "delete"  # rollbackd left it as it was
     assert metrics.registry.get_sample_value(
         "rollbackd_replication_errors_total", {"service": "vbrpg", "reason": "not_wal"}
     )
-    with closing(sqlite3.connect(service.database)) as connection:
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    assert not (tmp_path / "replica").exists()
 
 
 def test_an_unreachable_replica_is_reported_by_the_probe(tmp_path: Path) -> None:

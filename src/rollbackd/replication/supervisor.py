@@ -210,11 +210,15 @@ class LitestreamSupervisor:
             try:
                 litestream = await asyncio.to_thread(self._prepare)
             except (LitestreamMissing, CredentialsError, NotWalMode, OSError) as error:
-                reason = _refusal_reason(error)
-                self._error(reason, str(error))
+                # Looked at again with the same backoff: a database a restore just put back may be in WAL again
+                # as soon as the service opens it; the same refusal is logged once.
+                self._error(_refusal_reason(error), str(error))
                 self.state = ChildState.REFUSED
                 self._attempted.set()
-                await self._wait_for_change(self.backoff.cap)
+                self.failures += 1
+                self.retry_at = self.clock() + self.backoff.delay(self.failures)
+                await self._wait_for_change(self.backoff.delay(self.failures))
+                self.retry_at = None
                 continue
             started = time.monotonic()
             outcome = await self._run_child(litestream)

@@ -1,5 +1,5 @@
-"""The daemon with replication on and its S3 endpoint down from the start: it runs, reports replication down
-(probe, metric, status), and the local backups go on."""
+"""The daemon with replication: its S3 endpoint down from the start (it runs, reports replication down, the local
+backups go on); a reload that takes replication away stops the child."""
 
 from __future__ import annotations
 
@@ -83,3 +83,50 @@ force_path_style = true
     assert replication["state"] == "running"  # Litestream keeps retrying the endpoint on its own backoff
     assert replication["reason"] == "unreachable" and "probe_error" in replication
     assert seen["child_pid"] is not None and not os.path.exists(f"/proc/{seen['child_pid']}")  # stopped with it
+
+
+def test_a_reload_without_replication_stops_the_child(tmp_path: Path) -> None:
+    database = make_database(tmp_path / "data" / "vbrpg.db")
+    (tmp_path / "data" / "backups").mkdir(mode=0o700)
+    base = f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+metrics_listen = ""
+shutdown_timeout = "5s"
+
+[[service]]
+name = "vbrpg"
+workdir = "{tmp_path}"
+database = "{database}"
+base_url = "http://127.0.0.1:9"
+probes.health.enabled = false
+probes.latency.enabled = false
+probes.integrity.enabled = false
+probes.process.enabled = false
+probes.rows.enabled = false
+probes.schema.enabled = false
+probes.sqlite_lock.every = "200ms"
+backups.enabled = false
+deploy.watch = false
+"""
+    replication = '\n[service.replication]\n[[service.replication.replicas]]\ntype = "file"\npath = "replica"\n'
+    config_path = tmp_path / "rollbackd.toml"
+    config_path.write_text(base + replication)
+    daemon = Daemon(parse_config(config_path.read_text(), config_path), config_path=config_path)
+    seen: dict[str, Any] = {}
+
+    def listener(observation: Observation) -> None:
+        slot = daemon.services.get("vbrpg")
+        if slot is None:
+            return
+        replicated = (tmp_path / "replica").is_dir()
+        if "pid" not in seen and slot.replication is not None and slot.replication.running and replicated:
+            seen["pid"] = slot.replication.pid  # type: ignore[union-attr]
+            config_path.write_text(base)
+            daemon.handle_reload()
+        elif "pid" in seen and slot.replication is None and not daemon.reloading:
+            daemon.request_exit()
+
+    daemon.observation_listeners.append(listener)
+    asyncio.run(asyncio.wait_for(daemon.serve(), 120))
+    assert seen["pid"] is not None and not os.path.exists(f"/proc/{seen['pid']}")

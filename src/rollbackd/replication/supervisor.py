@@ -380,13 +380,16 @@ class UnitReplication:
     """``managed = false``: the operator's Litestream runs as a systemd unit; a restore stops and starts it the
     way it stops and starts the service (argv lists, a timeout)."""
 
-    def __init__(self, service: ServiceConfig, *, timeout: float = SYSTEMCTL_TIMEOUT) -> None:
+    def __init__(
+        self, service: ServiceConfig, *, timeout: float = SYSTEMCTL_TIMEOUT, systemctl: str = "systemctl"
+    ) -> None:
         replication = service.replication
         if replication is None or replication.managed:
             raise ValueError(f"{service.name}: not an operator-run Litestream")
         self.name = service.name
         self.unit = replication.unit
         self.timeout = timeout
+        self.systemctl = systemctl
         self.last_error: str | None = None
         self.state = ChildState.RUNNING
 
@@ -405,7 +408,7 @@ class UnitReplication:
         self.state = ChildState.RUNNING
 
     def _systemctl(self, verb: str) -> None:
-        result = run_command(["systemctl", verb, self.unit], timeout=self.timeout)
+        result = run_command([self.systemctl, verb, self.unit], timeout=self.timeout)
         if not result.ok:
             self.last_error = result.summary()
             raise ReplicationControlError(f"{self.name}: cannot {verb} {self.unit}: {result.summary()}")

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -269,3 +270,33 @@ def test_an_unreachable_replica_is_reported_by_the_probe(tmp_path: Path) -> None
     assert "no answer" in observation.detail["error"]
     with pytest.raises(ReplicaUnreachable):
         read_replica(prepare(service, StateDir(tmp_path / "state")), timeout=2.0)
+
+
+def test_a_child_left_running_by_an_earlier_daemon_is_ended_first(tmp_path: Path) -> None:
+    service = service_with(tmp_path, 'type = "file"\npath = "../replica"')
+    state_dir = StateDir(tmp_path / "state")
+    litestream = prepare(service, state_dir)
+    # What a SIGKILLed rollbackd leaves behind outside systemd: its child, still replicating, and its pidfile.
+    leftover = subprocess.Popen(  # noqa: S603 - argv list
+        litestream.replicate_argv(), env=dict(litestream.env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    supervisor = LitestreamSupervisor(service, state_dir=state_dir, metrics=Metrics())
+    supervisor.pidfile.write_text(f"{leftover.pid}\n")
+
+    async def scenario() -> None:
+        await supervisor.start()
+        try:
+            await eventually(lambda: supervisor.running, "the new child runs")
+            assert supervisor.pid != leftover.pid
+            assert supervisor.pidfile.read_text().strip() == str(supervisor.pid)
+        finally:
+            await supervisor.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert leftover.wait(timeout=30) is not None
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+    assert not supervisor.pidfile.exists()

@@ -23,9 +23,13 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from rollbackd.config.model import ServiceConfig
+from rollbackd.host.atomic_files import write_bytes_atomic
 from rollbackd.host.commands import run_command
 from rollbackd.metrics import Metrics
 from rollbackd.replication.litestream import (
@@ -41,6 +45,7 @@ from rollbackd.state.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
+PIDFILE = "litestream.pid"  # in the service's state dir, while a child runs
 STOP_TIMEOUT = 10.0  # SIGTERM, then this long for Litestream's last sync, then SIGKILL
 CONTROL_TIMEOUT = 60.0  # pause()/resume() from a worker thread wait at most this long
 SYSTEMCTL_TIMEOUT = 90.0
@@ -243,7 +248,38 @@ class LitestreamSupervisor:
 
     def _prepare(self) -> Litestream:
         check_wal_mode(self.service.database)
-        return prepare(self.service, self.state_dir, self.environ)
+        litestream = prepare(self.service, self.state_dir, self.environ)
+        self._end_leftover(litestream)
+        return litestream
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state_dir.service_dir(self.name) / PIDFILE
+
+    def _end_leftover(self, litestream: Litestream) -> None:
+        """End a child an earlier rollbackd left running (it was killed with SIGKILL outside systemd, whose
+        control group would have ended it): two Litestreams must never replicate one database."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            command = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, psutil.Error):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        if not command or Path(command[0]).name != "litestream" or str(litestream.config) not in command:
+            self.pidfile.unlink(missing_ok=True)
+            return  # the pid was reused by another program
+        log.warning(
+            "%s: ending litestream pid %d, left running by an earlier rollbackd", self.name, pid, extra=self._extra
+        )
+        with contextlib.suppress(psutil.Error):
+            leftover = psutil.Process(pid)
+            leftover.terminate()
+            try:
+                leftover.wait(STOP_TIMEOUT)
+            except psutil.TimeoutExpired:
+                leftover.kill()
+                leftover.wait(STOP_TIMEOUT)
+        self.pidfile.unlink(missing_ok=True)
 
     async def _run_child(self, litestream: Litestream) -> str | None:
         """Run the child until it exits; return what happened ("exited with code 1", "was stopped: the replica
@@ -266,6 +302,7 @@ class LitestreamSupervisor:
                 self._attempted.set()
                 return "could not start"
             self._process, self.pid = process, process.pid
+            await asyncio.to_thread(write_bytes_atomic, self.pidfile, f"{process.pid}\n".encode())
             self.state, self.running_since = ChildState.RUNNING, self.clock()
             log.info("%s: litestream replicating (pid %d)", self.name, process.pid, extra={"service": self.name})
             self._attempted.set()
@@ -274,6 +311,7 @@ class LitestreamSupervisor:
             code = await process.wait()
         finally:
             self._process, self.pid, self.running_since = None, None, None
+            self.pidfile.unlink(missing_ok=True)
         stop_reason = self._why_ended()
         if stop_reason in ("paused", "stopped"):
             return None
@@ -374,6 +412,10 @@ class LitestreamSupervisor:
     @property
     def running(self) -> bool:
         return self.state is ChildState.RUNNING
+
+    @property
+    def _extra(self) -> dict[str, str]:
+        return {"service": self.name}
 
 
 class UnitReplication:

@@ -149,9 +149,16 @@ def test_s3_replica_through_a_real_server_without_the_ca_bundle(tmp_path: Path, 
             assert "AWS_CA_BUNDLE" not in env and env["AWS_ACCESS_KEY_ID"] == KEY
             add_player(service.database, "in-the-bucket")
             await eventually(lambda: replica_holds(litestream, tmp_path / "s.db", "in-the-bucket"), "replicated")
-            observation = await probe_for(service, tmp_path, supervisor).run()
-            assert observation.ok, observation
-            assert "snapshot_age_seconds" in observation.values
+            probe = probe_for(service, tmp_path, supervisor)
+            first = await probe.run()
+            assert first.ok, first
+            assert "snapshot_age_seconds" in first.values
+            add_player(service.database, "after-the-full-listing")
+            await eventually(lambda: replica_holds(litestream, tmp_path / "s.db", "after-the-full-listing"), "again")
+            second = await probe.run()  # level 0 only this time; the snapshot is the one the first run saw
+            assert second.ok, second
+            assert second.values["snapshot_at"] == first.values["snapshot_at"]
+            assert second.values["replicated_at"] >= first.values["replicated_at"]
         finally:
             await supervisor.stop()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from rollbackd.state.state_dir import StateDir
 
 MIN_INTERVAL = 5.0
 MAX_INTERVAL = 60.0
+# Listing every compaction level is ten LIST requests to S3; a run lists level 0 (the newest transactions) only,
+# and all levels (the newest snapshot too) this often, or when level 0 is empty after an idle spell.
+FULL_LISTING_EVERY = 600.0
 
 
 def last_commit_at(database: Path) -> float | None:
@@ -69,6 +73,8 @@ class ReplicationProbe:
         self.replication = replication
         self._state_dir: StateDir = context.state_dir
         self._clock = context.clock
+        self._full_listing_at: float | None = None  # monotonic
+        self._snapshot: float | None = None
 
     async def run(self) -> Observation:
         child = self._child()
@@ -86,7 +92,7 @@ class ReplicationProbe:
         now = self._clock()
         committed = last_commit_at(self.config.database)
         lag = replication_lag(committed, replica.newest_transaction)
-        values: dict[str, float] = {"replica_files": float(replica.files)}
+        values: dict[str, float] = {}
         if replica.newest_transaction is not None:
             values["replicated_at"] = replica.newest_transaction
         if replica.newest_snapshot is not None:
@@ -118,7 +124,18 @@ class ReplicationProbe:
             child_environment(self.config),
             expand_env=not replication.managed,
         )
-        return read_replica(litestream, timeout=self.timeout)
+        now = time.monotonic()
+        if self._full_listing_at is None or now - self._full_listing_at >= FULL_LISTING_EVERY:
+            return self._read_all(litestream, now)
+        newest = read_replica(litestream, timeout=self.timeout, level="0")
+        if newest.newest_transaction is None:
+            return self._read_all(litestream, now)
+        return ReplicaState(newest.newest_transaction, self._snapshot, newest.files)
+
+    def _read_all(self, litestream: Litestream, now: float) -> ReplicaState:
+        state = read_replica(litestream, timeout=self.timeout)
+        self._full_listing_at, self._snapshot = now, state.newest_snapshot
+        return state
 
     def _child(self) -> dict[str, Any]:
         if self.replication is None:

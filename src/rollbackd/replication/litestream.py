@@ -200,8 +200,9 @@ class Litestream:
         point = ["-timestamp", timestamp.isoformat().replace("+00:00", "Z")] if timestamp is not None else []
         return self.argv("restore", "-o", str(output), *point, str(self.database))
 
-    def ltx_argv(self) -> list[str]:
-        return self.argv("ltx", "-level", "all", "-json", str(self.database))
+    def ltx_argv(self, level: str = "all") -> list[str]:
+        """``litestream ltx``: each level is one listing request to the replica (``all`` is ten)."""
+        return self.argv("ltx", "-level", level, "-json", str(self.database))
 
     def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
         """Run one of the argv above in exactly ``env`` (blocking)."""
@@ -259,11 +260,11 @@ def parse_ltx(text: str) -> ReplicaState:
     return ReplicaState(max(times, default=None), max(snapshots, default=None), len(entries))
 
 
-def read_replica(litestream: Litestream, *, timeout: float) -> ReplicaState:
+def read_replica(litestream: Litestream, *, timeout: float, level: str = "all") -> ReplicaState:
     """List the replica's LTX files. Raise ReplicaUnreachable with Litestream's own message (secrets redacted).
 
     Its whole stdout is read (run_command keeps only a tail; a replica lists hundreds of files)."""
-    argv = litestream.ltx_argv()
+    argv = litestream.ltx_argv(level)
     try:
         done = subprocess.run(  # noqa: S603 - argv list, no shell
             argv,

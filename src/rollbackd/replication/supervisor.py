@@ -211,7 +211,8 @@ class LitestreamSupervisor:
             if self._paused:
                 await self._wait_for_change(None)
                 continue
-            self.state = ChildState.STARTING
+            if self.state is not ChildState.REFUSED:  # a refusal looked at again stays one until it starts
+                self.state = ChildState.STARTING
             try:
                 litestream = await asyncio.to_thread(self._prepare)
             except (LitestreamMissing, CredentialsError, NotWalMode, OSError) as error:

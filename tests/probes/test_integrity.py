@@ -77,9 +77,11 @@ def test_not_a_database(tmp_path: Path, context: ProbeContext) -> None:
     assert (observation.ok, observation.reason) == (False, "not_a_database")
 
 
-def test_missing_database_is_unavailable(tmp_path: Path, context: ProbeContext) -> None:
+def test_missing_database_is_reported_missing(tmp_path: Path, context: ProbeContext) -> None:
+    # A lost disk or a wiped data dir: the database-missing rule restores it (never an empty database).
     observation = run_once(integrity_probe(tmp_path, context, tmp_path / "gone.db"))
-    assert (observation.ok, observation.reason) == (False, "unavailable")
+    assert (observation.ok, observation.reason) == (False, "missing")
+    assert not (tmp_path / "gone.db").exists()
 
 
 def test_foreign_key_violation_inserted_with_fks_off_is_named(tmp_path: Path, context: ProbeContext) -> None:

@@ -267,6 +267,10 @@ class Executor:
 
     def _swap_in(self, entry: BackupEntry, service_stopped: bool) -> RestoreReport:
         """The swap, with replication paused around it (in a worker thread: pause/resume block)."""
+        folder = self.service.database.parent
+        if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
+            log.warning("%s: %s is gone: creating it for the restored database", self.service.name, folder)
+            folder.mkdir(parents=True, mode=0o770)
         self.replication.pause()
         try:
             return restore_backup(

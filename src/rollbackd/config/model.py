@@ -320,6 +320,7 @@ RuleSignal = Literal[
     "latency_high",
     "process_down",
     "write_lock_held",
+    "database_missing",
 ]
 # The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
 BUILTIN_RULE_NAMES = frozenset(
@@ -339,6 +340,7 @@ BUILTIN_RULE_NAMES = frozenset(
         "write-lock-stuck",
         "write-lock-held",
         "slow-no-deploy",
+        "database-missing",
     }
 )
 

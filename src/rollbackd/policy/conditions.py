@@ -144,6 +144,21 @@ def before_fault(view: ServiceView, since: float) -> dict[str, Any]:
     }
 
 
+def database_missing(view: ServiceView, rule: Rule) -> Reading | None:
+    """The database file is gone (its folder wiped, a lost disk): the integrity probe cannot even stat it."""
+    observations = view.recent("integrity")
+    since = sustained(observations, _failing("missing"), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading(
+        "database_missing",
+        since,
+        f"the database file is gone ({str(last.detail.get('error', ''))[:120]})",
+        {"detail": dict(last.detail), **before_fault(view, since)},
+    )
+
+
 def schema_ahead(view: ServiceView, rule: Rule) -> Reading | None:
     observations = view.recent("schema")
     since = sustained(observations, lambda o: _schema_state(o) in ("db_ahead", "unknown_revision"), view.now, rule.for_)
@@ -315,6 +330,7 @@ CONDITIONS: dict[str, Condition] = {
     "latency_high": latency_high,
     "process_down": process_down,
     "write_lock_held": write_lock_held,
+    "database_missing": database_missing,
 }
 
 

@@ -48,7 +48,8 @@ class Rung:
                 "newest_verified": "the newest verified backup",
                 "at_code_head": "the newest verified backup at the code's head",
                 "replica:proven_good": "the replica's last moment proven good (else the newest verified backup)",
-                "replica:pre_deploy": "the replica's moment before the upgrade (else the pre-deploy backup)",
+                "replica:pre_deploy": "the replica's moment before the upgrade, outside a deploy its last moment "
+                "proven good (else the pre-deploy backup)",
                 "replica:newest": "the replica's newest moment (else the newest verified backup)",
             }.get(self.target or "", "a backup")
             target = self.target or ""
@@ -101,15 +102,19 @@ def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:
     rules = _runbook_rules(service)
     if service.replication is None:
         return rules
-    return tuple(replace(rule, ladder=_with_replica(rule.ladder)) for rule in rules)
+    return tuple(
+        replace(rule, ladder=_with_replica(rule.ladder, missing=rule.signal == "database_missing")) for rule in rules
+    )
 
 
-def _with_replica(ladder: tuple[Rung, ...]) -> tuple[Rung, ...]:
+def _with_replica(ladder: tuple[Rung, ...], *, missing: bool = False) -> tuple[Rung, ...]:
     """With replication, a restore goes first to the replica's point in time, then (if that restore fails its
     verification) to the local backup the runbook names, as before."""
     rungs: list[Rung] = []
     for rung in ladder:
         point = {"newest_verified": "replica:proven_good", "pre_deploy": "replica:pre_deploy"}.get(rung.target or "")
+        if missing:
+            point = "replica:newest"  # the file is gone: all the replica holds, which is newer than any backup
         if rung.kind == "restore" and point is not None:
             rungs.append(replace(rung, target=point))
         rungs.append(rung)
@@ -155,6 +160,15 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             priority=85,
             for_=10.0,
             when="deploy_window",
+        ),
+        Rule(
+            "database-missing",
+            "database_missing",
+            (Rung("restore", "newest_verified"), HOLD),
+            "The database file is gone (a lost disk, a wiped data dir): restore the newest verified backup, "
+            "else hold; rollbackd never creates an empty database in its place.",
+            priority=82,
+            for_=2.0,
         ),
         Rule(
             "integrity-failed",

@@ -81,6 +81,12 @@ class IntegrityProbe:
         detail: dict[str, Any] = {"check": kind}
         try:
             values["database_size_bytes"] = float(os.stat(self.database).st_size)
+        except FileNotFoundError as error:
+            # The file itself is gone (a lost disk, an rm): not a check that could not run, a fact the policy acts on.
+            return self._failed("missing", values, detail, error)
+        except OSError as error:
+            return self._failed("unavailable", values, detail, error)
+        try:
             result = self._run_checks(kind)
         except DatabaseUnavailable as error:
             return self._failed("unavailable", values, detail, error)

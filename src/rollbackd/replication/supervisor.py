@@ -492,7 +492,12 @@ def _refusal_reason(error: Exception) -> str:
 
 
 def _message_of(line: str) -> str:
-    """The useful part of a Litestream log line: its error="..." text when it has one."""
+    """The useful part of a Litestream log line: the S3 API's error ("SignatureDoesNotMatch: ..."), without the
+    request ids that differ every time (so a retry that fails the same way is not logged again), else its
+    error="..." text."""
+    api = re.search(r"api error ([^\"]+)", line)
+    if api:
+        return api.group(1).strip()
     match = re.search(r'error="([^"]*)"', line)
     return match.group(1) if match else _TIME_PREFIX.sub("", line)
 

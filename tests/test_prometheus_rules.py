@@ -31,6 +31,7 @@ ALERTS = {
     "RollbackdDown",
     "RollbackdReplicationLagging",
     "RollbackdReplicaDown",
+    "RollbackdReplicaDrillFailed",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")

@@ -261,6 +261,17 @@ class Metrics:
             registry=r,
         )
 
+        # Replica drills (replication/drill.py): the replica restored into scratch and verified, on a schedule
+        self.replication_last_drill_success_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_drill_success_timestamp_seconds",
+            "When a replica drill last proved the replica restorable (restored into scratch, fully checked).",
+            service,
+            registry=r,
+        )
+        self.replication_drill_failures = Counter(
+            "rollbackd_replication_drill_failures", "Replica drills that failed.", service, registry=r
+        )
+
         # The daemon itself
         self.loop_lag_seconds = Gauge(
             "rollbackd_loop_lag_seconds",

@@ -109,20 +109,22 @@ def fetch_point(
     state_dir: StateDir,
     expected_revision: str | None = None,
     clock: Callable[[], float] = time.time,
+    scratch_dir: Path | None = None,
 ) -> ReplicaCopy:
-    """Restore the replica's database at ``point`` into a scratch file in the backup dir and verify it.
+    """Restore the replica's database at ``point`` into a scratch file in the backup dir (or ``scratch_dir``, for
+    a drill that keeps nothing) and verify it.
 
     Raise ReplicaRestoreError; the scratch is removed then. The live database is never opened for writing.
     """
     started = time.monotonic()
     runner = _prepare(service, state_dir)
     until = _check_not_behind(service, runner, point)
-    backup_dir = service.backups.dir
+    backup_dir = scratch_dir or service.backups.dir
     try:
         backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
         raise ReplicaRestoreError("io_error", f"cannot create the backup dir {backup_dir}: {error}") from error
-    _check_room(service)
+    _check_room(service, backup_dir)
     moment = point if point is not None else (until if until is not None else clock())
     scratch = backup_dir / f".{backup_name(service.database.stem, moment)}.{os.getpid()}{PARTIAL_SUFFIX}"
     _remove(scratch)
@@ -262,18 +264,18 @@ def _litestream_error(service: ServiceConfig, result: CommandResult, point: floa
 # -- the copy ---------------------------------------------------------------------------------------------------
 
 
-def _check_room(service: ServiceConfig) -> None:
-    """Refuse before writing when the backup dir cannot hold a copy the size of the database (when known)."""
+def _check_room(service: ServiceConfig, folder: Path) -> None:
+    """Refuse before writing when ``folder`` cannot hold a copy the size of the database (when known)."""
     needed = 0
     for path in (service.database, Path(f"{service.database}-wal")):
         with contextlib.suppress(OSError):
             needed += path.stat().st_size
-    stats = os.statvfs(service.backups.dir)
+    stats = os.statvfs(folder)
     free = stats.f_bavail * stats.f_frsize
     if free < needed * SPACE_MARGIN:
         raise ReplicaRestoreError(
             "no_space",
-            f"not enough space in {service.backups.dir} for the replica's copy: about {int(needed * SPACE_MARGIN)} "
+            f"not enough space in {folder} for the replica's copy: about {int(needed * SPACE_MARGIN)} "
             f"bytes needed, {free} free; nothing was swapped",
         )
 

@@ -273,6 +273,9 @@ class Daemon:
             slot.tasks.append(
                 self._spawn(f"backups {service.name}", self._supervise(f"backups {service.name}", runtime.run_backups))
             )
+            if runtime.replica_drills is not None:  # replication.drill_every: the replica restored and checked
+                name = f"replica drills {service.name}"
+                slot.tasks.append(self._spawn(name, self._supervise(name, runtime.replica_drills.run)))
         log.info("%s: probing %s", service.name, ", ".join(probe.name for probe in probes) or "nothing")
 
     async def _stop_service(self, name: str) -> None:

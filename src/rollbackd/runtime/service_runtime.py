@@ -31,6 +31,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
+from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.state.history import History
@@ -88,6 +89,11 @@ class ServiceRuntime:
             metrics=metrics,
             clock=clock,
             replication=replication,
+        )
+        self.replica_drills = (
+            ReplicaDrills(service, state_dir=state_dir, metrics=metrics, clock=clock)
+            if service.replication is not None
+            else None
         )
         self.verifier = Verifier(service, http)
         rules = effective_rules(service)

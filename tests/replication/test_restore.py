@@ -20,7 +20,7 @@ from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.snapshot import take_backup
 from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
-from rollbackd.policy.conditions import Reading
+from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import Rule, Rung
@@ -29,7 +29,7 @@ from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
 from rollbackd.target.control import ServiceControl
-from tests.backup.helpers import grow_database, make_database, make_service
+from tests.backup.helpers import REVISION, grow_database, make_database, make_service
 from tests.backup.test_restore import add_players, control_log, marker_control
 
 from .litestream_child import LitestreamChild, players
@@ -55,7 +55,13 @@ def replicated(tmp_path: Path) -> Iterator[tuple[ServiceConfig, StateDir, Litest
         child.stop()
 
 
-def run_rung(service: ServiceConfig, state_dir: StateDir, child: LitestreamChild, rung: Rung) -> ActionOutcome:
+def run_rung(
+    service: ServiceConfig,
+    state_dir: StateDir,
+    child: LitestreamChild,
+    rung: Rung,
+    deploy: DeployWindow | None = None,
+) -> ActionOutcome:
     history = History(state_dir.history_db)
     history.upgrade()
     try:
@@ -69,7 +75,7 @@ def run_rung(service: ServiceConfig, state_dir: StateDir, child: LitestreamChild
             replication=child,
         )
         reading = Reading("operator", time.time(), "a test asks for a restore", {"rows_before": {"players": 6}})
-        decision = Decision(service.name, Rule("manual", "operator", (rung,), "test", priority=0), reading, None)
+        decision = Decision(service.name, Rule("manual", "operator", (rung,), "test", priority=0), reading, deploy)
         return asyncio.run(executor.execute(rung, ActionContext(service.name, None, decision, automatic=False)))
     finally:
         history.close()
@@ -198,3 +204,36 @@ def test_a_full_scratch_disk_is_a_clear_error_and_nothing_is_swapped(tmp_path: P
     assert full.value.reason == "no_space", full.value
     assert os.listdir(small_tmpfs / "b") == []
     assert (tmp_path / "aside.db").read_bytes() == before and control_log(tmp_path) == []
+
+
+def window(opened_at: float, from_revision: str) -> DeployWindow:
+    return DeployWindow(1, opened_at, opened_at + 900, "migration_arrived", from_revision, None)
+
+
+@pytest.mark.e2e
+def test_in_a_deploy_window_the_replica_goes_back_to_just_before_the_upgrade(
+    tmp_path: Path,
+    replicated: tuple,  # type: ignore[type-arg]
+) -> None:
+    service, state_dir, child = replicated
+    pre_deploy = take_backup(service, reason="pre-deploy")
+    add_players(service.database, "after-the-pre-deploy-backup")
+    child.wait_replicated(tmp_path, "after-the-pre-deploy-backup")
+    opened = time.time()
+    add_players(service.database, "during-the-deploy")
+    child.wait_replicated(tmp_path, "during-the-deploy")
+
+    outcome = run_rung(service, state_dir, child, Rung("restore", "replica:pre_deploy"), window(opened, REVISION))
+
+    assert outcome.ok, outcome.summary
+    assert outcome.detail["source"] == "replica" and "deploy window opened" in outcome.detail["point_basis"]
+    restored = players(service.database)
+    assert "after-the-pre-deploy-backup" in restored  # kept: the pre-deploy backup alone would have lost it
+    assert "during-the-deploy" not in restored
+    # A copy at another revision than the one before the deploy is refused; a local backup from before the
+    # window is restored instead: the newest, which is the first restore's verified copy (kept as a backup,
+    # named for its moment), newer than the pre-deploy one.
+    wrong = run_rung(service, state_dir, child, Rung("restore", "replica:pre_deploy"), window(opened, "0ther"))
+    assert wrong.ok and wrong.detail["source"] == "local"
+    assert wrong.backup_used == outcome.backup_used != pre_deploy.manifest.name
+    assert wrong.detail["replica_refused"]["reason"] == "verify_failed"

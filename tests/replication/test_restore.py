@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -237,3 +238,23 @@ def test_in_a_deploy_window_the_replica_goes_back_to_just_before_the_upgrade(
     assert wrong.ok and wrong.detail["source"] == "local"
     assert wrong.backup_used == outcome.backup_used != pre_deploy.manifest.name
     assert wrong.detail["replica_refused"]["reason"] == "verify_failed"
+
+
+def test_a_replica_that_is_gone_is_refused_and_the_local_backup_restored(
+    tmp_path: Path,
+    replicated: tuple,  # type: ignore[type-arg]
+) -> None:
+    service, state_dir, child = replicated
+    add_players(service.database, "replicated")
+    child.wait_replicated(tmp_path, "replicated")
+    local = take_backup(service, reason="manual")
+    child.stop()
+    shutil.rmtree(tmp_path / "offsite")  # the other disk is gone (unmounted, wiped)
+
+    outcome = run_rung(service, state_dir, child, Rung("restore", "replica:proven_good"))
+
+    assert outcome.ok, outcome.summary
+    assert outcome.detail["source"] == "local" and outcome.backup_used == local.manifest.name
+    assert outcome.detail["replica_refused"]["reason"] == "no_point"
+    assert "its files are gone" in outcome.detail["replica_refused"]["message"]
+    assert not list(service.backups.dir.glob(".*.partial*"))

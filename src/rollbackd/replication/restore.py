@@ -234,7 +234,9 @@ def _check_not_behind(service: ServiceConfig, runner: litestream.Litestream, poi
         raise ReplicaRestoreError("unreachable", f"the replica of {service.name} cannot be read: {error}") from error
     until = state.newest_transaction
     if until is None:
-        raise ReplicaRestoreError("no_point", f"the replica of {service.name} holds nothing yet")
+        raise ReplicaRestoreError(
+            "no_point", f"the replica of {service.name} holds nothing: not replicated yet, or its files are gone"
+        )
     replication = service.replication
     if point is not None and replication is not None and until + replication.max_lag + 1.0 < point:
         raise ReplicaRestoreError(

@@ -14,7 +14,16 @@ import pytest
 from rollbackd.config.model import ServiceConfig, parse_config
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
-from tests.backup.helpers import ExampleApp, example_available, make_example_app, rollbackd, service_toml
+from tests.backup.helpers import (
+    ExampleApp,
+    example_available,
+    make_database,
+    make_example_app,
+    make_service,
+    rollbackd,
+    service_toml,
+)
+from tests.backup.test_restore import marker_control
 
 from .litestream_child import LitestreamChild, players
 
@@ -94,3 +103,35 @@ def test_from_replica_needs_replication_and_a_valid_moment(tmp_path: Path) -> No
     assert alone.returncode == 2 and "go with --from-replica" in alone.stderr
     both = rollbackd(config, "restore", "--from-replica", "--timestamp", "x", "--before-incident", "1")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_before_incident_plans_the_moment_the_database_was_last_proven_good(tmp_path: Path) -> None:
+    replication = f'replication = {{ replicas = [{{ type = "file", path = "{tmp_path / "offsite"}" }}] }}'
+    service = make_service(tmp_path, control=marker_control(tmp_path), extra=replication)
+    make_database(service.database, players=3)
+    state_dir = StateDir(tmp_path / "state")
+    state_dir.ensure()
+    child = LitestreamChild(service, state_dir, tmp_path / "litestream.log")
+    child.start()
+    try:
+        child.wait_replicated(tmp_path, "player-3")
+    finally:
+        child.stop()
+    proven = datetime.now(UTC).timestamp()
+    history = History(state_dir.history_db)
+    history.upgrade()
+    try:
+        incident = history.open_incident(
+            "vbrpg", "integrity-failed", "integrity_failed", "corrupt", {"proven_good_at": proven, "rows_before": {}}
+        )
+    finally:
+        history.close()
+    config = tmp_path / "rollbackd.toml"
+
+    planned = rollbackd(config, "restore", "--from-replica", "--before-incident", str(incident), "--dry-run")
+
+    assert planned.returncode == 0, planned.stderr
+    moment = datetime.fromtimestamp(proven, UTC).isoformat(timespec="milliseconds")
+    assert f"as at {moment} (the newest passing integrity/foreign-key check" in planned.stdout, planned.stdout
+    unknown = rollbackd(config, "restore", "--from-replica", "--before-incident", "999", "--dry-run")
+    assert unknown.returncode == 2 and "no incident 999" in unknown.stderr

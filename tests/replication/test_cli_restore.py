@@ -105,6 +105,7 @@ def test_from_replica_needs_replication_and_a_valid_moment(tmp_path: Path) -> No
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+@pytest.mark.e2e
 def test_before_incident_plans_the_moment_the_database_was_last_proven_good(tmp_path: Path) -> None:
     replication = f'replication = {{ replicas = [{{ type = "file", path = "{tmp_path / "offsite"}" }}] }}'
     service = make_service(tmp_path, control=marker_control(tmp_path), extra=replication)

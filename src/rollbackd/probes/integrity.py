@@ -82,8 +82,9 @@ class IntegrityProbe:
         try:
             values["database_size_bytes"] = float(os.stat(self.database).st_size)
         except FileNotFoundError as error:
-            # The file itself is gone (a lost disk, an rm): not a check that could not run, a fact the policy acts on.
-            return self._failed("missing", values, detail, error)
+            # A database this probe has checked before is gone (a lost disk, an rm): a fact the policy acts on.
+            # One never seen (a service not set up yet) is only unavailable.
+            return self._failed("missing" if self._schedule_path.exists() else "unavailable", values, detail, error)
         except OSError as error:
             return self._failed("unavailable", values, detail, error)
         try:

@@ -8,7 +8,7 @@ APT_PACKAGES := sqlite3 libsystemd-dev pkg-config
 # What only the tests run: a real Prometheus, Monit (the footprint bench), a private Docker engine with compose.
 TEST_APT_PACKAGES := prometheus prometheus-alertmanager monit docker.io docker-compose
 
-.PHONY: setup system-packages demo test lint clean
+.PHONY: setup system-packages demo demo-replication test lint clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -34,6 +34,10 @@ $(VENV)/.installed: pyproject.toml examples/vbrpg/pyproject.toml
 
 demo: setup
 	$(BIN)/python examples/demo.py
+
+# The same, with Litestream replicating to .demo/offsite and a corruption restored to seconds before the fault.
+demo-replication: setup
+	$(BIN)/python examples/demo.py --replication
 
 # Two workers: most tests wait on real services and daemons, so two run in the time of one on 2 cores.
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)

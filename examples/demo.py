@@ -8,15 +8,24 @@
    verification, the revision blocked.
 4. Ends with `rollbackd history` and the metrics URL; Ctrl-C stops everything it started (without a terminal
    it stops by itself).
+
+With ``--replication`` (``make demo-replication``) rollbackd also replicates the database with Litestream to
+.demo/offsite (a ``file`` replica; config/demo.toml plus a [service.replication] table, written to .demo/), and
+a scene comes before the bad migration: a room is written, a buggy write breaks the foreign keys seconds later,
+and rollbackd restores the replica to the last moment the database was proven good: the room survives, which
+the 5-minute local backup could not have kept. (The data-loss restore then comes from the replica too, at the
+moment the deploy began.)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +60,29 @@ def show(result: subprocess.CompletedProcess[str], lines: int = 6) -> None:
 
 def rollbackd(*argv: str) -> subprocess.CompletedProcess[str]:
     return run(BIN / "rollbackd", "--config", CONFIG, *argv, cwd=REPO, check=False)
+
+
+REPLICATION = """
+[service.replication]
+sync_interval = "500ms"
+drill_every = "0s"
+
+[[service.replication.replicas]]
+type = "file"
+path = "../offsite"
+"""
+
+
+def use_replication() -> None:
+    """config/demo.toml with replication, written to .demo/ (its paths moved from config/ to .demo/)."""
+    global CONFIG
+    text = CONFIG.read_text().replace('"../.demo/', '"')
+    # [service.replication] must follow the service's own keys: put it before the first [[service.rules]] or at
+    # the end.
+    marker = "\n[[service.rules]]"
+    text = text.replace(marker, REPLICATION + marker, 1) if marker in text else text + REPLICATION
+    CONFIG = DEMO / "rollbackd-replication.toml"
+    CONFIG.write_text(text)
 
 
 def http(method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, str]:
@@ -90,7 +122,7 @@ def start_service() -> None:
 
 
 def start_rollbackd() -> subprocess.Popen[bytes]:
-    step("starting rollbackd run --config config/demo.toml (log: .demo/rollbackd.log)")
+    step(f"starting rollbackd run --config {CONFIG.relative_to(REPO)} (log: .demo/rollbackd.log)")
     log = (DEMO / "rollbackd.log").open("ab")
     try:
         daemon = subprocess.Popen(  # noqa: S603 - fixed argv
@@ -170,8 +202,58 @@ def stop(daemon: subprocess.Popen[bytes] | None) -> None:
     show(run(BIN / "vbrpg-example", "stop", "--pidfile", "run/vbrpg.pid", check=False), 1)
 
 
+def replication_scene() -> None:
+    step("replication: a room is written, and seconds later a buggy write breaks the foreign keys")
+    code = "REPL01"
+    http("POST", "/api/rooms", {"name": "Seconds before the fault", "host_name": "late-host", "code": code})
+    print(f"    POST /api/rooms {code}: written after the last local backup; Litestream ships it within 0.5 s")
+    time.sleep(6)  # past the next passing integrity check (every 5 s in config/demo.toml)
+    with contextlib.closing(sqlite3.connect(WORKDIR / "data" / "vbrpg.db", isolation_level=None)) as connection:
+        connection.execute("INSERT INTO game_room_participants (room_id, player_id) VALUES (999999, 1)")
+    print("    INSERT INTO game_room_participants (room_id = 999999): a seat in a room that does not exist")
+    step("rollbackd restores the replica to the last moment the database was proven good")
+    before = len((status_json() or {}).get("services", {}).get("vbrpg", {}).get("incidents", []))
+    started = time.monotonic()
+    while time.monotonic() - started < 90:
+        status = status_json()
+        print(f"    [{time.strftime('%H:%M:%S')}] {live_line(status)}", flush=True)
+        incidents = (status or {}).get("services", {}).get("vbrpg", {}).get("incidents", [])
+        if len(incidents) > before and incidents[0]["outcome"] not in ("open",):
+            break
+        time.sleep(1.0)
+    show_replica_restore()
+    status_code = http("GET", f"/api/rooms/{code}")[0]
+    print(f"    GET /api/rooms/{code} -> {status_code} (the room written seconds before the fault is still there)")
+
+
+def show_replica_restore() -> None:
+    from rollbackd.config.model import load_config  # noqa: PLC0415 - only this scene needs them
+    from rollbackd.state.history import History  # noqa: PLC0415
+    from rollbackd.state.state_dir import StateDir  # noqa: PLC0415
+
+    history = History(StateDir(load_config(CONFIG).daemon.state_dir).history_db)
+    try:
+        [incident] = history.incidents("vbrpg", limit=1)
+        for action in history.incident(incident.id).actions:
+            detail = action.detail
+            print(f"    incident {incident.id} ({incident.rule}): {action.action} {action.outcome}")
+            print(f"      source {detail.get('source')}, point {detail.get('point')} ({detail.get('point_basis')})")
+            print(f"      rows lost (estimate): {detail.get('rows_lost_estimate')}")
+            if detail.get("replica_refused"):
+                print(f"      the replica could not be used: {detail['replica_refused']}")
+    finally:
+        history.close()
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description="The rollbackd demo (see the module docstring).")
+    parser.add_argument(
+        "--replication", action="store_true", help="replicate with Litestream and show a point-in-time restore"
+    )
+    args = parser.parse_args()
     set_up()
+    if args.replication:
+        use_replication()
     start_service()
     daemon = None
     try:
@@ -179,6 +261,8 @@ def main() -> int:
         print(rollbackd("status").stdout)
         step("watching a healthy service for a few seconds")
         watch(4)
+        if args.replication:  # before the deploy: outside a deploy window the fault goes to the proven-good moment
+            replication_scene()
         step("deploying a bad migration: 8e4b6c2d0a91_purge_stale_rooms.py ('-30 days' written as '+30 days')")
         show(run(BIN / "vbrpg-example", "fault", "data-loss", "--db", "data/vbrpg.db", "--app-dir", ".", check=False))
         step("rollbackd detects the data loss, stops the service, restores the pre-deploy backup, verifies")

@@ -33,6 +33,9 @@ ALERTS = {
     "RollbackdHotJournal",
     "RollbackdMissingIndexes",
     "RollbackdSchemaUnknown",
+    "RollbackdReplicationLagging",
+    "RollbackdReplicaDown",
+    "RollbackdReplicaDrillFailed",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")
@@ -204,6 +207,8 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
         "rollbackd_sqlite_missing_indexes",
         "rollbackd_schema_state",
         "rollbackd_service_process_resident_memory_bytes",
+        "rollbackd_replication_lag_seconds",
+        "rollbackd_replication_up",
     ):
         assert needed in used, needed
     panels = json.loads(DASHBOARD.read_text())["panels"]

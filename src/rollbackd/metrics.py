@@ -47,6 +47,18 @@ ACTION_OUTCOMES = ("success", "failed", "dry_run")
 RELOAD_OUTCOMES = ("success", "rejected")
 
 
+# What the Litestream supervisor counts in rollbackd_replication_errors_total (replication/supervisor.py).
+REPLICATION_ERROR_REASONS = (
+    "credentials",
+    "unreachable",
+    "sync",
+    "exited",
+    "not_wal",
+    "missing_binary",
+    "credentials_file",
+    "config",
+)
+
 class Metrics:
     """The metric objects, as attributes. Tests build one per test on a fresh ``CollectorRegistry``."""
 
@@ -257,6 +269,55 @@ class Metrics:
             registry=r,
         )
 
+        # Replication (Litestream): set by the replication probe and the supervisor of the child
+        self.replication_up = Gauge(
+            "rollbackd_replication_up",
+            "1 when the replica answers and (managed) the Litestream child runs.",
+            service,
+            registry=r,
+        )
+        self.replication_lag_seconds = Gauge(
+            "rollbackd_replication_lag_seconds",
+            "Seconds between the database's last commit and the newest transaction in the replica.",
+            service,
+            registry=r,
+        )
+        self.replication_max_lag_seconds = Gauge(
+            "rollbackd_replication_max_lag_seconds",
+            "The configured replication.max_lag (the lag alert's threshold).",
+            service,
+            registry=r,
+        )
+        self.replication_last_replicated_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_replicated_timestamp_seconds",
+            "When the newest transaction in the replica was replicated (Unix time).",
+            service,
+            registry=r,
+        )
+        self.replication_last_snapshot_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_snapshot_timestamp_seconds",
+            "When the replica's newest full snapshot was taken (Unix time).",
+            service,
+            registry=r,
+        )
+        self.replication_errors = Counter(
+            "rollbackd_replication_errors",
+            "Replication errors (reason: credentials, unreachable, sync, exited, not_wal, missing_binary, ...).",
+            ["service", "reason"],
+            registry=r,
+        )
+
+        # Replica drills (replication/drill.py): the replica restored into scratch and verified, on a schedule
+        self.replication_last_drill_success_timestamp_seconds = Gauge(
+            "rollbackd_replication_last_drill_success_timestamp_seconds",
+            "When a replica drill last proved the replica restorable (restored into scratch, fully checked).",
+            service,
+            registry=r,
+        )
+        self.replication_drill_failures = Counter(
+            "rollbackd_replication_drill_failures", "Replica drills that failed.", service, registry=r
+        )
+
         # The daemon itself
         self.loop_lag_seconds = Gauge(
             "rollbackd_loop_lag_seconds",
@@ -296,6 +357,12 @@ class Metrics:
                     continue
                 for outcome in ACTION_OUTCOMES:
                     self.recovery_actions.labels(service=service, action=action, outcome=outcome)
+
+    def initialise_replication(self, service: str) -> None:
+        """Create a replicated service's replication counters at 0 (as ``initialise_service`` does the others)."""
+        self.replication_drill_failures.labels(service=service)
+        for reason in REPLICATION_ERROR_REASONS:
+            self.replication_errors.labels(service=service, reason=reason)
 
     def set_state(self, gauge: Gauge, service: str, states: tuple[str, ...], current: str) -> None:
         """Set an enum-style gauge: 1 for ``current``, 0 for every other state, so each state is a series."""

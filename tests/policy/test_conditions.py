@@ -140,3 +140,25 @@ def test_blocked_revision_applied_again(service: ServiceConfig) -> None:
     applied = rule(service, "blocked-revision-applied")
     assert evaluate(applied, ServiceView("vbrpg", 101, {"schema": schema}, blocked=frozenset({"bad1"}))) is not None
     assert evaluate(applied, ServiceView("vbrpg", 101, {"schema": schema})) is None
+
+
+def test_a_corruption_says_when_the_database_was_last_proven_good_and_its_rows_then(service: ServiceConfig) -> None:
+    integrity = [
+        observe("integrity", 100, True),
+        observe("integrity", 160, True, values={"errors": 0.0}),
+        observe("integrity", 220, False, "corrupt", errors=["page 4 is never used"]),
+        observe("integrity", 221, False, "corrupt", errors=["page 4 is never used"]),
+    ]
+    rows = [
+        observe("rows", 150, True, counts={"players": 40, "game_rooms": 5}),
+        observe("rows", 210, True, counts={"players": 44, "game_rooms": 5}),
+        observe("rows", 221, False, "unavailable"),
+    ]
+    reading = evaluate(rule(service, "integrity-failed"), view(222, integrity=integrity, rows=rows))
+    assert reading is not None
+    assert reading.evidence["proven_good_at"] == 160
+    assert reading.evidence["first_failed_at"] == 220
+    assert reading.evidence["rows_before"] == {"players": 44, "game_rooms": 5}
+    # No passing check in view (just after a recovery): only the first failure is known.
+    only_failures = evaluate(rule(service, "integrity-failed"), view(222, integrity=integrity[2:]))
+    assert only_failures is not None and only_failures.evidence["proven_good_at"] is None

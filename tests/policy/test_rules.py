@@ -110,3 +110,30 @@ def test_new_rule_is_added(tmp_path: Path) -> None:
     assert rules["very-slow"].signal == "latency_high"
     assert rules["very-slow"].threshold == 10
     assert [rung.kind for rung in rules["very-slow"].ladder] == ["restart", "hold"]
+
+
+def test_with_replication_each_restore_goes_to_the_replica_first_then_the_local_backup(tmp_path: Path) -> None:
+    plain = {rule.name: rule for rule in effective_rules(service_with_rules(tmp_path, ""))}  # type: ignore[arg-type]
+    replicated = service_with_rules(
+        tmp_path, 'replication = { replicas = [{ type = "file", path = "/mnt/offsite" }] }\n'
+    )
+    rules = {rule.name: rule for rule in effective_rules(replicated)}  # type: ignore[arg-type]
+    assert rules["integrity-failed"].ladder == (
+        Rung("restore", "replica:proven_good"),
+        Rung("restore", "newest_verified"),
+        Rung("hold"),
+    )
+    assert rules["data-loss"].ladder[:2] == (
+        Rung("restore", "replica:pre_deploy", block_revision=True),
+        Rung("restore", "pre_deploy", block_revision=True),
+    )
+    assert [rung.target for rung in rules["migration-failed"].ladder] == [
+        "pre_deploy",
+        "replica:pre_deploy",
+        "pre_deploy",
+        None,
+    ]
+    # Rules without a restore are untouched, and without replication nothing changes.
+    assert rules["health-failing"].ladder == plain["health-failing"].ladder
+    assert plain["integrity-failed"].ladder == (Rung("restore", "newest_verified"), Rung("hold"))
+    assert "replica's last moment proven good" in rules["integrity-failed"].ladder[0].describe()

@@ -77,9 +77,17 @@ def test_not_a_database(tmp_path: Path, context: ProbeContext) -> None:
     assert (observation.ok, observation.reason) == (False, "not_a_database")
 
 
-def test_missing_database_is_unavailable(tmp_path: Path, context: ProbeContext) -> None:
-    observation = run_once(integrity_probe(tmp_path, context, tmp_path / "gone.db"))
-    assert (observation.ok, observation.reason) == (False, "unavailable")
+def test_a_database_never_seen_is_unavailable_and_one_checked_before_then_gone_is_missing(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    never = run_once(integrity_probe(tmp_path, context, tmp_path / "gone.db"))
+    assert (never.ok, never.reason) == (False, "unavailable")  # a service not set up yet: nothing to restore
+    database = make_game_database(tmp_path / "vbrpg.db")
+    assert run_once(integrity_probe(tmp_path, context, database)).ok
+    database.unlink()  # a lost disk or a wiped data dir: the database-missing rule restores it
+    gone = run_once(integrity_probe(tmp_path, context, database))
+    assert (gone.ok, gone.reason) == (False, "missing")
+    assert not database.exists()  # the probe never creates it
 
 
 def test_foreign_key_violation_inserted_with_fks_off_is_named(tmp_path: Path, context: ProbeContext) -> None:

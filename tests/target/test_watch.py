@@ -14,7 +14,7 @@ from rollbackd.target.watch import DeployEvent, DeployWatcher
 MIGRATION = '"""add a column"""\nrevision = "abc123"\ndown_revision = None\n'
 
 
-def service(tmp_path: Path) -> ServiceConfig:
+def service(tmp_path: Path, extra: str = "") -> ServiceConfig:
     app = tmp_path / "app"
     (app / "alembic" / "versions").mkdir(parents=True)
     (app / "src").mkdir()
@@ -25,6 +25,7 @@ name = "vbrpg"
 workdir = "{app}"
 database = "data/vbrpg.db"
 base_url = "http://127.0.0.1:8000"
+{extra}
 """
     return parse_config(text, tmp_path / "rollbackd.toml").service[0]
 
@@ -93,6 +94,18 @@ def test_bytecode_editor_files_data_and_backups_are_ignored(tmp_path: Path) -> N
         ("data/vbrpg_corrupted_20250101_000000.db", b"\0"),
         ("logs/service.log", b"started\n"),
         (".git/index", b"\0"),
+    ]
+    events = watch(config, [*noise, ("src/app.py", b"print('deployed')\n")])
+    assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]
+
+
+def test_litestream_state_and_a_file_replica_inside_the_code_dir_are_not_deploys(tmp_path: Path) -> None:
+    # Litestream writes LTX files every sync_interval: beside the database and into a file replica.
+    config = service(tmp_path, 'replication = { replicas = [{ type = "file", path = "offsite" }] }')
+    noise = [
+        ("data/.vbrpg.db-litestream/ltx/0/0000000000000007-0000000000000007.ltx", b"\0"),
+        ("offsite/ltx/0/0000000000000007-0000000000000007.ltx", b"\0"),
+        ("offsite/ltx/9/snapshot-marker", b"\0"),
     ]
     events = watch(config, [*noise, ("src/app.py", b"print('deployed')\n")])
     assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]

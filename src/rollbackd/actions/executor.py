@@ -17,15 +17,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.actions.quarantine import quarantine_revision
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
-from rollbackd.backup.restore import RestoreError, restore_backup
+from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.commands import CommandResult, run_command_async
@@ -33,7 +34,9 @@ from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
-from rollbackd.policy.rules import Rung
+from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
+from rollbackd.replication.restore import NoPause, ReplicaRestoreError, adopt_copy, fetch_point, plan_point
+from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
@@ -48,6 +51,7 @@ LOCK_WAIT = 120.0  # a scheduled backup holds the lock for seconds; a CLI migrat
 RESTART_COUNT_TOLERANCE = 0.05
 DOWNGRADE_COUNT_TOLERANCE = 0.10
 CODE_ROLLBACK_TIMEOUT = 120.0  # seconds for `git checkout` or `docker tag`
+FAULT_MARGIN = 1.0  # seconds before a fault's first failing observation, when no passing check is known before it
 
 
 class ActionFailed(Exception):
@@ -65,6 +69,7 @@ class Executor:
         deploys: DeployTracker,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        replication: ReplicationPause | None = None,
     ) -> None:
         self.service = service
         self.state_dir = state_dir
@@ -73,6 +78,8 @@ class Executor:
         self.deploys = deploys
         self.metrics = metrics
         self.clock = clock
+        # Litestream stops for every swap and starts again after it: a new lineage from the restored file.
+        self.replication: ReplicationPause = replication or NoPause()
         self.alembic = AlembicRunner(service, state_dir.scratch, vault)
 
     async def execute(self, rung: Rung, context: ActionContext) -> ActionOutcome:
@@ -196,7 +203,7 @@ class Executor:
     # restore
 
     async def _restore(self, rung: Rung, context: ActionContext, commands: list[CommandResult]) -> ActionOutcome:
-        entry = await asyncio.to_thread(self._choose_backup, rung, context)
+        entry, source = await asyncio.to_thread(self._restore_source, rung, context)
         manifest = entry.manifest
         if manifest is None:  # only verified entries are chosen, and they have manifests
             raise ActionFailed(f"{entry.name} has no manifest")
@@ -214,16 +221,7 @@ class Executor:
                 await self._control("start", commands)  # nothing was restored: the service runs as it was
                 raise
         try:
-            report = await asyncio.to_thread(
-                restore_backup,
-                self.service,
-                entry,
-                control=self.control,
-                state_dir=self.state_dir,
-                reason="rollback",
-                clock=self.clock,
-                service_stopped=code_rollback,
-            )
+            report = await asyncio.to_thread(self._swap_in, entry, code_rollback)
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)
@@ -257,11 +255,88 @@ class Executor:
             revision_after=manifest.revision,
             blocked_revision=blocked,
             detail={
+                **source,
+                "rows_lost_estimate": rows_lost(
+                    context.decision.reading.evidence.get("rows_before"), manifest.row_counts
+                ),
                 "restore": report.to_json(),
                 "code_commit": commit if code_rollback else None,
                 "quarantined_scripts": quarantined,
             },
         )
+
+    def _swap_in(self, entry: BackupEntry, service_stopped: bool) -> RestoreReport:
+        """The swap, with replication paused around it (in a worker thread: pause/resume block)."""
+        folder = self.service.database.parent
+        if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
+            log.warning("%s: %s is gone: creating it for the restored database", self.service.name, folder)
+            folder.mkdir(parents=True, mode=0o770)
+        self.replication.pause()
+        try:
+            return restore_backup(
+                self.service,
+                entry,
+                control=self.control,
+                state_dir=self.state_dir,
+                reason="rollback",
+                clock=self.clock,
+                service_stopped=service_stopped,
+            )
+        finally:
+            self.replication.resume()
+
+    def _restore_source(self, rung: Rung, context: ActionContext) -> tuple[BackupEntry, dict[str, Any]]:
+        """The verified backup to put in place and where it came from. A replica rung fetches its point in time
+        into a verified backup; when the replica cannot give it (unreachable, behind the moment, a copy that fails
+        its checks, no room) the rung's local fallback is chosen instead and the reason recorded."""
+        if rung.target is None or not rung.target.startswith("replica:"):
+            return self._choose_backup(rung, context), {"source": "local"}
+        point, basis, expected_revision = self._replica_point(rung, context)
+        described = {"point": _iso(point) if point is not None else "newest", "point_basis": basis}
+        try:
+            copy = fetch_point(
+                self.service, point, state_dir=self.state_dir, expected_revision=expected_revision, clock=self.clock
+            )
+            entry = adopt_copy(self.service, copy, clock=self.clock)
+        except ReplicaRestoreError as error:
+            fallback = _local_fallback(rung)
+            log.warning(
+                "%s: the replica cannot give %s (%s): %s instead",
+                self.service.name,
+                described["point"],
+                error,
+                fallback.describe(),
+                extra={"service": self.service.name},
+            )
+            entry = self._choose_backup(fallback, context)
+            return entry, {
+                "source": "local",
+                **described,
+                "replica_refused": {"reason": error.reason, "message": str(error)},
+            }
+        replicated = _iso(copy.replicated_until) if copy.replicated_until is not None else None
+        return entry, {"source": "replica", **described, "replicated_until": replicated}
+
+    def _replica_point(self, rung: Rung, context: ActionContext) -> tuple[float | None, str, str | None]:
+        """(the moment to restore, why that moment, the revision the copy must be at)."""
+        if rung.target == "replica:newest":
+            return None, "the replica's newest moment", None
+        if rung.target is not None and rung.target.startswith("replica:at:"):
+            return float(rung.target.removeprefix("replica:at:")), "the moment asked for", None
+        deploy = context.decision.deploy
+        if rung.target == "replica:pre_deploy" and deploy is not None:
+            if deploy.trigger == "revision_change":
+                # Seen after the upgrade: the last schema probe at the old revision was at most one interval before.
+                moment = deploy.opened_at - self.service.probes.schema_.every
+                return moment, "the last schema probe before the revision changed", deploy.from_revision
+            return deploy.opened_at, "the moment the deploy window opened, before the upgrade", deploy.from_revision
+        evidence = context.decision.reading.evidence
+        proven = evidence.get("proven_good_at")
+        if isinstance(proven, int | float):
+            return float(proven), "the newest passing integrity/foreign-key check before the fault", None
+        first = evidence.get("first_failed_at")
+        failed = float(first) if isinstance(first, int | float) else context.decision.reading.since
+        return failed - FAULT_MARGIN, f"{FAULT_MARGIN:g}s before the fault's first failing check", None
 
     def _choose_backup(self, rung: Rung, context: ActionContext) -> BackupEntry:
         """Pick the verified backup a restore rung means. Raise ActionFailed when there is none."""
@@ -275,6 +350,10 @@ class Executor:
             name = rung.target.removeprefix("backup:")
             chosen = [entry for entry in verified if entry.name == name]
             what = f"named {name} (it must exist and be verified)"
+        elif rung.target and rung.target.startswith("before:"):
+            moment = float(rung.target.removeprefix("before:"))
+            chosen = [entry for entry in verified if entry.created_at <= moment]
+            what = f"taken before {_iso(moment)}"
         elif rung.target and rung.target.startswith("revision:"):
             revision = rung.target.removeprefix("revision:")
             chosen = [entry for entry in verified if entry.revision == revision]
@@ -347,6 +426,17 @@ class Executor:
                 "start the service",
                 "verify",
             ]
+        if rung.kind == "restore" and rung.target is not None and rung.target.startswith("replica:"):
+            point, basis, _ = self._replica_point(rung, context)
+            moment = _iso(point) if point is not None else "its newest moment"
+            try:
+                steps = plan_point(self.service, point, state_dir=self.state_dir)
+            except ReplicaRestoreError as error:
+                fallback = _local_fallback(rung)
+                return [f"the replica cannot give {moment} ({error}): {fallback.describe()} instead"] + self.plan(
+                    fallback, context
+                )
+            return [f"restore the database as at {moment} ({basis}) from the replica", *steps, "verify"]
         if rung.kind == "restore":
             try:
                 entry = self._choose_backup(rung, context)
@@ -400,6 +490,31 @@ def pre_deploy_candidates(verified: Sequence[BackupEntry], deploy: DeployWindow,
 
 def _pre_deploy_fingerprint(deploy: DeployWindow | None) -> str | None:
     return deploy.schema_fingerprint if deploy is not None else None
+
+
+def _local_fallback(rung: Rung) -> Rung:
+    """The local backup a replica rung restores when the replica cannot give its moment."""
+    target = rung.target or ""
+    if target.startswith("replica:at:"):
+        return replace(rung, target="before:" + target.removeprefix("replica:at:"))
+    return replace(rung, target=REPLICA_FALLBACK.get(target, "newest_verified"))
+
+
+def rows_lost(before: object, restored: Mapping[str, int | None]) -> dict[str, int] | None:
+    """Rows the restore gives up, per table: the last rows probe before the fault minus the restored counts (a
+    table that grew since is 0). None when no count was known before the fault."""
+    if not isinstance(before, Mapping) or not before:
+        return None
+    lost = {}
+    for table, count in before.items():
+        kept = restored.get(str(table))
+        if isinstance(count, int) and isinstance(kept, int):
+            lost[str(table)] = max(0, count - kept)
+    return lost
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
 
 
 def _with_commands(outcome: ActionOutcome, commands: list[CommandResult]) -> ActionOutcome:

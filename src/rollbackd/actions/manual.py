@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import NoResultFound
 
 from rollbackd.actions.executor import Executor
 from rollbackd.config.model import Config, ServiceConfig
@@ -22,6 +23,7 @@ from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import HOLD, Rule, Rung
+from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
@@ -36,8 +38,15 @@ class ManualRequest:
     restore: bool = False
     backup: str | None = None
     code: bool = False
+    from_replica: bool = False  # a point in time from the replica (else a local backup before it)
+    at: float | None = None  # with from_replica: that moment; None: before_incident's, else the newest
+    before_incident: int | None = None
 
     def rung(self) -> Rung:
+        if self.from_replica:
+            if self.at is not None:
+                return Rung("restore", f"replica:at:{self.at!r}")
+            return Rung("restore", "replica:proven_good" if self.before_incident is not None else "replica:newest")
         if self.restore:
             if self.backup:
                 return Rung("restore", f"backup:{self.backup}")
@@ -82,9 +91,15 @@ class ManualResult:
 
 
 async def manual_rollback(
-    config: Config, service: ServiceConfig, request: ManualRequest, *, dry_run: bool
+    config: Config,
+    service: ServiceConfig,
+    request: ManualRequest,
+    *,
+    dry_run: bool,
+    replication: ReplicationPause | None = None,
 ) -> ManualResult:
-    """Plan, and unless ``dry_run``, carry out one rollback by hand, verify it and record it."""
+    """Plan, and unless ``dry_run``, carry out one rollback by hand, verify it and record it. ``replication``:
+    the service's Litestream, paused around a restore's swap."""
     state_dir = StateDir(config.daemon.state_dir)
     state_dir.ensure()
     history = History(state_dir.history_db)
@@ -98,10 +113,16 @@ async def manual_rollback(
             vault=Vault(state_dir.vault(service.name)),
             deploys=deploys,
             metrics=Metrics(),
+            replication=replication,
         )
         rung = request.rung()
         who = _operator()
-        reading = Reading("operator", time.time(), f"manual rollback by {who}: {request.describe()}")
+        reading = Reading(
+            "operator",
+            time.time(),
+            f"manual rollback by {who}: {request.describe()}",
+            _incident_evidence(history, service.name, request.before_incident),
+        )
         decision = Decision(service.name, _manual_rule(rung), reading, _last_deploy(history, service.name))
         context = ActionContext(service.name, None, decision, automatic=False, code_rollback=request.code or None)
         plan = executor.plan(rung, context)
@@ -137,6 +158,26 @@ async def manual_rollback(
         return ManualResult(incident_id, plan, outcome, verification)
     finally:
         history.close()
+
+
+def _incident_evidence(history: History, service: str, incident_id: int | None) -> dict[str, Any]:
+    """For ``--before-incident N``: when the database was last proven good before incident N, and its row counts
+    then (what the rule recorded), else the moment the incident opened. Raise LookupError for an unknown one."""
+    if incident_id is None:
+        return {}
+    try:
+        incident = history.incident(incident_id)
+    except NoResultFound as error:
+        raise LookupError(f"no incident {incident_id} in the history") from error
+    if incident.service != service:
+        raise LookupError(f"incident {incident_id} is about {incident.service!r}, not {service!r}")
+    evidence = dict(incident.evidence or {})
+    return {
+        "incident": incident_id,
+        "proven_good_at": evidence.get("proven_good_at"),
+        "first_failed_at": evidence.get("first_failed_at", incident.opened_at),
+        "rows_before": evidence.get("rows_before") or {},
+    }
 
 
 def _manual_rule(rung: Rung) -> Rule:

@@ -17,7 +17,8 @@ from rollbackd.host.atomic_files import write_bytes_atomic
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".json"
-REASONS = ("scheduled", "pre-deploy", "pre-restore", "manual", "startup")
+# replica: a point-in-time copy restored from the Litestream replica and verified (replication/restore.py)
+REASONS = ("scheduled", "pre-deploy", "pre-restore", "manual", "startup", "replica")
 
 
 class ManifestError(Exception):

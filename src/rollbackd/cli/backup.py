@@ -8,12 +8,14 @@ restore one the safe way. Every error is one line and a named exit code; ``--jso
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rollbackd.actions.manual import ManualRequest, manual_rollback
 from rollbackd.backup.catalog import (
     BackupEntry,
     BackupRefused,
@@ -32,6 +34,9 @@ from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.exit_codes import ExitCode
+from rollbackd.replication.restore import NoPause
+from rollbackd.replication.supervisor import ReplicationPause, UnitReplication
+from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target.control import ServiceControl
@@ -76,6 +81,22 @@ def register(commands: Subcommands) -> None:
     which.add_argument("--backup", metavar="NAME", help="the backup's file name (default: the newest verified)")
     which.add_argument("--before", metavar="TIME", help="the newest verified backup before YYYYMMDD_HHMMSS or ISO")
     which.add_argument("--revision", metavar="REV", help="the newest verified backup of this Alembic revision")
+    which.add_argument(
+        "--from-replica",
+        action="store_true",
+        help="restore a point in time from the Litestream replica (verified in scratch first; a local backup when "
+        "the replica cannot give it), recorded in the history",
+    )
+    point = restore.add_mutually_exclusive_group()
+    point.add_argument(
+        "--timestamp", metavar="TIME", help="with --from-replica: the moment, ISO 8601 or YYYYMMDD_HHMMSS (UTC)"
+    )
+    point.add_argument(
+        "--before-incident",
+        metavar="N",
+        type=int,
+        help="with --from-replica: the last moment the database was proven good before incident N",
+    )
     restore.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
     restore.add_argument("--resume", action="store_true", help="finish or undo an interrupted restore")
     restore.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -358,6 +379,8 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     control = ServiceControl(service)
     if args.resume:
         return _resume(config, service, control, state_dir, args.json)
+    if args.from_replica or args.timestamp or args.before_incident is not None:
+        return _restore_from_replica(args, config, service)
     before = None
     if args.before:
         try:
@@ -391,6 +414,85 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
             lock.release()
     _print_report(report, args.json)
     return ExitCode.OK
+
+
+def _restore_from_replica(args: argparse.Namespace, config: Config, service: ServiceConfig) -> ExitCode:
+    """Through the executor, as an automatic restore: service lock, the current file kept, verification, history."""
+    if not args.from_replica:
+        raise CommandFailed("--timestamp and --before-incident go with --from-replica", ExitCode.CONFIG)
+    if service.replication is None:
+        raise CommandFailed(f"service {service.name!r} has no [service.replication] to restore from", ExitCode.CONFIG)
+    if args.service_stopped:
+        raise CommandFailed(
+            "--from-replica stops and starts the service itself: drop --service-stopped", ExitCode.CONFIG
+        )
+    at = None
+    if args.timestamp:
+        try:
+            at = parse_moment(args.timestamp)
+        except ValueError as error:
+            raise CommandFailed(str(error), ExitCode.CONFIG) from error
+    request = ManualRequest(restore=True, from_replica=True, at=at, before_incident=args.before_incident)
+    pause = None if args.dry_run else _replication_pause(config, service)
+    if not args.dry_run and not args.yes:
+        _confirm_replica(service, request)
+    try:
+        result = asyncio.run(manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause))
+    except LookupError as error:
+        raise CommandFailed(str(error.args[0]), ExitCode.CONFIG) from error
+    if args.json:
+        print_json(result.as_dict())
+    else:
+        print(f"{service.name}: {'would' if args.dry_run else 'plan'}:")
+        for step in result.plan:
+            print(f"  - {step}")
+        if result.outcome is not None:
+            detail = result.outcome.detail
+            print(f"{'done' if result.outcome.ok else 'FAILED'}: {result.outcome.summary}")
+            refused = detail.get("replica_refused")
+            if isinstance(refused, dict):
+                print(f"the replica could not be used ({refused.get('reason')}): {refused.get('message')}")
+            if detail.get("source"):
+                print(f"source: {detail['source']}, point {detail.get('point')} ({detail.get('point_basis')})")
+        if result.verification is not None:
+            for item in result.verification.items:
+                mark = "skip" if item.skipped else ("ok" if item.ok else "FAIL")
+                print(f"  [{mark:>4}] {item.name}: {item.detail}")
+        if result.incident_id is not None:
+            print(f"incident {result.incident_id}: {'recovered' if result.ok else 'failed'} (rollbackd history)")
+    return ExitCode.OK if args.dry_run or result.ok else ExitCode.FAILED
+
+
+def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPause:
+    """The operator's Litestream unit (managed = false) is stopped and started around the swap. A running daemon's
+    own Litestream child cannot be paused from here, and must never replicate a file being replaced: refused."""
+    replication = service.replication
+    if replication is not None and not replication.managed:
+        return UnitReplication(service)
+    try:
+        status = query_status(config.daemon.socket_path)
+    except StatusSocketError:
+        return NoPause()  # no daemon: no Litestream runs against the database
+    child = status.get("services", {}).get(service.name, {}).get("replication") or {}
+    if child.get("state") in (None, "stopped", "refused"):
+        return NoPause()
+    raise CommandFailed(
+        f"the running daemon replicates {service.name} with its own Litestream child ({child.get('state')}), "
+        "which must not run while the database is replaced: stop rollbackd first (systemctl stop rollbackd), "
+        "restore, then start it again; nothing was touched",
+        ExitCode.UNAVAILABLE,
+    )
+
+
+def _confirm_replica(service: ServiceConfig, request: ManualRequest) -> None:
+    if not sys.stdin.isatty():
+        raise CommandFailed("refusing to restore without confirmation: pass --yes (or --dry-run)", ExitCode.CONFIG)
+    answer = input(
+        f"Restore {service.database} from the replica ({request.describe()})?\n"
+        "The service will be stopped and the current files kept as *_corrupted_*. [y/N] "
+    )
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CommandFailed("not confirmed; nothing was touched", ExitCode.FAILED)
 
 
 def _resume(

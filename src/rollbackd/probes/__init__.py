@@ -15,6 +15,7 @@ from rollbackd.probes.health import HealthProbe
 from rollbackd.probes.integrity import IntegrityProbe
 from rollbackd.probes.latency import LatencyProbe
 from rollbackd.probes.process import ProcessProbe, has_pid_source
+from rollbackd.probes.replication import ReplicationProbe
 from rollbackd.probes.rows import RowsProbe
 from rollbackd.probes.schema import SchemaProbe
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
@@ -51,4 +52,6 @@ def build_probes(service: ServiceConfig, context: ProbeContext) -> list[Probe]:
             probes.append(ProcessProbe(service, context))
         else:
             log.info("%s: process probe has no pidfile, match or systemd unit; not running it", service.name)
+    if service.replication is not None:
+        probes.append(ReplicationProbe(service, context, context.replication))
     return probes

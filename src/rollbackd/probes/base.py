@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.state.state_dir import StateDir
+
+if TYPE_CHECKING:
+    from rollbackd.replication.supervisor import Replication
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class ProbeContext:
     # Set when the daemon stops: long SQLite checks in worker threads abort at their next progress callback
     # instead of holding the exit for up to their timeout (a thread cannot be cancelled from outside).
     stopping: threading.Event = field(default_factory=threading.Event)
+    # The service's Litestream child (or the operator's unit), for the replication probe to report on.
+    replication: Replication | None = None
 
 
 async def observe(probe: Probe, clock: Callable[[], float] = time.time) -> Observation:

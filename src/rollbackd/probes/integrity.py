@@ -81,6 +81,13 @@ class IntegrityProbe:
         detail: dict[str, Any] = {"check": kind}
         try:
             values["database_size_bytes"] = float(os.stat(self.database).st_size)
+        except FileNotFoundError as error:
+            # A database this probe has checked before is gone (a lost disk, an rm): a fact the policy acts on.
+            # One never seen (a service not set up yet) is only unavailable.
+            return self._failed("missing" if self._schedule_path.exists() else "unavailable", values, detail, error)
+        except OSError as error:
+            return self._failed("unavailable", values, detail, error)
+        try:
             result = self._run_checks(kind)
         except DatabaseUnavailable as error:
             return self._failed("unavailable", values, detail, error)

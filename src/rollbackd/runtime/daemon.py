@@ -38,6 +38,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
+from rollbackd.replication.supervisor import Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
@@ -97,6 +98,7 @@ class _ServiceSlot:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     first_round: asyncio.Event = field(default_factory=asyncio.Event)
     reported: set[str] = field(default_factory=set)
+    replication: Replication | None = None  # its Litestream child (or the operator's unit)
 
 
 class Daemon:
@@ -238,7 +240,14 @@ class Daemon:
 
     async def _start_service(self, service: ServiceConfig) -> None:
         assert self._http is not None  # noqa: S101 - startup() created it
-        context = ProbeContext(http=self._http, state_dir=self.state_dir, clock=self.clock, stopping=self._stopping)
+        replication = replication_for(service, state_dir=self.state_dir, metrics=self.metrics)
+        context = ProbeContext(
+            http=self._http,
+            state_dir=self.state_dir,
+            clock=self.clock,
+            stopping=self._stopping,
+            replication=replication,
+        )
         try:
             probes = self._probe_builder(service, context)
         except OSError as error:
@@ -255,15 +264,20 @@ class Daemon:
                 alerts=self.alerts,
                 dry_run=self.config.daemon.dry_run,
                 clock=self.clock,
+                replication=replication,
             )
             await runtime.start()
-        slot = _ServiceSlot(service, runtime, probes)
+        slot = _ServiceSlot(service, runtime, probes, replication=replication)
+        if replication is not None:
+            await replication.start()  # after an interrupted restore was finished: never replicate a half swap
         self.services[service.name] = slot
         self.metrics.initialise_service(
             service.name,
             [probe.name for probe in probes],
             {rule.name: [rung.kind for rung in rule.ladder] for rule in effective_rules(service) if rule.enabled},
         )
+        if replication is not None:
+            self.metrics.initialise_replication(service.name)
         if not probes:
             slot.first_round.set()
         for probe in probes:
@@ -272,6 +286,9 @@ class Daemon:
             slot.tasks.append(
                 self._spawn(f"backups {service.name}", self._supervise(f"backups {service.name}", runtime.run_backups))
             )
+            if runtime.replica_drills is not None:  # replication.drill_every: the replica restored and checked
+                name = f"replica drills {service.name}"
+                slot.tasks.append(self._spawn(name, self._supervise(name, runtime.replica_drills.run)))
         log.info("%s: probing %s", service.name, ", ".join(probe.name for probe in probes) or "nothing")
 
     async def _stop_service(self, name: str) -> None:
@@ -281,6 +298,8 @@ class Daemon:
             if slot.runtime.policy.busy and slot.runtime.policy.task is not None:
                 log.info("%s: waiting for the running recovery before stopping it", name)
                 await asyncio.wait({slot.runtime.policy.task}, timeout=self.config.daemon.shutdown_timeout)
+        if slot.replication is not None:
+            await slot.replication.stop()
         for task in slot.tasks:
             task.cancel()
         if slot.tasks:
@@ -431,6 +450,9 @@ class Daemon:
         for slot in self.services.values():
             if slot.runtime is not None:
                 slot.runtime.stop()
+        replicas = [slot.replication.stop() for slot in self.services.values() if slot.replication is not None]
+        if replicas:
+            await asyncio.gather(*replicas)
         for task in self._tasks:
             task.cancel()
         for task in recoveries:
@@ -485,6 +507,10 @@ class Daemon:
             else:
                 latest = self.observations.latest_by_probe(name)
                 entry["probes"] = {p: {"ok": o.ok, "reason": o.reason, "at": o.started_at} for p, o in latest.items()}
+            if slot.replication is not None:
+                entry["replication"] = _replication_status(
+                    slot.replication, self.observations.latest(name, "replication")
+                )
             services[name] = entry
         return {
             "daemon": {
@@ -607,6 +633,16 @@ async def _call_safely(what: str, function: Callable[..., Awaitable[None] | None
             await result
     except Exception:
         log.exception("%s %r failed", what, function)
+
+
+def _replication_status(replication: Replication, latest: Observation | None) -> dict[str, Any]:
+    """The child's state and what the replication probe last saw of the replica."""
+    status = replication.describe()
+    if latest is not None:
+        status.update({"ok": latest.ok, "reason": latest.reason, "at": latest.started_at, **latest.values})
+        if "error" in latest.detail:
+            status.setdefault("probe_error", latest.detail["error"])
+    return status
 
 
 def _log_change(observation: Observation, previous: Observation | None) -> None:

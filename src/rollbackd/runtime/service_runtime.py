@@ -31,6 +31,8 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
+from rollbackd.replication.drill import ReplicaDrills
+from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
@@ -61,8 +63,11 @@ class ServiceRuntime:
         alerts: WebhookAlerts,
         dry_run: bool,
         clock: Callable[[], float] = time.time,
+        replication: ReplicationPause | None = None,
     ) -> None:
         self.service = service
+        # The service's Litestream (child or operator's unit; None without replication): a restore pauses it.
+        self.replication = replication
         self.name = service.name
         self.state_dir = state_dir
         self.history = history
@@ -83,6 +88,12 @@ class ServiceRuntime:
             deploys=self.deploys,
             metrics=metrics,
             clock=clock,
+            replication=replication,
+        )
+        self.replica_drills = (
+            ReplicaDrills(service, state_dir=state_dir, metrics=metrics, clock=clock)
+            if service.replication is not None
+            else None
         )
         self.verifier = Verifier(service, http)
         rules = effective_rules(service)

@@ -31,14 +31,29 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from rollbackd.config.model import ServiceConfig
+from rollbackd.config.model import FileReplica, ServiceConfig
 
 log = logging.getLogger(__name__)
 
 EventKind = Literal["migration", "code"]
 CHANGE_EVENTS = (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED, EVENT_TYPE_CLOSED)
 IGNORED_PARTS = ("__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules")
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", ".tmp", ".log", ".partial", ".pid", ".lock", ".sock", "~")
+LITESTREAM_DIR_SUFFIX = "-litestream"  # Litestream's own state beside the database (.vbrpg.db-litestream/)
+IGNORED_SUFFIXES = (
+    ".pyc",
+    ".pyo",
+    ".swp",
+    ".swo",
+    ".swx",
+    ".tmp",
+    ".log",
+    ".partial",
+    ".pid",
+    ".lock",
+    ".sock",
+    "~",
+    ".ltx",
+)
 SQLITE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite3", "-wal", "-shm", "-journal")
 
 
@@ -55,7 +70,7 @@ class DeployEvent:
 def is_ignored(path: Path, ignored_dirs: Collection[Path]) -> bool:
     """True for files whose changes say nothing about a deploy (build output, editors, data, logs)."""
     name = path.name
-    if any(part in IGNORED_PARTS for part in path.parts):
+    if any(part in IGNORED_PARTS or part.endswith(LITESTREAM_DIR_SUFFIX) for part in path.parts):
         return True
     if name.endswith(IGNORED_SUFFIXES) or name.endswith(SQLITE_SUFFIXES):
         return True
@@ -108,7 +123,12 @@ class DeployWatcher:
         self.clock = clock
         self.versions_dir = service.versions_dir.resolve()
         self.code_dir = service.code_dir.resolve()
-        self.ignored_dirs = (service.backups.dir.resolve(), *(Path(path).resolve() for path in ignore))
+        replicas = [
+            replica.path.resolve()
+            for replica in (service.replication.replicas if service.replication is not None else ())
+            if isinstance(replica, FileReplica)
+        ]  # a file replica inside the code dir is written every sync: not a deploy
+        self.ignored_dirs = (service.backups.dir.resolve(), *replicas, *(Path(path).resolve() for path in ignore))
         self._observer_factory = observer_factory
         self._observer: BaseObserver | None = None
         self._pending: dict[str, EventKind] = {}

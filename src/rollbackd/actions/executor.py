@@ -223,6 +223,8 @@ class Executor:
                 reason="rollback",
                 clock=self.clock,
                 service_stopped=code_rollback,
+                incident_id=context.incident_id,
+                action_id=context.action_id,
             )
         except RestoreError as error:
             if code_rollback:

@@ -110,10 +110,11 @@ async def manual_rollback(
         incident_id = history.open_incident(
             service.name, "manual", "operator", reading.explanation, {"request": request.describe()}, automatic=False
         )
-        context = ActionContext(
-            service.name, incident_id, decision, automatic=False, code_rollback=request.code or None
-        )
         action_id = history.start_action(service.name, rung.kind, incident_id, automatic=False, detail={"plan": plan})
+        code = request.code or None
+        context = ActionContext(
+            service.name, incident_id, decision, automatic=False, code_rollback=code, action_id=action_id
+        )
         outcome = await executor.execute(rung, context)
         history.finish_action(
             action_id,

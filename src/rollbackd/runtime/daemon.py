@@ -33,6 +33,7 @@ import httpx
 from prometheus_client import start_http_server
 
 from rollbackd import __version__
+from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
@@ -508,6 +509,7 @@ class Daemon:
             ),
             "blocked_revisions": sorted(self.history.blocked_revisions(name)),
             "incidents": [row.as_dict() for row in self.history.history_rows(name, limit=5)],
+            "pending_restore": pending_summary(self.state_dir.root, name),
         }
 
     # Metrics listener

@@ -23,6 +23,7 @@ from typing import Any
 
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.actions.quarantine import quarantine_revision
+from rollbackd.actions.service_state import service_state
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.restore import RestoreError, restore_backup
@@ -111,10 +112,10 @@ class Executor:
 
     async def _restart(self, commands: list[CommandResult]) -> ActionOutcome:
         revision, counts = await asyncio.to_thread(self._facts)
-        await self._control("restart", commands)
+        judged = await self._control_judged("restart", commands)
         return ActionOutcome(
             True,
-            "service restarted",
+            "service restarted" if judged is None else f"service up after the restart: {judged['verdict']}",
             Expectations(
                 revision=revision,
                 reference_counts=known_counts(counts),
@@ -123,6 +124,7 @@ class Executor:
                 integrity="quick",
             ),
             revision_after=revision,
+            detail={} if judged is None else {"service_after": judged},
         )
 
     # downgrade
@@ -147,7 +149,9 @@ class Executor:
                 result = await self.alembic.downgrade(target)
                 commands.append(result)
         finally:
-            await self._control("start", commands)
+            started = await self._control_judged("start", commands)
+        if started is not None:
+            detail["service_after"] = started
         if result is not None and not result.ok:
             return ActionOutcome(False, f"alembic downgrade {target}: {result.summary()}", detail=detail)
         missing = list(context.decision.reading.evidence.get("missing_indexes") or ())
@@ -230,8 +234,7 @@ class Executor:
             if code_rollback:
                 await self._control("start", commands)
             raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
-        if code_rollback:
-            await self._control("start", commands)
+        started = await self._control_judged("start", commands) if code_rollback else None
         blocked = None
         quarantined: list[str] = []
         if rung.block_revision:
@@ -262,6 +265,7 @@ class Executor:
                 "restore": report.to_json(),
                 "code_commit": commit if code_rollback else None,
                 "quarantined_scripts": quarantined,
+                **({"service_after": started} if started is not None else {}),
             },
         )
 
@@ -302,6 +306,29 @@ class Executor:
             if error.result is not None:
                 commands.append(error.result)
             raise ActionFailed(f"{action} failed: {error}") from error
+
+    async def _control_judged(self, action: str, commands: list[CommandResult]) -> dict[str, Any] | None:
+        """Start or restart, judged by the service afterwards rather than by the exit code alone: a command that
+        failed while the service is up and healthy (an operator's own start raced it) counts as done. Return None
+        when the command succeeded, else both the exit code and what was seen. Raise ActionFailed when the
+        service is not up either."""
+        try:
+            await self._control(action, commands)
+        except ActionFailed as failure:
+            state = await service_state(self.service, self.state_dir)
+            exit_code = commands[-1].exit_code if commands else None
+            if not state.up:
+                raise ActionFailed(f"{failure}; afterwards: {state.summary()}") from failure
+            verdict = f"the {action} command exited {exit_code}, but the service is up ({state.summary()})"
+            log.warning("%s: %s", self.service.name, verdict, extra={"service": self.service.name})
+            return {
+                "action": action,
+                "exit_code": exit_code,
+                "command": str(failure),
+                **state.as_dict(),
+                "verdict": verdict,
+            }
+        return None
 
     async def _roll_code_back(self, version: str, commands: list[CommandResult]) -> None:
         """Put the code from before the deploy back: git checkout of the commit, or docker tag of the image."""

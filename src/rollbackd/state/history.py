@@ -34,6 +34,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from rollbackd.host.private_dirs import make_private_dir
+
 Clock = Callable[[], float]
 
 # The newest of migrations/versions; a test keeps it in step with the scripts.
@@ -202,7 +204,7 @@ class History:
 
         Alembic is imported only when there is something to upgrade: the daemon's memory is better spent on
         the probes than on a migration framework it needs once per release."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.path.parent)
         if not self.path.exists():
             self.path.touch(mode=0o600)
         if self.schema_revision() == STATE_SCHEMA_HEAD:

@@ -501,6 +501,7 @@ class Daemon:
         """From the state DB: the deploy window, blocked revisions and recent incidents."""
         assert self.history is not None  # noqa: S101 - only called when runtimes exist
         window = self.history.open_deploy_window(name)
+        slot = self.services.get(name)
         return {
             "deploy_window": (
                 {
@@ -515,6 +516,7 @@ class Daemon:
             "blocked_revisions": sorted(self.history.blocked_revisions(name)),
             "incidents": [row.as_dict() for row in self.history.history_rows(name, limit=5)],
             "pending_restore": pending_summary(self.state_dir.root, name),
+            **({"last_backup": slot.runtime.last_backup_on_disk()} if slot and slot.runtime else {}),
         }
 
     # Metrics listener

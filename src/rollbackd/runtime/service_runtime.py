@@ -21,6 +21,7 @@ import httpx
 
 from rollbackd.actions.executor import Executor
 from rollbackd.actions.quarantine import quarantine_script
+from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.restore import RestoreError, pending_restore, resume_interrupted_restore
 from rollbackd.backup.restore_journal import JournalError, read_journal
 from rollbackd.backup.schedule import BackupScheduler
@@ -421,6 +422,17 @@ class ServiceRuntime:
                 else None
             ),
         }
+
+    def last_backup_on_disk(self) -> dict[str, Any] | None:
+        """For `status` (blocking: a thread): the last backup, if it is still there; else the newest verified one
+        in the backup dir (rotation, `backups prune` or a person may have removed the one this daemon took)."""
+        taken = self.scheduler.last_backup
+        if taken is not None and taken.path.exists():
+            return {"name": taken.manifest.name, "at": taken.manifest.created_at, "reason": taken.manifest.reason}
+        newest = list_backups(self.service.backups.dir, self.service.database.stem).newest_verified()
+        if newest is None:
+            return None
+        return {"name": newest.name, "at": newest.created_at, "reason": newest.reason or "unknown"}
 
     def _in_background(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -184,7 +184,7 @@ class Executor:
                 raise ActionFailed(f"the code has no single head to downgrade to ({heads})")
             return heads
         if rung.target and rung.target.startswith("to:"):
-            return rung.target.removeprefix("to:")
+            return self._known_target(rung.target.removeprefix("to:"), current)
         steps = int(rung.target) if rung.target and rung.target.lstrip("-").isdigit() else -1
         if current is None:
             raise ActionFailed("the database has no alembic revision to downgrade from")
@@ -196,6 +196,41 @@ class Executor:
                 raise ActionFailed(f"revision {target} has no single parent to downgrade to ({parents or 'base'})")
             target = parents[0]
         return target
+
+    def _known_target(self, wanted: str, current: str | None) -> str:
+        """``wanted`` as a revision a downgrade from ``current`` can reach, by the scripts and the vault (a unique
+        prefix is resolved), before anything is touched: Alembic would only say so after the safety backup and
+        the stop. ``base`` is below every revision. Raise ActionFailed naming what is wrong."""
+        if current is None:
+            raise ActionFailed("the database has no alembic revision to downgrade from")
+        if wanted == "base":
+            return wanted
+        graph = self.vault.combined_graph(self.service.versions_dir)
+        matches = [wanted] if wanted in graph else sorted(r for r in graph.scripts if r.startswith(wanted))
+        if not matches:
+            raise ActionFailed(
+                f"revision {wanted!r} is in neither {self.service.versions_dir} nor the script vault: nothing to "
+                "downgrade to"
+            )
+        if len(matches) > 1:
+            raise ActionFailed(f"revision {wanted!r} is ambiguous: {', '.join(matches)}")
+        target = matches[0]
+        if target != current and current in graph and target not in graph.ancestors(current):
+            raise ActionFailed(f"revision {target} is not below the database's revision {current}: not a downgrade")
+        return target
+
+    def check(self, rung: Rung, context: ActionContext) -> str | None:
+        """What makes a downgrade impossible here and now (a revision neither the scripts nor the vault know, one
+        not below the database's), checked without touching anything; None when it can be tried. For `rollbackd
+        rollback`, before it records, backs up or stops anything. (A restore picks its backup before it stops the
+        service, so it needs no separate check.)"""
+        if rung.kind != "downgrade":
+            return None
+        try:
+            self._downgrade_target(rung, context, self._facts()[0])
+        except ActionFailed as failure:
+            return str(failure)
+        return None
 
     # restore
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import PYTHON, Stack
+from tests.e2e.stack import PYTHON, VBRPG, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +27,21 @@ class RacedRestartStack(Stack):
     def control_config(self) -> str:
         restart = [PYTHON, "-c", OPERATOR_RACE, *self.start_argv()]
         return super().control_config() + f"restart = {json.dumps(restart)}\n"
+
+
+class RacedStartStack(Stack):
+    """Every start rollbackd runs is raced by an operator's: it exits non-zero, the service is up."""
+
+    def control_config(self) -> str:
+        start = [PYTHON, "-c", OPERATOR_RACE, *self.start_argv()]
+        stop = [*VBRPG, "stop", "--pidfile", "run/vbrpg.pid"]
+        return f"""
+[service.control]
+kind = "command"
+start = {json.dumps(start)}
+stop = {json.dumps(stop)}
+timeout = "60s"
+"""
 
 
 def test_a_restart_that_exits_non_zero_while_the_service_comes_up_healthy_counts_as_done(tmp_path: Path) -> None:
@@ -47,5 +62,26 @@ def test_a_restart_that_exits_non_zero_while_the_service_comes_up_healthy_counts
         assert "already running" in action.commands[0]["output_tail"]
         assert stack.health() == 200
         assert stack.state() == "ok"
+    finally:
+        stack.tear_down()
+
+
+def test_a_restore_whose_start_is_raced_by_an_operator_counts_as_done(tmp_path: Path) -> None:
+    stack = RacedStartStack(tmp_path)
+    try:
+        stack.set_up()
+        stack.start_daemon()
+        before = stack.counts()
+        assert stack.fault("data-loss").returncode == 0
+        incident = stack.settled_incident("data-loss")
+        assert incident.outcome == "recovered", incident.notes
+        [action] = incident.actions
+        assert (action.action, action.outcome) == ("restore", "success")
+        after = action.detail["service_after"]
+        assert after["health_ok"] is True and after["process_up"] is True, after
+        assert "did not start" in after["command"]
+        assert action.detail["restore"]["quarantined"], action.detail
+        assert stack.counts()["game_rooms"] == before["game_rooms"]
+        assert stack.health() == 200
     finally:
         stack.tear_down()

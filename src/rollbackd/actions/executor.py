@@ -26,7 +26,8 @@ from rollbackd.actions.quarantine import quarantine_revision
 from rollbackd.actions.service_state import service_state
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
-from rollbackd.backup.restore import RestoreError, restore_backup
+from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup
+from rollbackd.backup.restore_journal import JournalError, read_journal
 from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.commands import CommandResult, run_command_async
@@ -252,6 +253,7 @@ class Executor:
             except ActionFailed:
                 await self._control("start", commands)  # nothing was restored: the service runs as it was
                 raise
+        started: dict[str, Any] | None
         try:
             report = await asyncio.to_thread(
                 restore_backup,
@@ -268,8 +270,12 @@ class Executor:
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)
-            raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
-        started = await self._control_judged("start", commands) if code_rollback else None
+            restored = await self._restored_but_not_started(error) if not code_rollback else None
+            if restored is None:
+                raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
+            report, started = restored
+        else:
+            started = await self._control_judged("start", commands) if code_rollback else None
         blocked = None
         quarantined: list[str] = []
         if rung.block_revision:
@@ -303,6 +309,36 @@ class Executor:
                 **({"service_after": started} if started is not None else {}),
             },
         )
+
+    async def _restored_but_not_started(self, error: RestoreError) -> tuple[RestoreReport, dict[str, Any]] | None:
+        """A restore whose database is in place but whose start command failed: if the service is up and
+        healthy all the same (an operator's own start raced it), the restore is done. Return its report (from the
+        journal) and what was seen; None when it really failed."""
+        if error.reason != "control" or not error.touched:
+            return None
+        try:
+            journal = read_journal(self.state_dir.service_dir(self.service.name))
+        except JournalError:
+            return None
+        if journal is None or journal.state != "done":
+            return None
+        state = await service_state(self.service, self.state_dir)
+        if not state.up:
+            return None
+        verdict = f"the start command failed ({error}), but the service is up ({state.summary()})"
+        log.warning("%s: %s", self.service.name, verdict, extra={"service": self.service.name})
+        report = RestoreReport(
+            self.service.name,
+            journal.backup,
+            journal.database,
+            "restored",
+            quarantined=tuple(moved.target for moved in journal.moves),
+            revision=journal.expected_revision,
+            row_counts=dict(journal.expected_counts),
+            service_started=True,
+            message=verdict,
+        )
+        return report, {"action": "start", "command": str(error), **state.as_dict(), "verdict": verdict}
 
     def _choose_backup(self, rung: Rung, context: ActionContext) -> BackupEntry:
         """Pick the verified backup a restore rung means. Raise ActionFailed when there is none."""

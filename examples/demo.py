@@ -7,7 +7,7 @@
    what rollbackd sees and does: detection, stop, restore of the pre-deploy backup with the bad file kept,
    verification, the revision blocked.
 4. Ends with `rollbackd history` and the metrics URL; Ctrl-C stops everything it started (without a terminal
-   it stops by itself).
+   it stops by itself), also when its output goes to a pipe whose reader is gone by then (`| tee`, `| head`).
 
 With ``--replication`` (``make demo-replication``) rollbackd also replicates the database with Litestream to
 .demo/offsite (a ``file`` replica; config/demo.toml plus a [service.replication] table, written to .demo/), and
@@ -15,6 +15,10 @@ a scene comes before the bad migration: a room is written, a buggy write breaks 
 and rollbackd restores the replica to the last moment the database was proven good: the room survives, which
 the 5-minute local backup could not have kept. (The data-loss restore then comes from the replica too, at the
 moment the deploy began.)
+
+
+Ports 8000 and 9797 taken? ``DEMO_PORT=8100 DEMO_METRICS_PORT=9897 make demo`` runs it with a copy of
+config/demo.toml at .demo/demo.toml naming those ports.
 """
 
 from __future__ import annotations
@@ -37,14 +41,35 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / ".demo"
 WORKDIR = DEMO / "vbrpg"
-CONFIG = REPO / "config" / "demo.toml"
+SHIPPED_CONFIG = REPO / "config" / "demo.toml"
 BIN = Path(sys.executable).parent
-BASE_URL = "http://127.0.0.1:8000"
-METRICS_URL = "http://127.0.0.1:9797/metrics"
+PORT = int(os.environ.get("DEMO_PORT", "8000"))
+METRICS_PORT = int(os.environ.get("DEMO_METRICS_PORT", "9797"))
+CONFIG = SHIPPED_CONFIG if (PORT, METRICS_PORT) == (8000, 9797) else DEMO / "demo.toml"
+BASE_URL = f"http://127.0.0.1:{PORT}"
+METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 
 
 def step(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"\n==> {text}", flush=True)
+
+
+def write_config() -> None:
+    """config/demo.toml with other ports, beside the demo's files (its relative paths adjusted to .demo/)."""
+    if CONFIG == SHIPPED_CONFIG:
+        return
+    text = SHIPPED_CONFIG.read_text()
+    text = text.replace("../.demo/", "").replace("127.0.0.1:9797", f"127.0.0.1:{METRICS_PORT}")
+    text = text.replace("127.0.0.1:8000", f"127.0.0.1:{PORT}").replace('"--port", "8000"', f'"--port", "{PORT}"')
+    CONFIG.write_text(text)
+
+
+def detach_stdout() -> None:
+    """stdout's reader is gone (the pipe closed, as `| head` or a Ctrl-C'd `| tee` does): what is still printed
+    goes to /dev/null, so neither the clean-up nor the interpreter's exit dies of BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run(*argv: str | Path, cwd: Path = WORKDIR, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -105,6 +130,7 @@ def set_up() -> None:
     step(f"setting up the example VBRPG service in {WORKDIR.relative_to(REPO)}")
     shutil.rmtree(DEMO, ignore_errors=True)
     (WORKDIR / "data").mkdir(parents=True)
+    write_config()
     run(BIN / "vbrpg-example", "init-app", WORKDIR, "--db", WORKDIR / "data" / "vbrpg.db", "--force", cwd=REPO)
     (WORKDIR / "run").mkdir()
     run(BIN / "vbrpg-example", "migrate", "--db", "data/vbrpg.db", "--app-dir", ".")
@@ -115,7 +141,7 @@ def set_up() -> None:
 
 def start_service() -> None:
     step(f"starting the service on {BASE_URL} (the start command in {CONFIG.relative_to(REPO)})")
-    show(run(BIN / "vbrpg-example", "serve", "--db", "data/vbrpg.db", "--app-dir", ".", "--port", "8000",
+    show(run(BIN / "vbrpg-example", "serve", "--db", "data/vbrpg.db", "--app-dir", ".", "--port", str(PORT),
              "--detach", "--pidfile", "run/vbrpg.pid", "--log-file", "run/vbrpg.log"), 1)  # fmt: skip
     http("POST", "/api/rooms", {"name": "Demo room", "host_name": "demo-host", "code": "DEMO01"})
     print(f"    GET /health -> {' '.join(map(str, http('GET', '/health')))}")
@@ -192,14 +218,21 @@ def watch(seconds: float, until: str | None = None) -> None:
 
 
 def stop(daemon: subprocess.Popen[bytes] | None) -> None:
-    step("stopping rollbackd and the service")
+    """Stop what the demo started, first, whatever stdout does; only then say so."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
     if daemon is not None and daemon.poll() is None:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
-    show(run(BIN / "vbrpg-example", "stop", "--pidfile", "run/vbrpg.pid", check=False), 1)
+            daemon.wait()
+    stopped = run(BIN / "vbrpg-example", "stop", "--pidfile", "run/vbrpg.pid", check=False)
+    try:
+        step("stopped rollbackd and the service")
+        show(stopped, 1)
+    except BrokenPipeError:
+        detach_stdout()
 
 
 def replication_scene() -> None:
@@ -254,9 +287,9 @@ def main() -> int:
     set_up()
     if args.replication:
         use_replication()
-    start_service()
     daemon = None
     try:
+        start_service()
         daemon = start_rollbackd()
         print(rollbackd("status").stdout)
         step("watching a healthy service for a few seconds")
@@ -281,6 +314,8 @@ def main() -> int:
                     time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        detach_stdout()
     finally:
         stop(daemon)
     return 0

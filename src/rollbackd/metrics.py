@@ -59,6 +59,7 @@ REPLICATION_ERROR_REASONS = (
     "config",
 )
 
+
 class Metrics:
     """The metric objects, as attributes. Tests build one per test on a fresh ``CollectorRegistry``."""
 

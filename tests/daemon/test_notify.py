@@ -10,32 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.probes import PROBE_NAMES
 from tests.daemon.notify_listener import Datagram, NotifyListener
-from tests.daemon.rollbackd_process import Samples, daemon_toml, rollbackd_run, scrape, service_toml
+from tests.daemon.rollbackd_process import Samples, daemon_toml, rollbackd_run, scrape, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
 
 pytestmark = pytest.mark.e2e
 
 WATCHDOG_USEC = 1_000_000
+API_DELAY = 6.0  # seconds the latency path takes to answer (under the probe's 10 s timeout)
 WATCHED_INTERVALS = 4
 STATUS_LINE = re.compile(r"vbrpg: OK, last backup \d+[smhd] ago")
 
 
 @pytest.mark.parametrize("notify", ["path", "abstract"], indirect=True)
-def test_rollbackd_run_is_ready_after_the_first_probe_round_then_pings_and_says_stopping_on_sigterm(
+def test_rollbackd_run_is_ready_once_the_first_probe_round_began_then_pings_and_says_stopping_on_sigterm(
     tmp_path: Path, make_app: Callable[[str], VbrpgApp], notify: NotifyListener, metrics_port: int
 ) -> None:
     app = make_app("vbrpg")
     with serving(app):
         room = app.create_room()
-        # The health check answers only after 1.5 s (its one run: every = 1h), so the first round ends with it: a
-        # READY=1 sent before the round was complete would find its series missing from /metrics.
-        app.chaos(health_delay_seconds=1.5)
+        # The latency path answers only after API_DELAY seconds (a slow service): READY=1 must not wait for it, as
+        # it did when it waited for the whole first round (up to the latency probe's 10 s timeout).
+        app.chaos(api_delay_seconds=API_DELAY)
         config = tmp_path / "rollbackd.toml"
         config.write_text(
             daemon_toml(tmp_path / "state", metrics_port)
-            + service_toml(app, "vbrpg", health_every="1h", health_timeout="10s", latency_path=f"/api/rooms/{room}")
+            + service_toml(app, "vbrpg", every="1h", latency_path=f"/api/rooms/{room}")
         )
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         at_ready: list[Samples | None] = []
@@ -50,6 +50,14 @@ def test_rollbackd_run_is_ready_after_the_first_probe_round_then_pings_and_says_
         with rollbackd_run(config, tmp_path / "state", metrics_port, **environment) as daemon:
             ready_index = notify.wait_index("READY", "1")
             ready = notify.datagrams[ready_index]
+            latency_done = wait_for(
+                lambda: (daemon.scrape() or Samples({})).get(
+                    "rollbackd_probe_last_run_timestamp_seconds", service="vbrpg", probe="latency"
+                ),
+                "the slow latency probe's first result",
+                log=daemon.log_tail,
+            )
+            app.chaos(api_delay_seconds=0)
             notify.wait_for(
                 lambda seen: [d for d in seen if STATUS_LINE.fullmatch(d.assignments.get("STATUS", ""))],
                 "STATUS=vbrpg: OK, last backup ... ago",
@@ -67,14 +75,15 @@ def test_rollbackd_run_is_ready_after_the_first_probe_round_then_pings_and_says_
     # systemd-python sent them (as under systemd): the daemon says which backend it picked.
     assert f"notifying the service manager at {notify.address} through systemd-python" in log, log
 
-    # READY=1 came once, after the first round: every probe had reported, the slow health check included.
+    # READY=1 came once, with the metrics listener up and the first round begun, before the slow latency probe's
+    # first result: that probe did not hold readiness back.
     assert [d.payload for d in datagrams].count("READY=1") == 1
     [samples] = at_ready
     assert samples is not None, "the metrics listener was not up when READY=1 came"
-    assert samples.probes_reported("vbrpg") == set(PROBE_NAMES)
-    health_done = samples.get("rollbackd_probe_last_run_timestamp_seconds", service="vbrpg", probe="health")
-    assert health_done is not None and health_done <= ready.received_at
-    assert not any(d.says("STATUS") for d in datagrams[:ready_index])  # the summary needs the first round too
+    assert "latency" not in samples.probes_reported("vbrpg")
+    assert latency_done > ready.received_at
+    assert "ready: first probe round started" in log
+    assert not any(d.says("STATUS") for d in datagrams[:ready_index])  # the summary comes with readiness
 
     # At least one ping per WATCHDOG_USEC (they are due every half of it) while the daemon ran.
     pings = [d for d in datagrams if d.says("WATCHDOG", "1") and ready.received_at <= d.received_at <= window_end]

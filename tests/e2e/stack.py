@@ -269,7 +269,8 @@ latency_bound = "{self.latency_bound}"
 """
         )
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, *, backup: bool = True) -> None:
+        """Start `rollbackd run`; wait until it is ready and (``backup``) has its start-up backup."""
         log = self.daemon_log.open("ab")
         try:
             self.daemon = subprocess.Popen(
@@ -281,15 +282,15 @@ latency_bound = "{self.latency_bound}"
             )
         finally:
             log.close()
-        wait_for(self._ready, "the daemon's first probe round and its startup backup", timeout=60)
+        wait_for(lambda: self._ready(backup), "the daemon's first probe round and its startup backup", timeout=60)
 
-    def _ready(self) -> bool:
+    def _ready(self, backup: bool = True) -> bool:
         if self.daemon is not None and self.daemon.poll() is not None:
             raise AssertionError(f"rollbackd run exited with {self.daemon.returncode}:\n{self.log_tail()}")
         status = self.status()
         if status is None or not status.get("daemon", {}).get("ready"):
             return False
-        return bool(status["services"]["vbrpg"].get("last_backup"))
+        return not backup or bool(status["services"]["vbrpg"].get("last_backup"))
 
     def tear_down(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:

@@ -63,3 +63,24 @@ def test_rollback_refuses_a_backup_that_does_not_exist(stack: Stack) -> None:
     assert "no verified backup named" in result.stdout + result.stderr
     assert stack.revision() == CLEAN_HEAD
     assert stack.health() == 200
+
+
+def test_rollback_to_an_unknown_revision_is_refused_before_anything_is_touched(stack: Stack) -> None:
+    backups = stack.workdir / "data" / "backups"
+    before = sorted(path.name for path in backups.glob("*")) if backups.exists() else []
+    pid = (stack.workdir / "run" / "vbrpg.pid").read_text().strip()
+    for arguments in (["--to", "deadbeef0000"], ["--to", "deadbeef0000", "--json"], ["--steps", "99"]):
+        result = stack.rollbackd("rollback", "vbrpg", *arguments)
+        assert result.returncode == 2, (arguments, result.stdout + result.stderr)
+        assert "nothing was touched" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "'deadbeef0000' is in neither" in stack.rollbackd("rollback", "vbrpg", "--to", "deadbeef0000").stderr
+    # No safety backup, the service never stopped (the same process answers), no incident recorded.
+    assert (sorted(path.name for path in backups.glob("*")) if backups.exists() else []) == before
+    assert (stack.workdir / "run" / "vbrpg.pid").read_text().strip() == pid
+    assert stack.health() == 200
+    assert stack.revision() == CLEAN_HEAD
+    assert stack.incidents() == []
+    # A revision the scripts know, by a unique prefix, still goes through the plan.
+    plan = stack.rollbackd("rollback", "vbrpg", "--to", CLEAN_HEAD[:6], "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr

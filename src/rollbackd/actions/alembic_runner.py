@@ -25,6 +25,7 @@ from typing import Protocol
 
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.commands import CommandResult, run_command_async
+from rollbackd.host.private_dirs import make_private_dir
 
 
 class ScriptSource(Protocol):
@@ -73,7 +74,7 @@ class AlembicRunner:
         if self.vault is None and self.database is None:
             yield self.service.alembic.ini
             return
-        self.scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.scratch_dir)
         workspace = Path(tempfile.mkdtemp(prefix=f"alembic-{self.service.name}-", dir=self.scratch_dir))
         try:
             vault_scripts = workspace / "vault_versions"

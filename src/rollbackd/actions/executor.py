@@ -24,9 +24,11 @@ from typing import Any
 
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.actions.quarantine import quarantine_revision
+from rollbackd.actions.service_state import service_state
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup
+from rollbackd.backup.restore_journal import JournalError, read_journal
 from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.commands import CommandResult, run_command_async
@@ -118,10 +120,10 @@ class Executor:
 
     async def _restart(self, commands: list[CommandResult]) -> ActionOutcome:
         revision, counts = await asyncio.to_thread(self._facts)
-        await self._control("restart", commands)
+        judged = await self._control_judged("restart", commands)
         return ActionOutcome(
             True,
-            "service restarted",
+            "service restarted" if judged is None else f"service up after the restart: {judged['verdict']}",
             Expectations(
                 revision=revision,
                 reference_counts=known_counts(counts),
@@ -130,6 +132,7 @@ class Executor:
                 integrity="quick",
             ),
             revision_after=revision,
+            detail={} if judged is None else {"service_after": judged},
         )
 
     # downgrade
@@ -154,7 +157,9 @@ class Executor:
                 result = await self.alembic.downgrade(target)
                 commands.append(result)
         finally:
-            await self._control("start", commands)
+            started = await self._control_judged("start", commands)
+        if started is not None:
+            detail["service_after"] = started
         if result is not None and not result.ok:
             return ActionOutcome(False, f"alembic downgrade {target}: {result.summary()}", detail=detail)
         missing = list(context.decision.reading.evidence.get("missing_indexes") or ())
@@ -187,7 +192,7 @@ class Executor:
                 raise ActionFailed(f"the code has no single head to downgrade to ({heads})")
             return heads
         if rung.target and rung.target.startswith("to:"):
-            return rung.target.removeprefix("to:")
+            return self._known_target(rung.target.removeprefix("to:"), current)
         steps = int(rung.target) if rung.target and rung.target.lstrip("-").isdigit() else -1
         if current is None:
             raise ActionFailed("the database has no alembic revision to downgrade from")
@@ -199,6 +204,41 @@ class Executor:
                 raise ActionFailed(f"revision {target} has no single parent to downgrade to ({parents or 'base'})")
             target = parents[0]
         return target
+
+    def _known_target(self, wanted: str, current: str | None) -> str:
+        """``wanted`` as a revision a downgrade from ``current`` can reach, by the scripts and the vault (a unique
+        prefix is resolved), before anything is touched: Alembic would only say so after the safety backup and
+        the stop. ``base`` is below every revision. Raise ActionFailed naming what is wrong."""
+        if current is None:
+            raise ActionFailed("the database has no alembic revision to downgrade from")
+        if wanted == "base":
+            return wanted
+        graph = self.vault.combined_graph(self.service.versions_dir)
+        matches = [wanted] if wanted in graph else sorted(r for r in graph.scripts if r.startswith(wanted))
+        if not matches:
+            raise ActionFailed(
+                f"revision {wanted!r} is in neither {self.service.versions_dir} nor the script vault: nothing to "
+                "downgrade to"
+            )
+        if len(matches) > 1:
+            raise ActionFailed(f"revision {wanted!r} is ambiguous: {', '.join(matches)}")
+        target = matches[0]
+        if target != current and current in graph and target not in graph.ancestors(current):
+            raise ActionFailed(f"revision {target} is not below the database's revision {current}: not a downgrade")
+        return target
+
+    def check(self, rung: Rung, context: ActionContext) -> str | None:
+        """What makes a downgrade impossible here and now (a revision neither the scripts nor the vault know, one
+        not below the database's), checked without touching anything; None when it can be tried. For `rollbackd
+        rollback`, before it records, backs up or stops anything. (A restore picks its backup before it stops the
+        service, so it needs no separate check.)"""
+        if rung.kind != "downgrade":
+            return None
+        try:
+            self._downgrade_target(rung, context, self._facts()[0])
+        except ActionFailed as failure:
+            return str(failure)
+        return None
 
     # restore
 
@@ -220,14 +260,18 @@ class Executor:
             except ActionFailed:
                 await self._control("start", commands)  # nothing was restored: the service runs as it was
                 raise
+        started: dict[str, Any] | None
         try:
-            report = await asyncio.to_thread(self._swap_in, entry, code_rollback)
+            report = await asyncio.to_thread(self._swap_in, entry, code_rollback, context)
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)
-            raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
-        if code_rollback:
-            await self._control("start", commands)
+            restored = await self._restored_but_not_started(error) if not code_rollback else None
+            if restored is None:
+                raise ActionFailed(f"restore of {entry.name} failed ({error.reason}): {error}") from error
+            report, started = restored
+        else:
+            started = await self._control_judged("start", commands) if code_rollback else None
         blocked = None
         quarantined: list[str] = []
         if rung.block_revision:
@@ -262,10 +306,11 @@ class Executor:
                 "restore": report.to_json(),
                 "code_commit": commit if code_rollback else None,
                 "quarantined_scripts": quarantined,
+                **({"service_after": started} if started is not None else {}),
             },
         )
 
-    def _swap_in(self, entry: BackupEntry, service_stopped: bool) -> RestoreReport:
+    def _swap_in(self, entry: BackupEntry, service_stopped: bool, context: ActionContext) -> RestoreReport:
         """The swap, with replication paused around it (in a worker thread: pause/resume block)."""
         folder = self.service.database.parent
         if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
@@ -281,6 +326,8 @@ class Executor:
                 reason="rollback",
                 clock=self.clock,
                 service_stopped=service_stopped,
+                incident_id=context.incident_id,
+                action_id=context.action_id,
             )
         finally:
             self.replication.resume()
@@ -338,6 +385,36 @@ class Executor:
         failed = float(first) if isinstance(first, int | float) else context.decision.reading.since
         return failed - FAULT_MARGIN, f"{FAULT_MARGIN:g}s before the fault's first failing check", None
 
+    async def _restored_but_not_started(self, error: RestoreError) -> tuple[RestoreReport, dict[str, Any]] | None:
+        """A restore whose database is in place but whose start command failed: if the service is up and
+        healthy all the same (an operator's own start raced it), the restore is done. Return its report (from the
+        journal) and what was seen; None when it really failed."""
+        if error.reason != "control" or not error.touched:
+            return None
+        try:
+            journal = read_journal(self.state_dir.service_dir(self.service.name))
+        except JournalError:
+            return None
+        if journal is None or journal.state != "done":
+            return None
+        state = await service_state(self.service, self.state_dir)
+        if not state.up:
+            return None
+        verdict = f"the start command failed ({error}), but the service is up ({state.summary()})"
+        log.warning("%s: %s", self.service.name, verdict, extra={"service": self.service.name})
+        report = RestoreReport(
+            self.service.name,
+            journal.backup,
+            journal.database,
+            "restored",
+            quarantined=tuple(moved.target for moved in journal.moves),
+            revision=journal.expected_revision,
+            row_counts=dict(journal.expected_counts),
+            service_started=True,
+            message=verdict,
+        )
+        return report, {"action": "start", "command": str(error), **state.as_dict(), "verdict": verdict}
+
     def _choose_backup(self, rung: Rung, context: ActionContext) -> BackupEntry:
         """Pick the verified backup a restore rung means. Raise ActionFailed when there is none."""
         verified = list_backups(self.service.backups.dir, self.service.database.stem).verified
@@ -379,6 +456,29 @@ class Executor:
             if error.result is not None:
                 commands.append(error.result)
             raise ActionFailed(f"{action} failed: {error}") from error
+
+    async def _control_judged(self, action: str, commands: list[CommandResult]) -> dict[str, Any] | None:
+        """Start or restart, judged by the service afterwards rather than by the exit code alone: a command that
+        failed while the service is up and healthy (an operator's own start raced it) counts as done. Return None
+        when the command succeeded, else both the exit code and what was seen. Raise ActionFailed when the
+        service is not up either."""
+        try:
+            await self._control(action, commands)
+        except ActionFailed as failure:
+            state = await service_state(self.service, self.state_dir)
+            exit_code = commands[-1].exit_code if commands else None
+            if not state.up:
+                raise ActionFailed(f"{failure}; afterwards: {state.summary()}") from failure
+            verdict = f"the {action} command exited {exit_code}, but the service is up ({state.summary()})"
+            log.warning("%s: %s", self.service.name, verdict, extra={"service": self.service.name})
+            return {
+                "action": action,
+                "exit_code": exit_code,
+                "command": str(failure),
+                **state.as_dict(),
+                "verdict": verdict,
+            }
+        return None
 
     async def _roll_code_back(self, version: str, commands: list[CommandResult]) -> None:
         """Put the code from before the deploy back: git checkout of the commit, or docker tag of the image."""

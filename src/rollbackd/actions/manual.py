@@ -67,6 +67,7 @@ class ManualResult:
     plan: list[str]
     outcome: ActionOutcome | None
     verification: Verification | None
+    refused: str | None = None  # why it cannot be done: nothing was touched, nothing recorded
 
     @property
     def ok(self) -> bool:
@@ -77,6 +78,7 @@ class ManualResult:
             "incident": self.incident_id,
             "plan": self.plan,
             "ok": self.ok,
+            "refused": self.refused,
             "action": None
             if self.outcome is None
             else {
@@ -126,15 +128,17 @@ async def manual_rollback(
         decision = Decision(service.name, _manual_rule(rung), reading, _last_deploy(history, service.name))
         context = ActionContext(service.name, None, decision, automatic=False, code_rollback=request.code or None)
         plan = executor.plan(rung, context)
-        if dry_run:
-            return ManualResult(None, plan, None, None)
+        problem = executor.check(rung, context)
+        if dry_run or problem is not None:
+            return ManualResult(None, plan, None, None, refused=problem)
         incident_id = history.open_incident(
             service.name, "manual", "operator", reading.explanation, {"request": request.describe()}, automatic=False
         )
-        context = ActionContext(
-            service.name, incident_id, decision, automatic=False, code_rollback=request.code or None
-        )
         action_id = history.start_action(service.name, rung.kind, incident_id, automatic=False, detail={"plan": plan})
+        code = request.code or None
+        context = ActionContext(
+            service.name, incident_id, decision, automatic=False, code_rollback=code, action_id=action_id
+        )
         outcome = await executor.execute(rung, context)
         history.finish_action(
             action_id,

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from rollbackd.host.private_dirs import make_private_dir
 from rollbackd.target.alembic_scripts import ScriptReader
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def quarantine_script(path: Path, folder: Path, service: str, revision: str) -> 
     Return where it went, or None when the versions dir is not writable here (the daemon then relies on the
     blocked-revision rule restoring the database if the migration runs anyway).
     """
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(folder)
     target = folder / f"{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{path.name}"
     try:
         shutil.copy2(path, target)

@@ -116,11 +116,14 @@ def restore_backup(
     clock: Callable[[], float] = time.time,
     service_stopped: bool = False,
     progress: CopyProgress | None = None,
+    incident_id: int | None = None,
+    action_id: int | None = None,
 ) -> RestoreReport:
     """Restore ``backup`` over the service's database. Raise RestoreError (``touched`` False: nothing changed).
 
     ``service_stopped``: the caller has stopped the service itself (required with control kind ``none``); the
-    service is then not started afterwards either. The caller holds the ServiceLock.
+    service is then not started afterwards either. ``incident_id``/``action_id``: the history records this restore
+    belongs to, written into the journal. The caller holds the ServiceLock.
     """
     if pending_restore(service, state_dir) is not None:
         raise RestoreError(
@@ -152,6 +155,8 @@ def restore_backup(
         started_at=clock(),
         control_kind=control.kind if control is not None else "none",
         service_stopped_by_caller=service_stopped or not can_act,
+        incident_id=incident_id,
+        action_id=action_id,
     )
     if dry_run:
         return RestoreReport(

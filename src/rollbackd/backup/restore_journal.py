@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rollbackd.host.atomic_files import write_bytes_atomic
+from rollbackd.state.service_lock import ServiceLock
 
 JOURNAL_NAME = "restore-journal.json"
 JOURNAL_FORMAT = 1
@@ -53,6 +54,10 @@ class RestoreJournal:
     temp_sha256: str = ""
     detail: str = ""
     steps: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # Whose restore this is in the history (None: `rollbackd restore` by hand, or a journal from before 0.x), so a
+    # daemon killed during it can close that incident and action with what the journal says happened.
+    incident_id: int | None = None
+    action_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -107,3 +112,27 @@ def write_journal(service_dir: Path, journal: RestoreJournal) -> None:
     """Record the journal durably before the step it names is performed."""
     text = json.dumps(journal.to_json(), indent=2, sort_keys=True) + "\n"
     write_bytes_atomic(journal_path(service_dir), text.encode("utf-8"))
+
+
+def pending_summary(state_root: Path, service: str) -> dict[str, Any] | None:
+    """For `status`: the restore of ``service`` not yet finished or undone, and whether its owner still runs it
+    (it holds the service's lock) or died (then `rollbackd restore --resume`, or the daemon, ends it). None: none."""
+    try:
+        journal = read_journal(state_root / "services" / service)
+    except JournalError as error:
+        return {"state": "unreadable", "detail": str(error), "in_progress": False}
+    if journal is None or journal.finished:
+        return None
+    try:
+        holder = ServiceLock(state_root, service, "").inspect()
+    except OSError:
+        holder = None
+    return {
+        "backup": journal.backup,
+        "state": journal.state,
+        "started_at": journal.started_at,
+        "reason": journal.reason,
+        "incident_id": journal.incident_id,
+        "in_progress": holder is not None and holder.held,
+        "held_by": f"{holder.purpose} (pid {holder.pid})" if holder is not None and holder.held else None,
+    }

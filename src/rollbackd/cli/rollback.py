@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> ExitCode:
         return ExitCode.CONFIG
     request = ManualRequest(args.steps, args.to, args.restore, args.backup, args.code)
     result = asyncio.run(manual_rollback(config, services[0], request, dry_run=args.dry_run))
+    if result.refused is not None:  # checked before anything was recorded, backed up or stopped
+        if args.json:
+            print_json(result.as_dict())
+        print(f"rollbackd rollback: {result.refused}; nothing was touched", file=sys.stderr)
+        return ExitCode.CONFIG
     if args.json:
         print_json(result.as_dict())
         return ExitCode.OK if args.dry_run or result.ok else ExitCode.FAILED

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.config.model import Config, ConfigError, resolve_config_path, status_socket_of
 from rollbackd.exit_codes import ExitCode
@@ -85,14 +86,37 @@ def recorded_status(config: Config) -> dict[str, Any]:
             if history is not None:
                 state = history.load_state(service.name)
                 if state is not None:
-                    entry["policy"] = {"state": state.state, "reason": state.reason}
+                    entry["policy"] = _recorded_policy(state.state, state.reason)
                 entry["blocked_revisions"] = sorted(history.blocked_revisions(service.name))
                 entry["incidents"] = [row.as_dict() for row in history.history_rows(service.name, limit=5)]
+            entry["pending_restore"] = pending_summary(config.daemon.state_dir, service.name)
             services[service.name] = entry
     finally:
         if history is not None:
             history.close()
     return {"daemon": None, "services": services}
+
+
+def _pending_line(pending: dict[str, Any]) -> str:
+    if pending.get("state") == "unreadable":
+        return f"pending restore: the journal cannot be read: {pending.get('detail')}"
+    what = f"restore of {pending.get('backup')} ({pending.get('state')})"
+    if pending.get("in_progress"):
+        return f"{what}: in progress, {pending.get('held_by')}"
+    return (
+        f"pending restore: {what}, left unfinished by a process that died; the service may be stopped: "
+        "`rollbackd restore --resume` (or the daemon) finishes or undoes it"
+    )
+
+
+def _recorded_policy(state: str, reason: str) -> dict[str, str]:
+    """The saved policy state as it stands with no daemon: a recovery it was in when it stopped is not going on."""
+    if state in ("recovering", "verifying"):
+        return {
+            "state": "interrupted",
+            "reason": f"rollbackd stopped while {state} ({reason}); its next start closes the incident",
+        }
+    return {"state": state, "reason": reason}
 
 
 def render(status: dict[str, Any], now: float) -> str:
@@ -139,6 +163,9 @@ def render(status: dict[str, Any], now: float) -> str:
             lines.append(
                 f"  deploy window: open until {closes} UTC ({window['trigger']}, from {window['from_revision']})"
             )
+        pending = entry.get("pending_restore")
+        if pending:
+            lines.append(f"  {_pending_line(pending)}")
         if entry.get("blocked_revisions"):
             lines.append(f"  blocked revisions: {', '.join(entry['blocked_revisions'])}")
         incidents = entry.get("incidents") or []

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
@@ -79,6 +79,7 @@ class ActionContext:
     decision: Decision
     automatic: bool = True
     code_rollback: bool | None = None  # check out the pre-deploy commit too; None: as policy.code_rollback says
+    action_id: int | None = None  # the history's record of the action being carried out (the restore journal names it)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,13 @@ class ServicePolicy:
             detail={"rung": rung.describe(), "target": rung.target},
         )
         try:
-            outcome = await self.runner.execute(rung, context)
+            outcome = await self.runner.execute(rung, replace(context, action_id=action_id))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # shutdown did not wait for it: not "running" for ever
+                self.history.interrupt_action(
+                    action_id, {"interrupted": {"at": self.clock(), "end_state": "rollbackd stopped before it ended"}}
+                )
+            raise
         except Exception as error:  # noqa: BLE001 - an action's bug must end in HOLD, never kill the daemon
             log.exception("%s: %s raised", self.service.name, rung.kind, extra={"service": self.service.name})
             outcome = ActionOutcome(False, f"{type(error).__name__}: {error}")

@@ -2,7 +2,7 @@
 
 Shaped like uvicorn's Server: ``serve()`` installs signal handlers that only set flags, then ``startup()`` (state
 dir and state DB, /metrics listener, per service: probes, the service runtime with its policy, backups and file
-watch; the status socket; READY=1 once every probe has reported once), ``main_loop()`` (a 1 s tick: loop lag,
+watch; the status socket; READY=1 once every probe's first run has begun), ``main_loop()`` (a 1 s tick: loop lag,
 the systemd watchdog ping, the status line, starting a requested reload) and ``shutdown()`` (STOPPING=1, probes
 stopped, running recoveries given ``daemon.shutdown_timeout`` to reach their end, a backup still copying after
 that long abandoned at its next step, then everything else cancelled).
@@ -33,6 +33,7 @@ import httpx
 from prometheus_client import start_http_server
 
 from rollbackd import __version__
+from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
@@ -99,6 +100,8 @@ class _ServiceSlot:
     first_round: asyncio.Event = field(default_factory=asyncio.Event)
     reported: set[str] = field(default_factory=set)
     replication: Replication | None = None  # its Litestream child (or the operator's unit)
+    first_started: asyncio.Event = field(default_factory=asyncio.Event)  # every probe's first run has begun
+    started: set[str] = field(default_factory=set)
 
 
 class Daemon:
@@ -280,6 +283,7 @@ class Daemon:
             self.metrics.initialise_replication(service.name)
         if not probes:
             slot.first_round.set()
+            slot.first_started.set()
         for probe in probes:
             slot.tasks.append(self._spawn(f"probe {service.name}/{probe.name}", self._run_probe(slot, probe)))
         if runtime is not None:
@@ -309,14 +313,16 @@ class Daemon:
                 self._tasks.remove(task)
 
     async def _announce_ready(self) -> None:
-        """READY=1 only once the metrics listener is up and every probe has reported once."""
-        waits = [slot.first_round.wait() for slot in self.services.values()]
+        """READY=1 once start-up is done (metrics listener, state DB, status socket, an interrupted restore dealt
+        with) and every probe's first run has *begun*: a slow probe (a latency path at its 10 s timeout) must not
+        keep systemd waiting, and `systemctl start` return late, for an answer the policy waits for anyway."""
+        waits = [slot.first_started.wait() for slot in self.services.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), FIRST_ROUND_TIMEOUT)
         self.ready = True
         self.notifier.ready()
         self.notifier.status(self.status_line())
-        log.info("ready: first probe round done")
+        log.info("ready: first probe round started")
 
     async def main_loop(self) -> None:
         if self._exit_event is None:
@@ -533,6 +539,7 @@ class Daemon:
         """From the state DB: the deploy window, blocked revisions and recent incidents."""
         assert self.history is not None  # noqa: S101 - only called when runtimes exist
         window = self.history.open_deploy_window(name)
+        slot = self.services.get(name)
         return {
             "deploy_window": (
                 {
@@ -546,6 +553,8 @@ class Daemon:
             ),
             "blocked_revisions": sorted(self.history.blocked_revisions(name)),
             "incidents": [row.as_dict() for row in self.history.history_rows(name, limit=5)],
+            "pending_restore": pending_summary(self.state_dir.root, name),
+            **({"last_backup": slot.runtime.last_backup_on_disk()} if slot and slot.runtime else {}),
         }
 
     # Metrics listener
@@ -576,6 +585,9 @@ class Daemon:
         next one rather than piling runs up."""
         loop = asyncio.get_running_loop()
         next_run = loop.time()
+        slot.started.add(probe.name)
+        if len(slot.started) == len(slot.probes):
+            slot.first_started.set()
         while not self._stopping.is_set():  # besides cancellation: a swallowed cancel must not keep it running
             observation = await observe(probe, self.clock)
             try:

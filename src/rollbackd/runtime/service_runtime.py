@@ -21,7 +21,9 @@ import httpx
 
 from rollbackd.actions.executor import Executor
 from rollbackd.actions.quarantine import quarantine_script
-from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
+from rollbackd.backup.catalog import list_backups
+from rollbackd.backup.restore import RestoreError, pending_restore, resume_interrupted_restore
+from rollbackd.backup.restore_journal import JournalError, read_journal
 from rollbackd.backup.schedule import BackupScheduler
 from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import Metrics
@@ -29,6 +31,7 @@ from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
+from rollbackd.policy.interrupted import close_interrupted
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.replication.drill import ReplicaDrills
@@ -129,13 +132,14 @@ class ServiceRuntime:
         self._operator_acting = False
         self._schema_seen_at: float | None = None  # when the schema probe last read the revision
         self._background: set[asyncio.Task[None]] = set()
+        self._resuming = False  # finishing a restore whose owner died
 
     # Lifecycle
 
     async def start(self) -> None:
         """Before the probes' first round: pick up HOLD, finish an interrupted restore, start the file watch."""
         await self.policy.load()
-        await asyncio.to_thread(self._resume_restore)
+        await asyncio.to_thread(self._resume_restore, at_start=True)
         if self.watcher is not None:
             self.watcher.start()
 
@@ -146,7 +150,7 @@ class ServiceRuntime:
     async def run_backups(self) -> None:
         await self.scheduler.run()
 
-    def _resume_restore(self) -> None:
+    def _resume_restore(self, *, at_start: bool = False) -> None:
         lock = ServiceLock(self.state_dir.root, self.name, "resume an interrupted restore", changes_database=True)
         try:
             lock.acquire(timeout=30)
@@ -154,14 +158,56 @@ class ServiceRuntime:
             log.warning("%s: cannot check for an interrupted restore: %s", self.name, busy)
             return
         try:
-            report = resume_interrupted_restore(self.service, control=self.control, state_dir=self.state_dir)
-        except RestoreError as error:
-            log.error("%s: an interrupted restore could not be finished: %s", self.name, error)
-            return
+            resumed = False
+            try:
+                report = resume_interrupted_restore(self.service, control=self.control, state_dir=self.state_dir)
+            except RestoreError as error:
+                log.error("%s: an interrupted restore could not be finished: %s", self.name, error)
+                resumed = error.touched
+            else:
+                if report is not None:
+                    resumed = True
+                    log.warning(
+                        "%s: interrupted restore of %s: %s", self.name, report.backup, report.message or report.outcome
+                    )
+            if at_start:
+                self._close_interrupted(resumed_now=resumed)
         finally:
             lock.release()
-        if report is not None:
-            log.warning("%s: interrupted restore of %s: %s", self.name, report.backup, report.message or report.outcome)
+
+    async def _resume_orphaned_restore(self) -> None:
+        """A `rollbackd restore` killed part-way leaves the service stopped: finish or undo its restore now, as at
+        start, rather than wait for a person. The policy sits out meanwhile (the service is down on purpose)."""
+        try:
+            pending = await asyncio.to_thread(pending_restore, self.service, self.state_dir)
+        except RestoreError as error:
+            log.error("%s: %s", self.name, error)
+            return
+        if pending is None:
+            return
+        log.warning(
+            "%s: the restore of %s was left %r by its owner, who is gone: resuming it",
+            self.name,
+            pending.backup,
+            pending.state,
+            extra={"service": self.name},
+        )
+        self._resuming = True
+        try:
+            await asyncio.to_thread(self._resume_restore)
+        finally:
+            self._resuming = False
+            self.policy.ignore_before = max(self.policy.ignore_before, self.clock())
+            self.refresh_external()
+
+    def _close_interrupted(self, *, resumed_now: bool) -> None:
+        """What a killed daemon left open in the history: closed as interrupted, by what the journal says."""
+        try:
+            journal = read_journal(self.state_dir.service_dir(self.name))
+        except JournalError as error:
+            log.error("%s: %s", self.name, error)
+            journal = None
+        close_interrupted(self.history, self.name, journal, resumed_now=resumed_now)
 
     # Inputs
 
@@ -263,7 +309,7 @@ class ServiceRuntime:
             self._evaluating = False
 
     async def _evaluate_once(self) -> None:
-        if self.policy.busy:
+        if self.policy.busy or self._resuming:
             return
         holder, window, blocked = await self._external()
         if self._operator_running(holder):
@@ -346,6 +392,7 @@ class ServiceRuntime:
                 holder.purpose,
                 extra={"service": self.name},
             )
+            self._in_background(self._resume_orphaned_restore())  # it may have died mid-restore
         return False
 
     async def _verify(self, expect: Expectations) -> Verification:
@@ -386,6 +433,17 @@ class ServiceRuntime:
                 else None
             ),
         }
+
+    def last_backup_on_disk(self) -> dict[str, Any] | None:
+        """For `status` (blocking: a thread): the last backup, if it is still there; else the newest verified one
+        in the backup dir (rotation, `backups prune` or a person may have removed the one this daemon took)."""
+        taken = self.scheduler.last_backup
+        if taken is not None and taken.path.exists():
+            return {"name": taken.manifest.name, "at": taken.manifest.created_at, "reason": taken.manifest.reason}
+        newest = list_backups(self.service.backups.dir, self.service.database.stem).newest_verified()
+        if newest is None:
+            return None
+        return {"name": newest.name, "at": newest.created_at, "reason": newest.reason or "unknown"}
 
     def _in_background(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -12,14 +12,18 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from rollbackd.host.private_dirs import make_private_dir
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 MAX_STATUS_BYTES = 8 * 1024 * 1024
+SOCKET_MODE = 0o600
 
 
 class StatusSocketError(Exception):
@@ -33,17 +37,33 @@ class StatusServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        """Bind the socket with mode 0600 from the start (umask), replacing a stale one. Raise OSError."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Bind the socket owner-only (0600) from the first instant, replacing a stale one. Raise OSError.
+
+        Never through the process umask: it is process-wide, and probe threads creating directories meanwhile got
+        it too (a vault dir of mode 0600). The socket is bound inside a fresh 0700 directory beside its final
+        name, so nobody else can reach it while it gets its mode, then renamed into place."""
+        make_private_dir(self.path.parent)
         if self.path.exists() or self.path.is_symlink():
             if _answers(self.path):
                 raise OSError(f"another rollbackd already answers on {self.path}")
             self.path.unlink()
-        previous = os.umask(0o177)
+        private = Path(tempfile.mkdtemp(prefix=".s", dir=self.path.parent))  # 0700, short: sun_path is 108 bytes
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+            os.chmod(private, 0o700)
+            bound = private / "s"
+            listener.bind(str(bound))
+            os.chmod(bound, SOCKET_MODE)
+            os.replace(bound, self.path)
+            self._server = await asyncio.start_unix_server(self._answer, sock=listener)
+        except BaseException:
+            listener.close()
+            raise
         finally:
-            os.umask(previous)
+            with contextlib.suppress(OSError):
+                for leftover in private.iterdir():
+                    leftover.unlink()
+                private.rmdir()
 
     async def close(self) -> None:
         if self._server is not None:

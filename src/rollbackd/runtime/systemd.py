@@ -82,7 +82,7 @@ class Notifier:
         return self.backend != "disabled"
 
     def ready(self) -> bool:
-        """Startup (or a reload) is complete: the metrics listener and the first probe round are up."""
+        """Startup (or a reload) is complete: the metrics listener is up and the first probe round has begun."""
         return self.notify("READY=1")
 
     def reloading(self) -> bool:

@@ -34,6 +34,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from rollbackd.host.private_dirs import make_private_dir
+
 Clock = Callable[[], float]
 
 # The newest of migrations/versions; a test keeps it in step with the scripts.
@@ -64,7 +66,7 @@ class Incident(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     opened_at: Mapped[float] = mapped_column(Float, index=True)
     closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # open | recovered | hold | failed | dry_run | alerted
+    # open | recovered | hold | failed | dry_run | alerted | interrupted
     outcome: Mapped[str] = mapped_column(String(16), default="open")
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -91,7 +93,7 @@ class ActionRecord(Base):
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)
     started_at: Mapped[float] = mapped_column(Float, index=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # running | success | failed | dry_run | refused
+    # running | success | failed | dry_run | refused | interrupted (its process died; closed at the next start)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     commands: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -202,7 +204,7 @@ class History:
 
         Alembic is imported only when there is something to upgrade: the daemon's memory is better spent on
         the probes than on a migration framework it needs once per release."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.path.parent)
         if not self.path.exists():
             self.path.touch(mode=0o600)
         if self.schema_revision() == STATE_SCHEMA_HEAD:
@@ -340,6 +342,36 @@ class History:
             record.outcome = outcome
             record.commands = [dict(command) for command in commands]
             record.detail = {**record.detail, **detail}
+
+    def interrupt_action(self, action_id: int, detail: dict[str, Any]) -> None:
+        """Close an action whose process died while it ran: ``interrupted``, now, with what is known of its end."""
+        with self.session() as session:
+            record = session.get_one(ActionRecord, action_id)
+            record.finished_at = self.clock()
+            record.outcome = "interrupted"
+            record.detail = {**record.detail, **detail}
+
+    def unfinished(self, service: str) -> tuple[list[Incident], list[ActionRecord]]:
+        """The incidents still ``open`` and the actions still ``running`` of ``service``, oldest first: what a killed
+        process left behind (or what a live one is doing: the caller knows which)."""
+        with self.session() as session:
+            incidents = list(
+                session.scalars(
+                    select(Incident)
+                    .where(Incident.service == service, Incident.outcome == "open")
+                    .order_by(Incident.id)
+                )
+            )
+            for incident in incidents:
+                _ = incident.actions
+            actions = list(
+                session.scalars(
+                    select(ActionRecord)
+                    .where(ActionRecord.service == service, ActionRecord.outcome == "running")
+                    .order_by(ActionRecord.id)
+                )
+            )
+            return incidents, actions
 
     def record_verification(
         self, service: str, incident_id: int | None, action_id: int | None, ok: bool, items: list[dict[str, Any]]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from rollbackd.host.private_dirs import make_private_dir
+
 MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # how a migrate names itself to the one it keeps waiting
 # inspect() takes a shared flock for a moment (two syscalls, but a thread may lose the GIL between them): a refusal
 # that short is no holder. acquire() keeps trying this long even with timeout=0 before it names one.
@@ -52,7 +54,7 @@ class ServiceLock:
 
     def acquire(self, timeout: float = 0.0, poll: float = 0.2) -> None:
         """Take the lock, waiting up to ``timeout`` seconds. Raise ServiceBusy naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         started = time.monotonic()
         deadline = started + timeout

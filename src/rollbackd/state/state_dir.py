@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rollbackd.host.private_dirs import make_private_dir
+
 
 class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def ensure(self) -> None:
-        """Create the tree with owner-only permissions. Raise OSError when it cannot be created."""
+        """Create the tree with owner-only permissions (0700 whatever the umask; an earlier version's other modes
+        are repaired). Raise OSError when it cannot be created."""
         for folder in (self.root, self.root / "locks", self.root / "vault", self.root / "services", self.scratch):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(folder)
 
     @property
     def history_db(self) -> Path:
@@ -35,6 +38,4 @@ class StateDir:
         return self.root / "vault" / service
 
     def service_dir(self, service: str) -> Path:
-        path = self.root / "services" / service
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        return make_private_dir(self.root / "services" / service)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from rollbackd.host.atomic_files import write_bytes_atomic
+from rollbackd.host.private_dirs import make_private_dir
 from rollbackd.target.alembic_scripts import RevisionGraph, ScriptReader
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Vault:
             if kept is not None and kept.path.name == script.path.name and _same_content(kept.path, content):
                 self._seen[script.path] = signature
                 continue
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self.root)
             target = self.root / script.path.name
             write_bytes_atomic(target, content, mode=0o600)
             if kept is not None and kept.path != target:
@@ -70,7 +71,7 @@ class Vault:
         Point Alembic's ``version_locations`` at ``versions_dir`` and ``target_dir`` to downgrade through them.
         """
         present = self._reader.read_directory(versions_dir)
-        target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(target_dir)
         copies = []
         for revision, path in sorted(self.scripts().items()):
             if revision in present:

@@ -29,6 +29,7 @@ ALERTS = {
     "RollbackdWriteLockHeld",
     "RollbackdSchemaDrift",
     "RollbackdDown",
+    "RollbackdOverloaded",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")

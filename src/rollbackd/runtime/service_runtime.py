@@ -28,7 +28,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
-from rollbackd.policy.engine import ServicePolicy
+from rollbackd.policy.engine import OverloadGate, ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.runtime.alerts import WebhookAlerts
@@ -61,6 +61,7 @@ class ServiceRuntime:
         alerts: WebhookAlerts,
         dry_run: bool,
         clock: Callable[[], float] = time.time,
+        overload: OverloadGate | None = None,
     ) -> None:
         self.service = service
         self.name = service.name
@@ -97,6 +98,7 @@ class ServiceRuntime:
             alert=alerts.for_service(service.name),
             dry_run=dry_run,
             clock=clock,
+            overload=overload,
         )
         self.watcher = (
             DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,), on_file=self._file_changed)
@@ -356,7 +358,12 @@ class ServiceRuntime:
             "policy": self.policy.describe(),
             "revision": self.revision,
             "probes": {
-                probe: {"ok": entry.ok, "reason": entry.reason, "at": entry.started_at}
+                probe: {
+                    "ok": entry.ok,
+                    "reason": entry.reason,
+                    "at": entry.started_at,
+                    "inconclusive": entry.inconclusive,
+                }
                 for probe, entry in sorted(latest.items())
             },
             "last_backup": (

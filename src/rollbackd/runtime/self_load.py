@@ -237,17 +237,17 @@ class SelfLoad:
         if self.overloaded and self.level < len(STRETCH_ORDER):
             self.level += 1
             self.level_changed_at = now
-            log.warning(
-                "still overloaded: %s probes now run every %g× their interval",
-                STRETCH_ORDER[self.level - 1],
-                self.stretch_factor,
-            )
-            self._export_intervals(STRETCH_ORDER[self.level - 1])
+            if self._export_intervals(STRETCH_ORDER[self.level - 1]):
+                log.warning(
+                    "still overloaded: %s probes now run every %g× their interval",
+                    STRETCH_ORDER[self.level - 1],
+                    self.stretch_factor,
+                )
         elif not self.overloaded and self.level > 0:
             self.level -= 1
             self.level_changed_at = now
-            log.info("load is gone: %s probes back to their configured interval", STRETCH_ORDER[self.level])
-            self._export_intervals(STRETCH_ORDER[self.level])
+            if self._export_intervals(STRETCH_ORDER[self.level]):
+                log.info("load is gone: %s probes back to their configured interval", STRETCH_ORDER[self.level])
 
     def stretch(self, probe: str) -> float:
         """The factor ``probe``'s configured interval is stretched by now (1 when not)."""
@@ -284,10 +284,12 @@ class SelfLoad:
             entry.interval * self.stretch(probe)
         )
 
-    def _export_intervals(self, probe: str) -> None:
-        for service, name in list(self._probes):
-            if name == probe:
-                self._export_interval(service, name)
+    def _export_intervals(self, probe: str) -> bool:
+        """Export the interval of every ``probe`` of every service; False when no service runs that probe."""
+        keys = [(service, name) for service, name in list(self._probes) if name == probe]
+        for service, name in keys:
+            self._export_interval(service, name)
+        return bool(keys)
 
     def describe(self) -> dict[str, Any]:
         """The daemon's part of `rollbackd status`."""

@@ -80,6 +80,7 @@ class Run:
     services: int
     every: str
     seconds: float = 0.0
+    startup: float = 0.0
     cpu: float = 0.0
     rss_mib: float = 0.0
     runs_per_second: float = 0.0
@@ -95,7 +96,8 @@ class Run:
         stretched = ", ".join(f"{probe} @{at:.0f}s" for probe, at in self.stretched.items()) or "none"
         ratio = self.runs_per_second / self.expected_per_second if self.expected_per_second else 0.0
         return (
-            f"| {self.services} | {self.every} | {self.cpu * 100:.1f} % | {self.rss_mib:.0f} MiB | "
+            f"| {self.services} | {self.every} | {self.startup:.0f} s | {self.cpu * 100:.1f} % | "
+            f"{self.rss_mib:.0f} MiB | "
             f"{self.runs_per_second:.1f} / {self.expected_per_second:.1f} ({ratio:.2f}) | {self.lag_max:.3f} s | "
             f"{self.overloaded_seconds:.0f} s | {self.inconclusive:.0f} | {self.incidents} | {self.actions:.0f} | "
             f"{stretched} |"
@@ -103,9 +105,10 @@ class Run:
 
 
 HEADER = (
-    "| services | intervals | daemon CPU | RSS | probe runs/s achieved / configured (ratio) | loop lag max | "
+    "| services | intervals | start-up | daemon CPU | RSS | probe runs/s achieved / configured (ratio) | "
+    "loop lag max | "
     "overloaded | inconclusive | incidents | actions | stretched (probe @ seconds into the run) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -170,12 +173,14 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
     try:
         daemon = psutil.Process(process.pid)
         first = None
-        deadline = time.monotonic() + 120
+        launched = time.monotonic()
+        deadline = launched + 600
         while first is None or len(_services(first)) < count:  # every service started
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"rollbackd did not come up; see {run_dir / 'rollbackd.log'}")
             time.sleep(1)
             first = scrape(url)
+        result.startup = time.monotonic() - launched
         result.expected_per_second = expected_rate(first)
         started = time.monotonic()
         cpu_start = sum(daemon.cpu_times()[:2])

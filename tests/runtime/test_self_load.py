@@ -167,6 +167,13 @@ def test_observe_marks_only_failures_the_daemons_lag_could_cause_inconclusive() 
     assert asyncio.run(run(False, "timeout", None)).inconclusive == ""
 
 
+def test_a_latency_measured_while_the_daemon_lagged_is_inconclusive_even_when_it_answered() -> None:
+    probe = FailingProbe(True, "")
+    probe.name = "latency"
+    observation = asyncio.run(observe(probe, judge=lambda late_by, since: "the daemon lagged"))  # type: ignore[arg-type]
+    assert observation.ok and observation.inconclusive == "the daemon lagged"
+
+
 def test_status_shows_the_daemons_own_load_and_the_decisions_it_holds() -> None:
     from rollbackd.cli.status import render
 

@@ -44,6 +44,10 @@ VERDICTS = frozenset(
     }
 )
 
+# Probes whose evidence is a duration the daemon measured itself (a request's latency): a run taken while the
+# daemon lagged is inconclusive even when it answered, since the lag is in the number the rules read.
+TIMED_PROBES = frozenset({"latency"})
+
 # Given how late a run started (seconds) and when it started (monotonic), say why its failure proves nothing
 # ('' when it is evidence). runtime/self_load.py's SelfLoad.judge is the one the daemon passes.
 Judge = Callable[[float, float], str]
@@ -78,7 +82,8 @@ async def observe(
     """Run ``probe`` once; return its Observation stamped with start time and duration. Never raises: an
     exception becomes ok=False with reason ``probe_error`` (and a log line), a run past its timeout ``timeout``.
     ``judge`` (with ``late_by``, how late against its schedule the run starts) marks a failure *inconclusive*
-    when the daemon's own delay may have caused it; a success, or a completed check's verdict, stays evidence."""
+    when the daemon's own delay may have caused it; a success (except a timed probe's), or a completed check's
+    verdict, stays evidence."""
     started_at = clock()
     started = time.perf_counter()
     since = time.monotonic()
@@ -100,7 +105,8 @@ async def observe(
             detail={"error": f"{type(error).__name__}: {error}"},
         )
     inconclusive = ""
-    if judge is not None and not observation.ok and observation.reason not in VERDICTS:
+    doubtful = not observation.ok or probe.name in TIMED_PROBES
+    if judge is not None and doubtful and observation.reason not in VERDICTS:
         inconclusive = judge(late_by, since)
     return dataclasses.replace(
         observation, started_at=started_at, duration=time.perf_counter() - started, inconclusive=inconclusive

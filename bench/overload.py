@@ -21,11 +21,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,8 @@ sys.path.insert(0, str(REPO))
 from tests.daemon.rollbackd_process import DetachedService, Samples, scrape  # noqa: E402
 from tests.probes.example_app import VbrpgApp  # noqa: E402
 from tests.support.vbrpg_service import free_port  # noqa: E402
+
+from rollbackd.config.model import load_config  # noqa: E402
 
 PROBES = ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "process")
 
@@ -90,6 +94,8 @@ class Run:
     incidents: int = 0
     actions: float = 0.0
     overloaded_seconds: float = 0.0
+    independent_p95: float = 0.0  # /health on the backends from outside the daemon
+    independent_failures: int = 0
     stretched: dict[str, float] = field(default_factory=dict)  # probe kind -> seconds into the run
 
     def row(self) -> str:
@@ -100,15 +106,16 @@ class Run:
             f"{self.rss_mib:.0f} MiB | "
             f"{self.runs_per_second:.1f} / {self.expected_per_second:.1f} ({ratio:.2f}) | {self.lag_max:.3f} s | "
             f"{self.overloaded_seconds:.0f} s | {self.inconclusive:.0f} | {self.incidents} | {self.actions:.0f} | "
-            f"{stretched} |"
+            f"{stretched} | {self.independent_p95 * 1000:.0f} ms / {self.independent_failures} |"
         )
 
 
 HEADER = (
     "| services | intervals | start-up | daemon CPU | RSS | probe runs/s achieved / configured (ratio) | "
     "loop lag max | "
-    "overloaded | inconclusive | incidents | actions | stretched (probe @ seconds into the run) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "overloaded | inconclusive | incidents | actions | stretched (probe @ seconds into the run) | "
+    "independent /health p95 / failures |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -116,13 +123,45 @@ def total(samples: Samples, name: str) -> float:
     return sum(samples.get(name, **labels) or 0.0 for labels in samples.labelsets(name))
 
 
-def expected_rate(samples: Samples) -> float:
-    """Runs per second the configured intervals ask for (the interval metric before any stretching)."""
-    return sum(
-        1.0 / value
-        for labels in samples.labelsets("rollbackd_probe_interval_seconds")
-        if (value := samples.get("rollbackd_probe_interval_seconds", **labels))
-    )
+def configured_intervals(config: Path) -> dict[str, float]:
+    """Each probe kind's configured interval (the same for every service here), read by rollbackd's own loader."""
+    probes = load_config(config).service[0].probes
+    return {
+        "health": probes.health.every,
+        "latency": probes.latency.every,
+        "sqlite_lock": probes.sqlite_lock.every,
+        "integrity": probes.integrity.quick_every,
+        "schema": probes.schema_.every,
+        "rows": probes.rows.every,
+        "process": probes.process.every,
+    }
+
+
+class IndependentProbe(threading.Thread):
+    """GET /health on every backend once a second from outside the daemon: was the service itself slow?"""
+
+    def __init__(self, urls: list[str], timeout: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.urls, self.timeout = urls, timeout
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=self.timeout) as client:
+            while not self.stop.wait(1.0):
+                for url in self.urls:
+                    started = time.perf_counter()
+                    try:
+                        ok = client.get(url).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    self.latencies.append(time.perf_counter() - started)
+                    self.failures += 0 if ok else 1
+
+    def p95(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[max(0, int(len(ordered) * 0.95) - 1)] if ordered else 0.0
 
 
 def _services(samples: Samples) -> set[str]:
@@ -181,7 +220,10 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
             time.sleep(1)
             first = scrape(url)
         result.startup = time.monotonic() - launched
-        result.expected_per_second = expected_rate(first)
+        intervals = configured_intervals(config)
+        result.expected_per_second = count * sum(1.0 / every for every in intervals.values())
+        independent = IndependentProbe([f"{app.base_url}/health" for app, _ in apps])
+        independent.start()
         started = time.monotonic()
         cpu_start = sum(daemon.cpu_times()[:2])
         runs_start = total(first, "rollbackd_probe_duration_seconds_count")
@@ -197,8 +239,7 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
                 result.overloaded_seconds += 1
             for labels in samples.labelsets("rollbackd_probe_interval_seconds"):
                 value = samples.get("rollbackd_probe_interval_seconds", **labels) or 0.0
-                configured = first.get("rollbackd_probe_interval_seconds", **labels) or value
-                if value > configured and labels["probe"] not in result.stretched:
+                if value > intervals[labels["probe"]] and labels["probe"] not in result.stretched:
                     result.stretched[labels["probe"]] = elapsed
             result.rss_mib = max(result.rss_mib, daemon.memory_info().rss / 2**20)
         result.seconds = time.monotonic() - started
@@ -206,6 +247,9 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
         result.runs_per_second = (total(last, "rollbackd_probe_duration_seconds_count") - runs_start) / result.seconds
         result.inconclusive = total(last, "rollbackd_probe_inconclusive_total")
         result.actions = total(last, "rollbackd_recovery_actions_total")
+        independent.stop.set()
+        independent.join(timeout=10)
+        result.independent_p95, result.independent_failures = independent.p95(), independent.failures
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -26,7 +26,7 @@ __all__ = ["history"]
 
 
 def overloaded_daemon(clock: Clock) -> SelfLoad:
-    load = SelfLoad(Metrics(CollectorRegistry()), clock=clock, cpu=lambda: 0.0, calm_after=5.0)
+    load = SelfLoad(Metrics(CollectorRegistry()), clock=clock, wall=clock, cpu=lambda: 0.0, calm_after=5.0)
     calm_down(load, clock, lag=0.8, seconds=1.0)
     assert load.overloaded
     return load
@@ -104,7 +104,11 @@ def test_timing_rules_wait_while_overloaded_said_once_then_act_once_calm(
         assert policy.describe()["held_while_overloaded"] == {"health-failing": "restart"}
         assert runner.ran == [] and history.incidents("vbrpg") == []
         calm_down(load, clock)
-        view = policy.view({"health": health(1000, 30)}, deploy=None, blocked=frozenset())
+        # Calm again: what health saw while the daemon was overloaded is stale; it decides on fresh evidence.
+        stale = policy.view({"health": health(1000, int(clock.now) - 1000)}, deploy=None, blocked=frozenset())
+        assert await policy.evaluate(stale) is None and runner.ran == []
+        clock.now += 15
+        view = policy.view({"health": health(1000, int(clock.now) - 1000)}, deploy=None, blocked=frozenset())
         decision = await policy.evaluate(view)
         assert decision is not None and decision.rule.name == "health-failing"
         assert policy.task is not None

@@ -298,6 +298,10 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+# Probes whose evidence is about time (an answer within a timeout, a latency, a process seen now, a lock held
+# "too long"): after the daemon was overloaded only what they saw since counts (policy/engine.py: view()).
+TIMED_EVIDENCE = frozenset({"health", "latency", "process", "sqlite_lock"})
+
 # The probe whose observations each signal reads (for the share of conclusive runs in its window).
 SIGNAL_PROBES: dict[str, str] = {
     "blocked_revision_applied": "schema",

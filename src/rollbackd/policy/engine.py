@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import POLICY_STATES, Metrics
 from rollbackd.observation import Observation
-from rollbackd.policy.conditions import DeployWindow, Reading, ServiceView, evaluate
+from rollbackd.policy.conditions import TIMED_EVIDENCE, DeployWindow, Reading, ServiceView, evaluate
 from rollbackd.policy.rules import Rule, Rung
 from rollbackd.state.history import History
 from rollbackd.target.verify import Expectations, Verification
@@ -115,6 +115,10 @@ class OverloadGate(Protocol):
 
     async def calm(self) -> None:
         """Return once the daemon is no longer overloaded."""
+        ...
+
+    def fresh_since(self) -> float:
+        """When (wall clock) the last overload ended: timing evidence from before then is stale."""
         ...
 
 
@@ -217,9 +221,18 @@ class ServicePolicy:
         arrived: frozenset[str] = frozenset(),
         service_pid: int | None = None,
     ) -> ServiceView:
-        """Build the view the rules read: only observations since the last recovery count."""
+        """Build the view the rules read: only observations since the last recovery count, and of the probes that
+        judge time (TIMED_EVIDENCE), only those since the daemon's last overload ended: a decision held while
+        it was overloaded is taken afresh, on what it saw once calm."""
+        fresh = self.overload.fresh_since() if self.overload is not None else 0.0
         recent = {
-            probe: [entry for entry in entries if entry.started_at >= self.ignore_before and not entry.inconclusive]
+            probe: [
+                entry
+                for entry in entries
+                if entry.started_at
+                >= (max(self.ignore_before, fresh) if probe in TIMED_EVIDENCE else self.ignore_before)
+                and not entry.inconclusive
+            ]
             for probe, entries in observations.items()
         }
         inconclusive = {

@@ -102,6 +102,7 @@ class SelfLoad:
         *,
         clock: Callable[[], float] = time.monotonic,
         cpu: Callable[[], float] = time.process_time,
+        wall: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT,
         lag_bound: float = LAG_BOUND,
         calm_after: float = CALM_AFTER,
@@ -111,6 +112,8 @@ class SelfLoad:
         self.metrics = metrics
         self.clock = clock
         self.cpu = cpu
+        self.wall = wall
+        self.calm_at = 0.0  # wall time the last overload ended: timing evidence from before it is stale
         self.heartbeat = heartbeat
         self.lag_bound = lag_bound
         self.calm_after = calm_after
@@ -226,6 +229,7 @@ class SelfLoad:
             if now - self.calm_since >= self.calm_after:
                 log.warning("no longer overloaded after %.0fs: decisions resume", now - self.overloaded_since)
                 self.overloaded_since = None
+                self.calm_at = self.wall()
                 self.level_changed_at = now
                 self._calm.set()
         self._restretch(now)
@@ -258,6 +262,10 @@ class SelfLoad:
         if self.overloaded_since is None:
             return ""
         return f"overloaded: holding decisions (the daemon lags {self.delay_since(self.clock() - LAG_WINDOW):.2f}s)"
+
+    def fresh_since(self) -> float:
+        """Wall time from which timing evidence counts: the end of the last overload (0 if none yet)."""
+        return self.calm_at
 
     async def calm(self) -> None:
         """Return once the daemon is not overloaded."""

@@ -36,6 +36,7 @@ ALERTS = {
     "RollbackdReplicationLagging",
     "RollbackdReplicaDown",
     "RollbackdReplicaDrillFailed",
+    "RollbackdOverloaded",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")

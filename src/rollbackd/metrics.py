@@ -325,6 +325,37 @@ class Metrics:
             "How late the event loop's last tick ran (a blocked loop shows here).",
             registry=r,
         )
+        # The daemon's own load (runtime/self_load.py): is the watchdog the sick one?
+        self.overloaded = Gauge(
+            "rollbackd_overloaded",
+            "1 while the daemon's own delay (loop lag, worker wait) is past its bound: decisions on timing "
+            "evidence are held.",
+            registry=r,
+        )
+        self.probe_staleness_seconds = Gauge(
+            "rollbackd_probe_staleness_seconds",
+            "How far past its (stretched) interval the probe's last completed run is.",
+            ["service", "probe"],
+            registry=r,
+        )
+        self.probe_interval_seconds = Gauge(
+            "rollbackd_probe_interval_seconds",
+            "The probe's interval now: the configured one, or stretched while the daemon is overloaded.",
+            ["service", "probe"],
+            registry=r,
+        )
+        self.probe_inconclusive = Counter(
+            "rollbackd_probe_inconclusive",
+            "Failed probe runs taken while the daemon itself lagged: they prove nothing and no rule counts them.",
+            ["service", "probe"],
+            registry=r,
+        )
+        self.worker_queue_depth = Gauge(
+            "rollbackd_worker_queue_depth", "Blocking jobs waiting for a worker thread.", registry=r
+        )
+        self.cpu_ratio = Gauge(
+            "rollbackd_cpu_ratio", "CPU time the daemon used per second of wall time (1 = one core).", registry=r
+        )
         self.config_reloads = Counter(
             "rollbackd_config_reloads", "Config reloads (outcome: success, rejected).", ["outcome"], registry=r
         )

@@ -17,7 +17,8 @@ from typing import Any
 class Observation:
     """One probe run. ``reason`` is from a small fixed vocabulary per probe ('' when ok), fit for a metric label;
     ``values`` are numbers (seconds, bytes, counts); ``detail`` is JSON-able context for people (pids, revisions,
-    missing index names) that must never become a label."""
+    missing index names) that must never become a label. ``inconclusive`` says why a failure proves nothing about
+    the service ('' when it is evidence): the daemon itself lagged while taking it (runtime/self_load.py)."""
 
     service: str
     probe: str
@@ -27,6 +28,7 @@ class Observation:
     detail: Mapping[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     duration: float = 0.0
+    inconclusive: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class Observation:
             "detail": dict(self.detail),
             "started_at": self.started_at,
             "duration": self.duration,
+            "inconclusive": self.inconclusive,
         }
 
 

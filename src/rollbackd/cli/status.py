@@ -128,6 +128,7 @@ def render(status: dict[str, Any], now: float) -> str:
         lines.append(f"rollbackd {daemon.get('version')} (pid {daemon.get('pid')}, up {up}{mode})")
         if daemon.get("metrics"):
             lines.append(f"metrics: {daemon['metrics']}")
+        lines.extend(_self_load_lines(daemon.get("self_load")))
     else:
         lines.append("rollbackd: not running")
     for name, entry in status.get("services", {}).items():
@@ -142,9 +143,12 @@ def render(status: dict[str, Any], now: float) -> str:
         if probes:
             shown = ", ".join(
                 f"{probe} {'ok' if result.get('ok') else 'FAIL ' + str(result.get('reason'))}"
+                + (" (inconclusive)" if result.get("inconclusive") else "")
                 for probe, result in probes.items()
             )
             lines.append(f"  probes: {shown}")
+        for rule, plan in (policy.get("held_while_overloaded") or {}).items():
+            lines.append(f"  overloaded: holding decisions: rule {rule} would {plan}")
         backup = entry.get("last_backup")
         if backup:
             lines.append(
@@ -196,3 +200,19 @@ def replication_line(replication: dict[str, Any], now: float) -> str:
     elif replication.get("last_error") and replication.get("state") != "running":
         line += f"; last error: {replication['last_error']}"
     return line
+
+
+def _self_load_lines(self_load: dict[str, Any] | None) -> list[str]:
+    """The daemon's own load: one line, and a second one saying so while it holds decisions."""
+    if not self_load:
+        return []
+    stretched = self_load.get("stretched") or []
+    lines = [
+        f"self: loop lag {float(self_load.get('loop_lag_seconds') or 0):.3f}s, "
+        f"cpu {float(self_load.get('cpu_ratio') or 0) * 100:.1f}% of a core, "
+        f"worker queue {self_load.get('worker_queue_depth', 0)}"
+        + (f", stretched: {', '.join(stretched)}" if stretched else "")
+    ]
+    if self_load.get("overloaded"):
+        lines.append(str(self_load.get("holding") or "overloaded: holding decisions"))
+    return lines

@@ -41,6 +41,9 @@ class ServiceView:
     blocked: frozenset[str] = frozenset()
     arrived: frozenset[str] = frozenset()  # revisions whose scripts arrived in the versions dir since the last recovery
     service_pid: int | None = None
+    # per probe, when its inconclusive runs (taken while the daemon itself lagged) started; they are not in
+    # ``observations``, and a rule whose window holds more of them than conclusive runs cannot fire
+    inconclusive: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def recent(self, probe: str) -> Sequence[Observation]:
         return self.observations.get(probe, ())
@@ -334,11 +337,39 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+# Probes whose evidence is about time (an answer within a timeout, a latency, a process seen now, a lock held
+# "too long"): after the daemon was overloaded only what they saw since counts (policy/engine.py: view()).
+TIMED_EVIDENCE = frozenset({"health", "latency", "process", "sqlite_lock"})
+
+# The probe whose observations each signal reads (for the share of conclusive runs in its window).
+SIGNAL_PROBES: dict[str, str] = {
+    "blocked_revision_applied": "schema",
+    "rows_dropped": "rows",
+    "migration_failed": "schema",
+    "integrity_failed": "integrity",
+    "foreign_key_violation": "integrity",
+    "schema_ahead": "schema",
+    "health_failing": "health",
+    "slow_with_missing_index": "latency",
+    "latency_high": "latency",
+    "process_down": "process",
+    "write_lock_held": "sqlite_lock",
+}
+
+
 def evaluate(rule: Rule, view: ServiceView) -> Reading | None:
-    """Return the rule's reading when its signal is active and the rule applies now, else None."""
+    """Return the rule's reading when its signal is active and the rule applies now, else None. A reading whose
+    window holds fewer conclusive runs than inconclusive ones is no reading: the evidence is mostly the daemon's
+    own delay."""
     if not rule.enabled or not rule.applies(view.deploy is not None):
         return None
-    return CONDITIONS[rule.signal](view, rule)
+    reading = CONDITIONS[rule.signal](view, rule)
+    probe = SIGNAL_PROBES.get(rule.signal)
+    if reading is None or probe is None or not view.inconclusive.get(probe):
+        return reading
+    inconclusive = sum(1 for at in view.inconclusive[probe] if at >= reading.since)
+    conclusive = sum(1 for observation in view.recent(probe) if observation.started_at >= reading.since)
+    return reading if conclusive >= max(1, inconclusive) else None
 
 
 def _schema_state(observation: Observation) -> str:

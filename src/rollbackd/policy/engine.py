@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import POLICY_STATES, Metrics
 from rollbackd.observation import Observation
-from rollbackd.policy.conditions import DeployWindow, Reading, ServiceView, evaluate
+from rollbackd.policy.conditions import TIMED_EVIDENCE, DeployWindow, Reading, ServiceView, evaluate
 from rollbackd.policy.rules import Rule, Rung
 from rollbackd.state.history import History
 from rollbackd.target.verify import Expectations, Verification
@@ -107,6 +107,22 @@ Verify = Callable[[Expectations], Awaitable[Verification]]
 Alert = Callable[[str, dict[str, Any]], None]
 
 
+class OverloadGate(Protocol):
+    """Whether the daemon itself is overloaded (runtime/self_load.py's SelfLoad is the one the daemon passes)."""
+
+    def holding(self) -> str:
+        """Why decisions on timing evidence are held now ('' when they are not)."""
+        ...
+
+    async def calm(self) -> None:
+        """Return once the daemon is no longer overloaded."""
+        ...
+
+    def fresh_since(self) -> float:
+        """When (wall clock) the last overload ended: timing evidence from before then is stale."""
+        ...
+
+
 class ServicePolicy:
     def __init__(
         self,
@@ -120,6 +136,7 @@ class ServicePolicy:
         alert: Alert | None = None,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        overload: OverloadGate | None = None,
     ) -> None:
         self.service = service
         self.rules = rules
@@ -140,6 +157,8 @@ class ServicePolicy:
         self.incident_id: int | None = None  # the incident the running recovery works on
         self.closing = False  # the daemon is shutting down: no new recovery may start
         self.last_decision: Decision | None = None
+        self.overload = overload
+        self.held_while_overloaded: dict[str, str] = {}  # rule → what it would do, said once per incident-to-be
         self._export_state()
 
     async def load(self) -> None:
@@ -203,9 +222,24 @@ class ServicePolicy:
         arrived: frozenset[str] = frozenset(),
         service_pid: int | None = None,
     ) -> ServiceView:
-        """Build the view the rules read: only observations since the last recovery count."""
+        """Build the view the rules read: only observations since the last recovery count, and of the probes that
+        judge time (TIMED_EVIDENCE), only those since the daemon's last overload ended: a decision held while
+        it was overloaded is taken afresh, on what it saw once calm."""
+        fresh = self.overload.fresh_since() if self.overload is not None else 0.0
         recent = {
-            probe: [entry for entry in entries if entry.started_at >= self.ignore_before]
+            probe: [
+                entry
+                for entry in entries
+                if entry.started_at
+                >= (max(self.ignore_before, fresh) if probe in TIMED_EVIDENCE else self.ignore_before)
+                and not entry.inconclusive
+            ]
+            for probe, entries in observations.items()
+        }
+        inconclusive = {
+            probe: [
+                entry.started_at for entry in entries if entry.started_at >= self.ignore_before and entry.inconclusive
+            ]
             for probe, entries in observations.items()
         }
         return ServiceView(
@@ -216,6 +250,7 @@ class ServicePolicy:
             blocked=blocked,
             arrived=arrived,
             service_pid=service_pid,
+            inconclusive={probe: times for probe, times in inconclusive.items() if times},
         )
 
     async def evaluate(self, view: ServiceView) -> Decision | None:
@@ -234,6 +269,8 @@ class ServicePolicy:
                 return alert_only
             await self._announce_once(alert_only, outcome="alerted")
         decision = next((decision for decision in active if decision.rule.acts), None)
+        if decision is None or not self._overloaded():
+            self.held_while_overloaded.clear()
         if decision is None:
             failing = [probe for probe, entries in view.observations.items() if entries and not entries[-1].ok]
             if failing or active:
@@ -242,6 +279,8 @@ class ServicePolicy:
                 )
             elif self.state == PolicyState.DEGRADED:
                 await self.transition(PolicyState.OK, "all probes ok")
+            return None
+        if await self._held_while_overloaded(decision):
             return None
         self.last_decision = decision
         if self.dry_run:
@@ -302,9 +341,11 @@ class ServicePolicy:
         )
         context = ActionContext(service, incident_id, decision)
         failure = "the ladder has no action"
-        for rung in decision.ladder:
+        for position, rung in enumerate(decision.ladder):
             if rung.kind == "hold":
                 break
+            if position:
+                await self._wait_until_calm(f"{decision.rule.name}: before {rung.describe()}")
             taken = await self._db(
                 self.history.automatic_actions_since,
                 service,
@@ -326,6 +367,18 @@ class ServicePolicy:
             await self._db(
                 self.history.record_verification, service, incident_id, None, verification.ok, verification.as_dicts()
             )
+            if not verification.ok and self._overloaded():
+                # The checks ran on a starved daemon: their failure may be its own. Judge again once calm.
+                await self._wait_until_calm(f"{decision.rule.name}: verification after {rung.describe()} failed")
+                verification = await self.verify(outcome.expectations)
+                await self._db(
+                    self.history.record_verification,
+                    service,
+                    incident_id,
+                    None,
+                    verification.ok,
+                    verification.as_dicts(),
+                )
             if not verification.ok:
                 failure = f"after {rung.describe()}: {verification.summary()}"
                 log.warning("%s: %s", service, failure, extra={"service": service, "incident": incident_id})
@@ -469,6 +522,41 @@ class ServicePolicy:
             outcome, {"incident": incident_id, "rule": decision.rule.name, "explanation": decision.explanation()}
         )
 
+    # The daemon's own overload
+
+    def _overloaded(self) -> str:
+        return self.overload.holding() if self.overload is not None else ""
+
+    async def _held_while_overloaded(self, decision: Decision) -> bool:
+        """True when ``decision`` must wait because the daemon itself is overloaded (its rule judges timing
+        evidence); said once per rule and episode in the log, and kept for `status`."""
+        holding = self._overloaded()
+        if not holding or decision.rule.acts_while_overloaded:
+            return False
+        if decision.rule.name not in self.held_while_overloaded:
+            plan = ", then ".join(rung.describe() for rung in decision.ladder if rung.kind != "hold")
+            self.held_while_overloaded[decision.rule.name] = plan
+            log.warning(
+                "%s: %s; rule %s would %s (%s)",
+                self.service.name,
+                holding,
+                decision.rule.name,
+                plan,
+                decision.reading.explanation,
+                extra={"service": self.service.name},
+            )
+        await self.transition(PolicyState.DEGRADED, f"overloaded: holding decisions ({decision.rule.name})")
+        return True
+
+    async def _wait_until_calm(self, what: str) -> None:
+        """Climb no further while the daemon is overloaded: the next rung waits for a calm daemon."""
+        holding = self._overloaded()
+        if not holding or self.overload is None:
+            return
+        log.warning("%s: %s: %s", self.service.name, what, holding, extra={"service": self.service.name})
+        await self.overload.calm()
+        log.info("%s: %s: the daemon is calm again, going on", self.service.name, what)
+
     # HOLD and the flap counter
 
     async def _check_resume(self) -> None:
@@ -498,6 +586,7 @@ class ServicePolicy:
             "reason": self.reason,
             "busy": self.busy,
             "last_decision": self.last_decision.explanation() if self.last_decision else None,
+            "held_while_overloaded": dict(self.held_while_overloaded),
         }
 
 

@@ -79,6 +79,11 @@ class Rule:
     when: When = "always"
     enabled: bool = True
     hold_after: bool = False  # even after a verified recovery, stay in HOLD until a person resumes
+    # May start its first action while the daemon itself is overloaded: its evidence is a completed check's
+    # verdict read from the database (a corruption, broken foreign keys, counted rows gone, a revision), which the
+    # daemon's own lag cannot fake. Rules judging time (health, latency, a process, a lock held "too long", a
+    # migration that "did not follow" in time) wait until the daemon is calm. README: "When rollbackd is the sick one".
+    acts_while_overloaded: bool = False
 
     @property
     def action(self) -> RungKind:
@@ -132,6 +137,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             "(runbook Scenario 3: DO NOT run the migration again until the bug is fixed).",
             priority=100,
             hold_after=True,
+            acts_while_overloaded=True,
         ),
         Rule(
             "blocked-revision-arrived",
@@ -150,6 +156,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             priority=90,
             threshold=0.5,
             when="deploy_window",
+            acts_while_overloaded=True,
         ),
         Rule(
             "migration-failed",
@@ -169,6 +176,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             "else hold; rollbackd never creates an empty database in its place.",
             priority=82,
             for_=2.0,
+            acts_while_overloaded=True,  # a file gone from the disk is a fact, not a deadline the daemon missed
         ),
         Rule(
             "integrity-failed",
@@ -177,6 +185,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             "PRAGMA integrity_check failed: stop, keep the damaged file, restore the newest verified backup "
             "(runbook section 3).",
             priority=80,
+            acts_while_overloaded=True,
         ),
         Rule(
             "foreign-key-violation",
@@ -185,6 +194,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             "PRAGMA foreign_key_check found inconsistencies: restore from backup (runbook Scenario 1, step 3).",
             priority=75,
             for_=10.0,
+            acts_while_overloaded=True,
         ),
         Rule(
             "schema-ahead",
@@ -194,6 +204,7 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             "to the code's head (runbook Scenario 2).",
             priority=70,
             for_=5.0,
+            acts_while_overloaded=True,
         ),
         Rule(
             "post-deploy-health",

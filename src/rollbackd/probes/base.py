@@ -31,6 +31,30 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 # observe() gives a probe this much longer than its own timeout before it abandons the run.
 TIMEOUT_GRACE = 1.0
+# Failures that are a completed check's verdict on the database, not a deadline missed: the daemon's own lag
+# cannot produce them, so they stay evidence however late the daemon ran (README: "When rollbackd is the sick one").
+VERDICTS = frozenset(
+    {
+        "corrupt",
+        "not_a_database",
+        "foreign_key_violation",
+        "missing_index",
+        "db_ahead",
+        "db_behind",
+        "unknown_revision",
+        "unversioned",
+        "table_missing",
+        "missing",  # the integrity probe: a database it had checked before is gone from the disk
+    }
+)
+
+# Probes whose evidence is a duration the daemon measured itself (a request's latency): a run taken while the
+# daemon lagged is inconclusive even when it answered, since the lag is in the number the rules read.
+TIMED_PROBES = frozenset({"latency"})
+
+# Given how late a run started (seconds) and when it started (monotonic), say why its failure proves nothing
+# ('' when it is evidence). runtime/self_load.py's SelfLoad.judge is the one the daemon passes.
+Judge = Callable[[float, float], str]
 
 
 class Probe(Protocol):
@@ -58,11 +82,17 @@ class ProbeContext:
     replication: Replication | None = None
 
 
-async def observe(probe: Probe, clock: Callable[[], float] = time.time) -> Observation:
+async def observe(
+    probe: Probe, clock: Callable[[], float] = time.time, *, late_by: float = 0.0, judge: Judge | None = None
+) -> Observation:
     """Run ``probe`` once; return its Observation stamped with start time and duration. Never raises: an
-    exception becomes ok=False with reason ``probe_error`` (and a log line), a run past its timeout ``timeout``."""
+    exception becomes ok=False with reason ``probe_error`` (and a log line), a run past its timeout ``timeout``.
+    ``judge`` (with ``late_by``, how late against its schedule the run starts) marks a failure *inconclusive*
+    when the daemon's own delay may have caused it; a success (except a timed probe's), or a completed check's
+    verdict, stays evidence."""
     started_at = clock()
     started = time.perf_counter()
+    since = time.monotonic()
     try:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the run ends.
         async with asyncio.timeout(probe.timeout + TIMEOUT_GRACE):
@@ -80,4 +110,10 @@ async def observe(probe: Probe, clock: Callable[[], float] = time.time) -> Obser
             reason="probe_error",
             detail={"error": f"{type(error).__name__}: {error}"},
         )
-    return dataclasses.replace(observation, started_at=started_at, duration=time.perf_counter() - started)
+    inconclusive = ""
+    doubtful = not observation.ok or probe.name in TIMED_PROBES
+    if judge is not None and doubtful and observation.reason not in VERDICTS:
+        inconclusive = judge(late_by, since)
+    return dataclasses.replace(
+        observation, started_at=started_at, duration=time.perf_counter() - started, inconclusive=inconclusive
+    )

@@ -41,6 +41,7 @@ from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
 from rollbackd.replication.supervisor import Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.self_load import SelfLoad
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
 from rollbackd.runtime.systemd import Notifier, configure_logging
@@ -148,6 +149,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._last_watchdog = 0.0
         self._reload_task: asyncio.Task[None] | None = None
+        # Its own load, measured: failures it causes are inconclusive, decisions wait, intervals stretch.
+        self.self_load = SelfLoad(self.metrics)
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -162,6 +165,7 @@ class Daemon:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT (or ``request_exit()``). Raise DaemonStartupError if startup fails."""
         self._exit_event = asyncio.Event()
+        self.self_load.install_executor(asyncio.get_running_loop())  # serve() owns the loop: measure its workers
         installed = self._install_signal_handlers()
         try:
             await self.startup()
@@ -226,6 +230,7 @@ class Daemon:
             self.clock,
             alertmanagers=self.config.daemon.alertmanager,
         )
+        self._spawn("self-load heartbeat", self.self_load.run())
         for service in self.config.service:
             await self._start_service(service)
         for name, factory in self._task_factories:
@@ -268,6 +273,7 @@ class Daemon:
                 dry_run=self.config.daemon.dry_run,
                 clock=self.clock,
                 replication=replication,
+                overload=self.self_load,
             )
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes, replication=replication)
@@ -285,6 +291,7 @@ class Daemon:
             slot.first_round.set()
             slot.first_started.set()
         for probe in probes:
+            self.self_load.register(service.name, probe.name, probe.interval)
             slot.tasks.append(self._spawn(f"probe {service.name}/{probe.name}", self._run_probe(slot, probe)))
         if runtime is not None:
             slot.tasks.append(
@@ -297,6 +304,7 @@ class Daemon:
 
     async def _stop_service(self, name: str) -> None:
         slot = self.services.pop(name)
+        self.self_load.forget(name)
         if slot.runtime is not None:
             slot.runtime.stop()
             if slot.runtime.policy.busy and slot.runtime.policy.task is not None:
@@ -341,8 +349,7 @@ class Daemon:
             if exit_event.is_set():
                 break
             now = loop.time()
-            lag = max(0.0, now - expected)
-            self.metrics.loop_lag_seconds.set(lag)
+            lag = max(0.0, now - expected)  # rollbackd_loop_lag_seconds comes from self_load's finer heartbeat
             await self.on_tick(lag)
             expected = max(expected + tick, now)
 
@@ -531,6 +538,7 @@ class Daemon:
                     if self.metrics_server_address
                     else None
                 ),
+                "self_load": self.self_load.describe(),
             },
             "services": services,
         }
@@ -582,14 +590,16 @@ class Daemon:
 
     async def _run_probe(self, slot: _ServiceSlot, probe: Probe) -> None:
         """Run ``probe`` every ``interval`` seconds from the start of one run to the next; a slow run delays the
-        next one rather than piling runs up."""
+        next one rather than piling runs up. While the daemon is overloaded the interval stretches (self_load)."""
         loop = asyncio.get_running_loop()
         next_run = loop.time()
         slot.started.add(probe.name)
         if len(slot.started) == len(slot.probes):
             slot.first_started.set()
         while not self._stopping.is_set():  # besides cancellation: a swallowed cancel must not keep it running
-            observation = await observe(probe, self.clock)
+            late_by = max(0.0, loop.time() - next_run)
+            observation = await observe(probe, self.clock, late_by=late_by, judge=self.self_load.judge)
+            self.self_load.ran(probe.service, probe.name)
             try:
                 await self.record(probe, observation)
             except Exception:
@@ -597,7 +607,7 @@ class Daemon:
             slot.reported.add(probe.name)
             if len(slot.reported) == len(slot.probes):
                 slot.first_round.set()
-            next_run = max(next_run + probe.interval, loop.time())
+            next_run = max(next_run + probe.interval * self.self_load.stretch(probe.name), loop.time())
             await asyncio.sleep(next_run - loop.time())
 
     async def record(self, probe: Probe, observation: Observation) -> None:
@@ -611,6 +621,8 @@ class Daemon:
         metrics.probe_last_run_timestamp_seconds.labels(**labels).set(observation.started_at + observation.duration)
         if not observation.ok:
             metrics.probe_failures.labels(**labels, reason=observation.reason).inc()
+        if observation.inconclusive:
+            metrics.probe_inconclusive.labels(**labels).inc()
         try:
             probe.export(metrics, observation)
         except Exception:
@@ -667,4 +679,5 @@ def _log_change(observation: Observation, previous: Observation | None) -> None:
             log.info("%s: ok again (was %s)", where, previous.reason, extra=extra)
         return
     error = observation.detail.get("error")
-    log.warning("%s: failing: %s%s", where, observation.reason, f" ({error})" if error else "", extra=extra)
+    doubt = f"; inconclusive: {observation.inconclusive}" if observation.inconclusive else ""
+    log.warning("%s: failing: %s%s%s", where, observation.reason, f" ({error})" if error else "", doubt, extra=extra)

@@ -30,7 +30,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
-from rollbackd.policy.engine import ServicePolicy
+from rollbackd.policy.engine import OverloadGate, ServicePolicy
 from rollbackd.policy.interrupted import close_interrupted
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
@@ -67,6 +67,7 @@ class ServiceRuntime:
         dry_run: bool,
         clock: Callable[[], float] = time.time,
         replication: ReplicationPause | None = None,
+        overload: OverloadGate | None = None,
     ) -> None:
         self.service = service
         # The service's Litestream (child or operator's unit; None without replication): a restore pauses it.
@@ -111,6 +112,7 @@ class ServiceRuntime:
             alert=alerts.for_service(service.name),
             dry_run=dry_run,
             clock=clock,
+            overload=overload,
         )
         self.watcher = (
             DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,), on_file=self._file_changed)
@@ -414,7 +416,12 @@ class ServiceRuntime:
             "policy": self.policy.describe(),
             "revision": self.revision,
             "probes": {
-                probe: {"ok": entry.ok, "reason": entry.reason, "at": entry.started_at}
+                probe: {
+                    "ok": entry.ok,
+                    "reason": entry.reason,
+                    "at": entry.started_at,
+                    "inconclusive": entry.inconclusive,
+                }
                 for probe, entry in sorted(latest.items())
             },
             "last_backup": (

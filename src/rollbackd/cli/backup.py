@@ -12,29 +12,18 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rollbackd.backup.catalog import (
-    BackupEntry,
-    BackupRefused,
-    NoBackup,
-    choose_backup,
-    list_backups,
-    parse_moment,
-    resolve_backup_name,
-    verify_backup,
-)
-from rollbackd.backup.drill import run_drill
-from rollbackd.backup.pre_deploy import PreDeployRecord, pinned_pre_deploy, read_pre_deploy, record_pre_deploy
-from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup, resume_interrupted_restore
-from rollbackd.backup.rotation import prune_backups
-from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state.service_lock import ServiceBusy, ServiceLock
-from rollbackd.state.state_dir import StateDir
-from rollbackd.target.control import ServiceControl
+
+if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays light (cli/__init__.py)
+    from rollbackd.backup.catalog import BackupEntry
+    from rollbackd.backup.restore import RestoreError, RestoreReport
+    from rollbackd.config.model import Config, ServiceConfig
+    from rollbackd.state.service_lock import ServiceLock
+    from rollbackd.state.state_dir import StateDir
+    from rollbackd.target.control import ServiceControl
 
 LOCK_WAIT = 60.0  # seconds a CLI command waits for the daemon's backup or another action to finish
 UNAVAILABLE_REASONS = ("disk_full", "low_space", "source_unavailable", "dir_unwritable", "no_space", "no_backup")
@@ -117,6 +106,8 @@ def _service(config: Config, name: str | None) -> ServiceConfig:
 
 
 def _lock(config: Config, service: ServiceConfig, purpose: str, *, changes_database: bool = False) -> ServiceLock:
+    from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+
     lock = ServiceLock(config.daemon.state_dir, service.name, purpose, changes_database=changes_database)
     try:
         lock.acquire(timeout=LOCK_WAIT)
@@ -184,6 +175,10 @@ def _entry_json(entry: BackupEntry) -> dict[str, Any]:
 
 
 def run_backup(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.pre_deploy import PreDeployRecord, record_pre_deploy
+    from rollbackd.backup.snapshot import BackupError, take_backup
+    from rollbackd.state.state_dir import StateDir
+
     config = load_cli_config(args)
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
@@ -233,6 +228,8 @@ def run_backups(args: argparse.Namespace) -> ExitCode:
 
 
 def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups
+
     listing = list_backups(service.backups.dir, service.database.stem, verify=args.verify)
     if args.json:
         print_json(
@@ -266,6 +263,8 @@ def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
 
 
 def _verify(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups, verify_backup
+
     listing = list_backups(service.backups.dir, service.database.stem)
     checked = [verify_backup(entry) if entry.manifest else entry for entry in listing.backups]
     if args.json:
@@ -292,6 +291,11 @@ def reachable_revisions(service: ServiceConfig, seen: set[str]) -> set[str]:
 
 
 def _prune(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups
+    from rollbackd.backup.pre_deploy import pinned_pre_deploy, read_pre_deploy
+    from rollbackd.backup.rotation import prune_backups
+    from rollbackd.state.state_dir import StateDir
+
     lock = None if args.dry_run else _lock(config, service, "rollbackd backups prune")
     try:
         now = time.time()
@@ -334,6 +338,10 @@ def _prune(config: Config, service: ServiceConfig, args: argparse.Namespace) -> 
 
 
 def _drill(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import NoBackup
+    from rollbackd.backup.drill import run_drill
+    from rollbackd.state.state_dir import StateDir
+
     lock = _lock(config, service, "rollbackd backups drill")
     try:
         report = run_drill(service, state_dir=StateDir(config.daemon.state_dir))
@@ -352,6 +360,11 @@ def _drill(config: Config, service: ServiceConfig, args: argparse.Namespace) -> 
 
 
 def run_restore(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import parse_moment
+    from rollbackd.backup.restore import RestoreError, restore_backup
+    from rollbackd.state.state_dir import StateDir
+    from rollbackd.target.control import ServiceControl
+
     config = load_cli_config(args)
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
@@ -396,6 +409,8 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
 def _resume(
     config: Config, service: ServiceConfig, control: ServiceControl, state_dir: StateDir, as_json: bool
 ) -> ExitCode:
+    from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
+
     lock = _lock(config, service, "rollbackd restore --resume", changes_database=True)
     try:
         report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
@@ -414,6 +429,8 @@ def _resume(
 
 
 def _choose(service: ServiceConfig, name: str | None, before: float | None, revision: str | None) -> BackupEntry:
+    from rollbackd.backup.catalog import BackupRefused, NoBackup, choose_backup, list_backups, resolve_backup_name
+
     try:
         if name is not None:
             resolve_backup_name(service.backups.dir, name, service.database.stem)

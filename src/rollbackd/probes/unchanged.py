@@ -43,7 +43,8 @@ class DatabaseStamp:
 
 class ChangeWatch:
     """Stamps a database through one read-only connection kept open for the watch's life (reopened when the file
-    is replaced, e.g. by a restore). It holds no lock between stamps: no transaction stays open."""
+    is replaced, e.g. by a restore). No transaction stays open between stamps; in WAL mode the connection holds the
+    SHARED lock every WAL reader holds, which blocks no writer (the -wal then outlives the service's connections)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

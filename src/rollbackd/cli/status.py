@@ -80,12 +80,15 @@ def _show(args: argparse.Namespace, status: dict[str, Any]) -> None:
 
 def recorded_status(config: Config) -> dict[str, Any]:
     """Without a daemon: the persisted policy state, deploy window and incidents of each service."""
-    from rollbackd.state.history import History
     from rollbackd.state.state_dir import StateDir
 
     services: dict[str, Any] = {}
     path = StateDir(config.daemon.state_dir).history_db
-    history = History(path) if path.exists() else None
+    history = None
+    if path.exists():  # SQLAlchemy loads only when there is a state DB to read
+        from rollbackd.state.history import History
+
+        history = History(path)
     try:
         if history is not None:
             history.upgrade()

@@ -49,6 +49,9 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--every", help="every probe at this interval (default: the probes' default intervals)")
     parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument(
+        "--warmup", type=float, default=15, help="seconds before measuring (start-up backs up every database)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-footprint-services-") as root:
         stack = Stack(Path(root), rooms=2000, players=4000, dry_run=True)
@@ -68,6 +71,8 @@ def main() -> int:
                     str(REPO / "bench" / "footprint.py"),
                     "--seconds",
                     str(args.seconds),
+                    "--warmup",
+                    str(args.warmup),
                     "--url",
                     stack.base_url,
                     "--file",

@@ -24,8 +24,10 @@ def test_healthy_database_passes_and_the_first_run_is_a_full_check(tmp_path: Pat
     database = make_game_database(tmp_path / "vbrpg.db")
     probe = integrity_probe(tmp_path, context, database)
     first = run_once(probe)
+    execute(database, "UPDATE players SET name = 'renamed' WHERE id = 1")  # so the next one runs, not skipped
     second = run_once(probe)
     assert first.ok, first
+    assert second.ok, second
     assert first.detail["check"] == "full"
     assert second.detail["check"] == "quick"  # full_every (6h) has not passed since
     assert second.detail["revision"] == "7b15d08e3f62"
@@ -45,7 +47,50 @@ def test_full_check_comes_back_after_full_every(tmp_path: Path, context: ProbeCo
     for step in (0, 60, 3000, 600):
         now[0] += step
         kinds.append(run_once(probe).detail["check"])
-    assert kinds == ["full", "quick", "quick", "full"]
+    assert kinds == ["full", "skipped", "skipped", "full"]  # unchanged: no quick check, the full one still runs
+
+
+def test_an_unchanged_database_is_not_checked_again(tmp_path: Path, context: ProbeContext) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db")
+    probe = integrity_probe(tmp_path, context, database)
+    first = run_once(probe)
+    second = run_once(probe)
+    assert first.ok and first.detail["check"] == "full", first
+    assert second.ok, second
+    assert second.detail["check"] == "skipped"
+    assert "data_version" in second.detail["skipped"]
+    assert second.values["errors"] == 0 and second.detail["revision"] == "7b15d08e3f62"
+
+
+def test_a_change_committed_after_a_passing_check_is_checked(tmp_path: Path, context: ProbeContext) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db")
+    probe = integrity_probe(tmp_path, context, database)
+    assert run_once(probe).ok
+    execute(database, "INSERT INTO game_room_participants (id, room_id, player_id) VALUES (9001, 424242, 1)")
+    after = run_once(probe)
+    assert after.detail["check"] == "quick"
+    assert (after.ok, after.reason) == (False, "foreign_key_violation")
+    again = run_once(probe)  # a failing result is never the base of a skip
+    assert again.detail["check"] == "quick" and not again.ok
+
+
+def test_corruption_written_behind_sqlites_back_with_a_new_mtime_is_caught(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db", rooms=400, mode="delete")
+    probe = integrity_probe(tmp_path, context, database)
+    assert run_once(probe).ok
+    assert run_once(probe).detail["check"] == "skipped"
+    before = os.stat(database)
+    with database.open("r+b") as handle:  # same size, data_version untouched: only the mtime tells
+        for page in (4, 6, 8):
+            handle.seek((page - 1) * 4096)
+            handle.write(b"\xff" * 4096)
+    os.utime(database, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert os.stat(database).st_size == before.st_size
+    observation = run_once(probe)
+    assert observation.detail["check"] == "quick"
+    assert (observation.ok, observation.reason) == (False, "corrupt")
 
 
 def test_byte_corrupted_copy_is_reported_corrupt(tmp_path: Path, context: ProbeContext) -> None:

@@ -2,6 +2,10 @@
 
 Each subcommand lives in its own module with a ``register(commands)`` function. Library code raises typed
 exceptions; only the CLI turns them into messages and exit codes.
+
+Building the parser imports no daemon, no pydantic, SQLAlchemy, httpx or prometheus_client: each subcommand
+module imports what its handler needs when the handler runs, so ``--help`` and a usage error answer at once
+(tests/cli/test_import_budget.py keeps it so).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from rollbackd.cli import (
     verify,
 )
 from rollbackd.cli.common import Handler, Subcommands
-from rollbackd.config.model import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, ConfigError, UnknownService
+from rollbackd.config.config_path import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from rollbackd.exit_codes import ExitCode
 
 DESCRIPTION = """\
@@ -34,7 +38,7 @@ it probes health, latency, locks, integrity, schema and rows; keeps verified bac
 threshold is crossed it restarts, downgrades or restores, verifies, and records what it did."""
 
 EPILOG = f"""\
-The config file is --config, else ${CONFIG_ENV_VAR}, else {DEFAULT_CONFIG_PATH}.
+The config file is --config (before or after COMMAND), else ${CONFIG_ENV_VAR}, else {DEFAULT_CONFIG_PATH}.
 Exit codes: 0 ok, 1 failed, 2 bad config or usage (nothing touched), 4 unavailable (database, daemon, ...)."""
 
 
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    from rollbackd.config.model import ConfigError, UnknownService  # loaded by every handler anyway
+
     try:
         return int(handler(args))
     except ConfigError as error:

@@ -8,38 +8,24 @@ restore one the safe way. Every error is one line and a named exit code; ``--jso
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rollbackd.actions.manual import ManualRequest, manual_rollback
-from rollbackd.backup.catalog import (
-    BackupEntry,
-    BackupRefused,
-    NoBackup,
-    choose_backup,
-    list_backups,
-    parse_moment,
-    resolve_backup_name,
-    verify_backup,
-)
-from rollbackd.backup.drill import run_drill
-from rollbackd.backup.pre_deploy import PreDeployRecord, pinned_pre_deploy, read_pre_deploy, record_pre_deploy
-from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup, resume_interrupted_restore
-from rollbackd.backup.rotation import prune_backups
-from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config.model import Config, ServiceConfig
 from rollbackd.exit_codes import ExitCode
-from rollbackd.replication.restore import NoPause
-from rollbackd.replication.supervisor import ReplicationPause, UnitReplication
-from rollbackd.runtime.status_socket import StatusSocketError, query_status
-from rollbackd.state.service_lock import ServiceBusy, ServiceLock
-from rollbackd.state.state_dir import StateDir
-from rollbackd.target.control import ServiceControl
+
+if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays light (cli/__init__.py)
+    from rollbackd.actions.manual import ManualRequest
+    from rollbackd.backup.catalog import BackupEntry
+    from rollbackd.backup.restore import RestoreError, RestoreReport
+    from rollbackd.config.model import Config, ServiceConfig
+    from rollbackd.replication.supervisor import ReplicationPause
+    from rollbackd.state.service_lock import ServiceLock
+    from rollbackd.state.state_dir import StateDir
+    from rollbackd.target.control import ServiceControl
 
 LOCK_WAIT = 60.0  # seconds a CLI command waits for the daemon's backup or another action to finish
 UNAVAILABLE_REASONS = ("disk_full", "low_space", "source_unavailable", "dir_unwritable", "no_space", "no_backup")
@@ -138,6 +124,8 @@ def _service(config: Config, name: str | None) -> ServiceConfig:
 
 
 def _lock(config: Config, service: ServiceConfig, purpose: str, *, changes_database: bool = False) -> ServiceLock:
+    from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+
     lock = ServiceLock(config.daemon.state_dir, service.name, purpose, changes_database=changes_database)
     try:
         lock.acquire(timeout=LOCK_WAIT)
@@ -205,6 +193,10 @@ def _entry_json(entry: BackupEntry) -> dict[str, Any]:
 
 
 def run_backup(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.pre_deploy import PreDeployRecord, record_pre_deploy
+    from rollbackd.backup.snapshot import BackupError, take_backup
+    from rollbackd.state.state_dir import StateDir
+
     config = load_cli_config(args)
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
@@ -254,6 +246,8 @@ def run_backups(args: argparse.Namespace) -> ExitCode:
 
 
 def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups
+
     listing = list_backups(service.backups.dir, service.database.stem, verify=args.verify)
     if args.json:
         print_json(
@@ -287,6 +281,8 @@ def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
 
 
 def _verify(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups, verify_backup
+
     listing = list_backups(service.backups.dir, service.database.stem)
     checked = [verify_backup(entry) if entry.manifest else entry for entry in listing.backups]
     if args.json:
@@ -313,6 +309,11 @@ def reachable_revisions(service: ServiceConfig, seen: set[str]) -> set[str]:
 
 
 def _prune(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import list_backups
+    from rollbackd.backup.pre_deploy import pinned_pre_deploy, read_pre_deploy
+    from rollbackd.backup.rotation import prune_backups
+    from rollbackd.state.state_dir import StateDir
+
     lock = None if args.dry_run else _lock(config, service, "rollbackd backups prune")
     try:
         now = time.time()
@@ -355,6 +356,10 @@ def _prune(config: Config, service: ServiceConfig, args: argparse.Namespace) -> 
 
 
 def _drill(config: Config, service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import NoBackup
+    from rollbackd.backup.drill import run_drill
+    from rollbackd.state.state_dir import StateDir
+
     lock = _lock(config, service, "rollbackd backups drill")
     try:
         report = run_drill(service, state_dir=StateDir(config.daemon.state_dir))
@@ -373,6 +378,11 @@ def _drill(config: Config, service: ServiceConfig, args: argparse.Namespace) -> 
 
 
 def run_restore(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.backup.catalog import parse_moment
+    from rollbackd.backup.restore import RestoreError, restore_backup
+    from rollbackd.state.state_dir import StateDir
+    from rollbackd.target.control import ServiceControl
+
     config = load_cli_config(args)
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
@@ -418,6 +428,11 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
 
 def _restore_from_replica(args: argparse.Namespace, config: Config, service: ServiceConfig) -> ExitCode:
     """Through the executor, as an automatic restore: service lock, the current file kept, verification, history."""
+    import asyncio
+
+    from rollbackd.actions.manual import ManualRequest, manual_rollback
+    from rollbackd.backup.catalog import parse_moment
+
     if not args.from_replica:
         raise CommandFailed("--timestamp and --before-incident go with --from-replica", ExitCode.CONFIG)
     if service.replication is None:
@@ -466,6 +481,10 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
 def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPause:
     """The operator's Litestream unit (managed = false) is stopped and started around the swap. A running daemon's
     own Litestream child cannot be paused from here, and must never replicate a file being replaced: refused."""
+    from rollbackd.replication.restore import NoPause
+    from rollbackd.replication.supervisor import UnitReplication
+    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+
     replication = service.replication
     if replication is not None and not replication.managed:
         return UnitReplication(service)
@@ -498,6 +517,8 @@ def _confirm_replica(service: ServiceConfig, request: ManualRequest) -> None:
 def _resume(
     config: Config, service: ServiceConfig, control: ServiceControl, state_dir: StateDir, as_json: bool
 ) -> ExitCode:
+    from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
+
     lock = _lock(config, service, "rollbackd restore --resume", changes_database=True)
     try:
         report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
@@ -516,6 +537,8 @@ def _resume(
 
 
 def _choose(service: ServiceConfig, name: str | None, before: float | None, revision: str | None) -> BackupEntry:
+    from rollbackd.backup.catalog import BackupRefused, NoBackup, choose_backup, list_backups, resolve_backup_name
+
     try:
         if name is not None:
             resolve_backup_name(service.backups.dir, name, service.database.stem)

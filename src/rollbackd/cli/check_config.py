@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from rollbackd.cli.common import Subcommands, add_command
-from rollbackd.config import toml_dump
-from rollbackd.config.model import config_warnings, dump_config, load_config, resolve_config_path
+from rollbackd.cli.common import Subcommands, add_command, cli_config_path
 from rollbackd.exit_codes import ExitCode
-from rollbackd.replication.litestream import litestream_warnings
 
 
 def register(commands: Subcommands) -> None:
@@ -25,7 +21,11 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    path = Path(args.path) if args.path else resolve_config_path(args.config, os.environ)
+    from rollbackd.config import toml_dump
+    from rollbackd.config.model import config_warnings, dump_config, load_config
+    from rollbackd.replication.litestream import litestream_warnings
+
+    path = Path(args.path) if args.path else cli_config_path(args)
     config = load_config(path)
     if not args.quiet:
         data = dump_config(config)

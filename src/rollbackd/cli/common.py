@@ -1,4 +1,8 @@
-"""What every subcommand shares: loading the config the user named, printing JSON, the handler type."""
+"""What every subcommand shares: loading the config the user named, printing JSON, the handler type.
+
+Light on purpose: every subcommand module imports this to build its parser, so it must not import pydantic (the
+config models load when a handler asks for the config).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,65 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rollbackd.config.model import Config, ServiceConfig, load_config, resolve_config_path
+from rollbackd.config.config_path import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    missing_config_message,
+    resolve_config_path,
+)
 from rollbackd.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from rollbackd.config.model import Config, ServiceConfig
 
 Handler = Callable[[argparse.Namespace], ExitCode]
 Subcommands = Any  # argparse's _SubParsersAction is private; this is what add_subparsers() returns
 
 
+def global_options() -> argparse.ArgumentParser:
+    """The options every subcommand also accepts after its name (``rollbackd status --config X``).
+
+    Their default is SUPPRESS so a subcommand that was not given one keeps the value given before its name.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH}); also accepted before COMMAND",
+    )
+    return options
+
+
+GLOBAL_OPTIONS = global_options()
+
+
 def add_command(commands: Subcommands, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
-    command: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text, parents=[GLOBAL_OPTIONS]
+    )
     command.set_defaults(handler=handler)
     return command
 
 
+def cli_config_path(args: argparse.Namespace) -> Path:
+    """The config path --config / $ROLLBACKD_CONFIG / the default names. Raise ConfigError if no file is there."""
+    path = resolve_config_path(args.config, os.environ)
+    if not path.exists():
+        from rollbackd.config.model import ConfigError, ConfigProblem
+
+        raise ConfigError(path, [ConfigProblem("", missing_config_message(args.config, os.environ))])
+    return path
+
+
 def load_cli_config(args: argparse.Namespace) -> Config:
     """Load the config named by --config / $ROLLBACKD_CONFIG / the default path. Raise ConfigError."""
-    return load_config(resolve_config_path(args.config, os.environ))
+    from rollbackd.config.model import load_config
+
+    return load_config(cli_config_path(args))
 
 
 def select_services(config: Config, name: str | None) -> list[ServiceConfig]:

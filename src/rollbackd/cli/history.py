@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state.history import History, HistoryRow
-from rollbackd.state.state_dir import StateDir
+
+if TYPE_CHECKING:
+    from rollbackd.state.history import HistoryRow
 
 COLUMNS = ("Date", "Version Rolled Back", "Reason", "Time to Recover", "Notes")
 
@@ -26,6 +28,9 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.state.history import History
+    from rollbackd.state.state_dir import StateDir
+
     config = load_cli_config(args)
     if args.service:
         config.get_service(args.service)

@@ -8,20 +8,23 @@ Ctrl-C or SIGTERM once the deploy has begun rolls it back rather than leaving it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
-
-import httpx
+from typing import TYPE_CHECKING
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.cli.rehearse import one_service
-from rollbackd.config.model import ServiceConfig
-from rollbackd.deploy.migrate import LOCK_WAIT, MigrateError, MigrateOptions, MigrateReport, Migration, Say
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state.history import History
-from rollbackd.state.state_dir import StateDir
 from rollbackd.units import parse_duration
+
+if TYPE_CHECKING:
+    from rollbackd.config.model import ServiceConfig
+    from rollbackd.deploy.migrate import MigrateOptions, MigrateReport, Say
+    from rollbackd.state.history import History
+    from rollbackd.state.state_dir import StateDir
+
+# deploy.migrate.LOCK_WAIT, repeated so the parser needs no deploy code (tests/cli/test_import_budget.py checks it)
+LOCK_WAIT = 120.0
 
 ERROR_CODES = {"usage": ExitCode.CONFIG, "unavailable": ExitCode.UNAVAILABLE, "busy": ExitCode.UNAVAILABLE}
 
@@ -52,6 +55,12 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    import asyncio
+
+    from rollbackd.deploy.migrate import MigrateError, MigrateOptions
+    from rollbackd.state.history import History
+    from rollbackd.state.state_dir import StateDir
+
     config = load_cli_config(args)
     stream = sys.stderr if args.json else sys.stdout
     try:
@@ -91,6 +100,12 @@ def run(args: argparse.Namespace) -> ExitCode:
 async def _migrate(
     service: ServiceConfig, state: StateDir, history: History, options: MigrateOptions, say: Say
 ) -> MigrateReport:
+    import asyncio
+
+    import httpx
+
+    from rollbackd.deploy.migrate import Migration
+
     async with httpx.AsyncClient() as http:
         migration = Migration(service, state_dir=state, history=history, http=http, say=say)
         loop = asyncio.get_running_loop()

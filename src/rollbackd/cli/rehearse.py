@@ -7,20 +7,15 @@ database is only read (the online backup API); exit 0 when every revision is rev
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rollbackd.backup.snapshot import BackupError
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config.model import Config, ServiceConfig
-from rollbackd.deploy.plan import PlanError
-from rollbackd.deploy.rehearse import RehearsalRefused, rehearse
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state.state_dir import StateDir
-from rollbackd.state.vault import Vault
-from rollbackd.target.database import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from rollbackd.config.model import Config, ServiceConfig
 
 
 def register(commands: Subcommands) -> None:
@@ -33,6 +28,15 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    import asyncio
+
+    from rollbackd.backup.snapshot import BackupError
+    from rollbackd.deploy.plan import PlanError
+    from rollbackd.deploy.rehearse import RehearsalRefused, rehearse
+    from rollbackd.state.state_dir import StateDir
+    from rollbackd.state.vault import Vault
+    from rollbackd.target.database import DatabaseUnavailable
+
     config = load_cli_config(args)
     say = _printer(sys.stderr if args.json else sys.stdout)
     try:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from rollbackd.actions.manual import ManualRequest, manual_rollback
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
 from rollbackd.exit_codes import ExitCode
 
@@ -34,6 +32,10 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    import asyncio
+
+    from rollbackd.actions.manual import ManualRequest, manual_rollback
+
     config = load_cli_config(args)
     if args.backup and not args.restore:
         print("rollbackd rollback: --backup needs --restore", file=sys.stderr)

@@ -6,16 +6,15 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
-from rollbackd.config.model import Config, ConfigError, resolve_config_path, status_socket_of
+from rollbackd.config.config_path import resolve_config_path
 from rollbackd.exit_codes import ExitCode
-from rollbackd.runtime.status_socket import StatusSocketError, query_status
-from rollbackd.state.history import History
-from rollbackd.state.state_dir import StateDir
 from rollbackd.units import humanize_age
+
+if TYPE_CHECKING:
+    from rollbackd.config.model import Config, ConfigError
 
 
 def register(commands: Subcommands) -> None:
@@ -25,6 +24,9 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.config.model import ConfigError
+    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+
     try:
         config = load_cli_config(args)
     except ConfigError as error:
@@ -48,6 +50,9 @@ def run(args: argparse.Namespace) -> ExitCode:
 def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCode:
     """The config file is invalid now, but a daemon that loaded an earlier, valid one may be running: show its
     status and say that the file would be refused (by a reload, and at the next start). Exit 2 all the same."""
+    from rollbackd.config.model import status_socket_of
+    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+
     socket = status_socket_of(resolve_config_path(args.config, os.environ))
     if socket is None:
         raise error
@@ -75,9 +80,16 @@ def _show(args: argparse.Namespace, status: dict[str, Any]) -> None:
 
 def recorded_status(config: Config) -> dict[str, Any]:
     """Without a daemon: the persisted policy state, deploy window and incidents of each service."""
+    from rollbackd.backup.restore_journal import pending_summary
+    from rollbackd.state.state_dir import StateDir
+
     services: dict[str, Any] = {}
     path = StateDir(config.daemon.state_dir).history_db
-    history = History(path) if path.exists() else None
+    history = None
+    if path.exists():  # SQLAlchemy loads only when there is a state DB to read
+        from rollbackd.state.history import History
+
+        history = History(path)
     try:
         if history is not None:
             history.upgrade()

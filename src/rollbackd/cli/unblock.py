@@ -7,8 +7,6 @@ import sys
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config
 from rollbackd.exit_codes import ExitCode
-from rollbackd.state.history import History
-from rollbackd.state.state_dir import StateDir
 
 
 def register(commands: Subcommands) -> None:
@@ -20,6 +18,9 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    from rollbackd.state.history import History
+    from rollbackd.state.state_dir import StateDir
+
     config = load_cli_config(args)
     config.get_service(args.service)
     state_dir = StateDir(config.daemon.state_dir)

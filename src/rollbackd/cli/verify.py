@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-
-import httpx
+from typing import TYPE_CHECKING
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
-from rollbackd.config.model import ServiceConfig
 from rollbackd.exit_codes import ExitCode
-from rollbackd.target.verify import Expectations, Verification, Verifier
+
+if TYPE_CHECKING:
+    from rollbackd.config.model import ServiceConfig
+    from rollbackd.target.verify import Verification
 
 
 def register(commands: Subcommands) -> None:
@@ -22,6 +22,8 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
+    import asyncio
+
     config = load_cli_config(args)
     services = select_services(config, args.service)
     results = asyncio.run(_verify_all(services, args.expect_revision, args.wait))
@@ -37,6 +39,11 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 
 async def _verify_all(services: list[ServiceConfig], revision: str | None, wait: float) -> dict[str, Verification]:
+
+    import httpx
+
+    from rollbackd.target.verify import Expectations, Verifier
+
     async with httpx.AsyncClient() as client:
         return {
             service.name: await Verifier(service, client).verify(Expectations(revision=revision), wait_for_health=wait)

@@ -28,11 +28,11 @@ from pydantic import (
     model_validator,
 )
 
+from rollbackd.config.config_path import CONFIG_ENV_VAR as CONFIG_ENV_VAR
+from rollbackd.config.config_path import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
+from rollbackd.config.config_path import resolve_config_path as resolve_config_path
 from rollbackd.config.toml_locations import line_of
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
-
-DEFAULT_CONFIG_PATH = Path("/etc/rollbackd/rollbackd.toml")
-CONFIG_ENV_VAR = "ROLLBACKD_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True, defer_build=True)
 
 
 class WebhookConfig(_Model):
@@ -588,15 +588,6 @@ def _script_location_from_ini(ini: Path, pyproject: Path | None = None) -> Path:
     if path.is_absolute() or toml_file is None:
         return path if path.is_absolute() else ini.parent / path
     return (ini.parent if from_ini else toml_file.parent) / path
-
-
-def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
-    """Return the config path: the --config option, then $ROLLBACKD_CONFIG, then /etc/rollbackd/rollbackd.toml."""
-    if explicit:
-        return Path(explicit)
-    if environ.get(CONFIG_ENV_VAR):
-        return Path(environ[CONFIG_ENV_VAR])
-    return DEFAULT_CONFIG_PATH
 
 
 def load_config(path: Path) -> Config:

@@ -29,6 +29,7 @@ from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
+from rollbackd.probes.unchanged import ChangeWatch, DatabaseStamp
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, index_names, read_revision
 
 MAX_ERRORS = 20  # quick_check(N) / integrity_check(N): stop after N problems, list them
@@ -68,6 +69,9 @@ class IntegrityProbe:
         state_dir = context.state_dir.service_dir(service.name)
         self._indexes_path = state_dir / "indexes.json"
         self._schedule_path = state_dir / "integrity.json"
+        # The stamp taken before the last passing check and that check's observation (probes/unchanged.py).
+        self._watch = ChangeWatch(self.database)
+        self._passed: tuple[DatabaseStamp, float, Observation] | None = None
 
     async def run(self) -> Observation:
         return await asyncio.to_thread(self.check)
@@ -77,6 +81,10 @@ class IntegrityProbe:
         schedule = read_json(self._schedule_path) or {}
         last_full = schedule.get("last_full_at")
         kind = "full" if not isinstance(last_full, int | float) or now - last_full >= self.full_every else "quick"
+        stamp = self._watch.stamp()  # before the check: a commit during it gives a new stamp next time
+        skipped = self._unchanged_since_passing(stamp) if kind == "quick" else None
+        if skipped is not None:
+            return skipped
         values: dict[str, float] = {"full": float(kind == "full")}
         detail: dict[str, Any] = {"check": kind}
         try:
@@ -130,7 +138,24 @@ class IntegrityProbe:
             reason = "foreign_key_violation"
         elif missing:
             reason = "missing_index"
-        return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
+        observation = Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
+        self._passed = (stamp, now, observation) if observation.ok and stamp is not None else None
+        return observation
+
+    def _unchanged_since_passing(self, stamp: DatabaseStamp | None) -> Observation | None:
+        """The last passing observation again, marked skipped, when SQLite proves nothing changed since it."""
+        if stamp is None or self._passed is None or self._passed[0] != stamp:
+            return None
+        _, at, passed = self._passed
+        detail = {
+            **passed.detail,
+            "check": "skipped",
+            "skipped": (
+                f"unchanged since the passing check at {at:.0f}: same data_version, size, mtime and inode "
+                "of the database and its -wal"
+            ),
+        }
+        return Observation(self.service, self.name, ok=True, values={**passed.values, "full": 0.0}, detail=detail)
 
     def _run_checks(self, kind: str) -> CheckResult:
         deadline = time.monotonic() + self.timeout

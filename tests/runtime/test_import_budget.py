@@ -1,0 +1,65 @@
+"""What the daemon keeps in memory after start-up, pinned so it does not creep back (issue 13).
+
+A real ``rollbackd run`` in a child interpreter, on a real SQLite file and a real state dir, stopped by SIGTERM
+once it has sent READY=1 to a notify socket of its own; then the child lists ``sys.modules``. Each excluded
+package costs MiB of RSS for the daemon's whole life: Alembic (the state DB upgrade runs in a child process),
+and click/pygments (httpx's own command line). SQLAlchemy (core and ORM: the history), pydantic,
+prometheus_client, httpx and watchdog are loaded, and are not pinned here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.probes.game_database import make_game_database
+
+EXCLUDED = ("alembic", "click", "pygments", "rich", "mako")
+
+CHILD = """
+import json, os, signal, socket, sys, threading
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+listener.bind(sys.argv[2])
+os.environ["NOTIFY_SOCKET"] = sys.argv[2]
+
+def stop_when_ready():
+    while b"READY=1" not in listener.recv(65536):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=stop_when_ready, daemon=True).start()
+from rollbackd.cli import main
+code = main(["--config", sys.argv[1], "run"])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def daemon_modules(tmp_path: Path) -> set[str]:
+    database = make_game_database(tmp_path / "vbrpg.db")
+    config = tmp_path / "rollbackd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nmetrics_listen = ""\n\n'
+        f'[[service]]\nname = "vbrpg"\nworkdir = "{tmp_path}"\ndatabase = "{database}"\n'
+        'base_url = "http://127.0.0.1:9"\n'
+        f'[service.deploy]\nversions_dir = "{tmp_path / "alembic" / "versions"}"\n'
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(config), str(tmp_path / "notify.sock")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0, child.stderr
+    return set(report["modules"])
+
+
+def test_the_started_daemon_loads_no_migration_framework_and_no_httpx_cli(tmp_path: Path) -> None:
+    modules = daemon_modules(tmp_path)
+    assert "rollbackd.runtime.daemon" in modules and "rollbackd.probes.integrity" in modules  # it did start
+    loaded = sorted(name for name in modules if name.split(".")[0] in EXCLUDED)
+    assert not loaded, loaded

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -217,11 +218,27 @@ class BackupsConfig(_Model):
     timeout: PositiveDuration = 3600.0
 
 
+def _json_pointers(expected: dict[str, Any]) -> dict[str, Any]:
+    """Keys of ``expect_json`` are JSON pointers (RFC 6901): '' (the whole body) or '/a/0/b'."""
+    for pointer in expected:
+        if pointer and not pointer.startswith("/"):
+            raise ValueError(f"expected JSON pointers such as '/status' (RFC 6901) as keys, got {pointer!r}")
+        if pointer.replace("~0", "").replace("~1", "").count("~"):
+            raise ValueError(f"'~' in a JSON pointer is written ~0 (and a '/' inside a key ~1), got {pointer!r}")
+    return expected
+
+
+# Pointer -> the value the answer's JSON body must hold there, e.g. { "/status" = "ok" }.
+ExpectJson = Annotated[dict[str, Any], AfterValidator(_json_pointers)]
+
+
 class HealthProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 2.0
     ok_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    expect_json: ExpectJson = Field(default_factory=dict)
+    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
 
 
 class LatencyProbeConfig(_Model):
@@ -372,6 +389,8 @@ class SmokeStep(_Model):
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
     capture: dict[str, str] = Field(default_factory=dict)
     cleanup: bool = False
+    expect_json: ExpectJson = Field(default_factory=dict)
+    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
 
 
 class VerifyConfig(_Model):

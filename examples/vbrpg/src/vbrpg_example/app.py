@@ -54,6 +54,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if chaos.take_health_503():
                 body = {"status": "error", "reason": "chaos: injected 503"}
                 return JSONResponse(body, status.HTTP_503_SERVICE_UNAVAILABLE, headers)
+            if chaos.settings.health_degraded:
+                # A service that still answers but knows it is not well: only a body expectation catches it.
+                body = {"status": "degraded", "reason": "chaos: injected degraded"}
+                return JSONResponse(body, status.HTTP_200_OK, headers)
         report = await run_in_threadpool(check_health, settings.database_path, scripts, settings.busy_timeout_seconds)
         code = status.HTTP_200_OK if report.ok else status.HTTP_503_SERVICE_UNAVAILABLE
         return JSONResponse(report.as_json(), code, headers)

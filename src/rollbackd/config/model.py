@@ -85,6 +85,50 @@ def _as_size(value: object) -> object:
     raise ValueError(f"expected a size such as '512MiB' or a number of bytes, got {value!r}")
 
 
+def http_url_problem(url: str) -> str:
+    """'' when httpx will send to ``url`` as written, else why not (a control character, a bad port, no host):
+    such a URL passes a regex, then fails every probe at run time as a probe_error."""
+    import httpx
+
+    control = _control_character(url)
+    if control:
+        return control
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        return str(error)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "expected http:// or https:// and a host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range 1-65535"
+    return ""
+
+
+def _control_character(text: str) -> str:
+    index = next((index for index, char in enumerate(text) if ord(char) < 0x20 or ord(char) == 0x7F), None)
+    return "" if index is None else f"control character {text[index]!r} at index {index}"
+
+
+def _sendable_url(url: str) -> str:
+    problem = http_url_problem(url)
+    if problem:
+        raise ValueError(f"not a URL the HTTP client can send to ({problem}): {url!r}")
+    return url
+
+
+def _sendable_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"expected a URL path starting with '/', got {path!r}")
+    problem = _control_character(path) or http_url_problem("http://127.0.0.1" + path)
+    if problem:
+        raise ValueError(f"not a URL path the HTTP client can send ({problem}): {path!r}")
+    return path
+
+
+# A URL path ("/api/rooms/ABC123") checked as httpx will parse it once joined to base_url.
+UrlPath = Annotated[str, AfterValidator(_sendable_path)]
+
+
 # Seconds, written as "500ms" / "5s" / "1h30m" in the file and printed back the same way.
 Duration = Annotated[
     float, BeforeValidator(_as_duration), PlainSerializer(format_duration, return_type=str), Field(ge=0)
@@ -113,7 +157,7 @@ class WebhookConfig(_Model):
     def _http_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-        return url
+        return _sendable_url(url)
 
 
 class DaemonConfig(_Model):
@@ -243,7 +287,7 @@ class HealthProbeConfig(_Model):
 
 class LatencyProbeConfig(_Model):
     enabled: bool = True
-    paths: list[str] = Field(default_factory=list)
+    paths: list[UrlPath] = Field(default_factory=list)
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 10.0
     window: PositiveDuration = 60.0
@@ -384,7 +428,7 @@ class RuleConfig(_Model):
 class SmokeStep(_Model):
     name: Annotated[str, Field(min_length=1)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str
+    path: UrlPath
     json_body: dict[str, Any] | None = Field(default=None, alias="json")
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
     capture: dict[str, str] = Field(default_factory=dict)
@@ -395,7 +439,7 @@ class SmokeStep(_Model):
 
 class VerifyConfig(_Model):
     latency_bound: PositiveDuration = 1.0
-    latency_paths: list[str] | None = None
+    latency_paths: list[UrlPath] | None = None
     smoke: list[SmokeStep] = Field(default_factory=list)
 
 
@@ -428,14 +472,12 @@ class ServiceConfig(_Model):
     def _base_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
             raise ValueError(f"expected http://host:port without a path, got {url!r}")
-        return url.rstrip("/")
+        return _sendable_url(url.rstrip("/"))
 
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"expected a URL path starting with '/', got {path!r}")
-        return path
+        return _sendable_path(path)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> ServiceConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 from rollbackd.cli.common import Subcommands, add_command
 from rollbackd.config import toml_dump
 from rollbackd.config.model import config_warnings, dump_config, load_config, resolve_config_path
+from rollbackd.config.secrets import exposed_secrets_warning, redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
 
 
@@ -26,13 +27,15 @@ def register(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> ExitCode:
     path = Path(args.path) if args.path else resolve_config_path(args.config, os.environ)
     config = load_config(path)
+    secrets = secrets_in(config)
     if not args.quiet:
-        data = dump_config(config)
+        data = redact_data(dump_config(config), secrets)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             print(toml_dump.dumps(data), end="")
-    for warning in config_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
+    exposed = exposed_secrets_warning(path, config)
+    for warning in [*config_warnings(config), *([exposed] if exposed else [])]:
+        print(f"warning: {redact_text(warning, secrets)}", file=sys.stderr)
     print(f"{path}: valid ({len(config.service)} service(s))", file=sys.stderr)
     return ExitCode.OK

@@ -13,6 +13,7 @@ import httpx
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
 from rollbackd.config.model import ServiceConfig, load_config, resolve_config_path
+from rollbackd.config.secrets import exposed_secrets_warning, secrets_in
 from rollbackd.exit_codes import ExitCode
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
@@ -37,7 +38,10 @@ def register(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> ExitCode:
     path = resolve_config_path(args.config, os.environ)
     config = load_config(path)
-    configure_logging(config.daemon.log_level)
+    configure_logging(config.daemon.log_level, secrets=secrets_in(config))
+    exposed = exposed_secrets_warning(path, config)
+    if exposed:
+        logging.getLogger("rollbackd").warning("%s", exposed)
     daemon = Daemon(config, config_path=path, metrics=Metrics())
     try:
         asyncio.run(daemon.serve())

@@ -6,10 +6,12 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
 from rollbackd.config.model import Config, ConfigError, resolve_config_path, status_socket_of
+from rollbackd.config.secrets import redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
 from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from rollbackd.state.history import History
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"rollbackd status: {error}; showing what the state DB recorded", file=sys.stderr)
         status = recorded_status(config)
         running = False
-    _show(args, status)
+    _show(args, status, secrets_in(config))
     if not running:
         return ExitCode.UNAVAILABLE
     states = [entry.get("policy", {}).get("state") for entry in status.get("services", {}).values()]
@@ -63,13 +65,14 @@ def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCod
     return ExitCode.CONFIG
 
 
-def _show(args: argparse.Namespace, status: dict[str, Any]) -> None:
+def _show(args: argparse.Namespace, status: dict[str, Any], secrets: Sequence[str] = ()) -> None:
+    """Print the status, with URL credentials and the config's secrets redacted (config/secrets.py)."""
     if args.service:
         status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
     if args.json:
-        print_json(status)
+        print_json(redact_data(status, secrets))
     else:
-        print(render(status, time.time()))
+        print(redact_text(render(status, time.time()), secrets))
 
 
 def recorded_status(config: Config) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from rollbackd.config.secrets import redact_text, unwrap_secrets
 from rollbackd.config.toml_locations import line_of
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
 
@@ -112,7 +113,7 @@ def _control_character(text: str) -> str:
 def _sendable_url(url: str) -> str:
     problem = http_url_problem(url)
     if problem:
-        raise ValueError(f"not a URL the HTTP client can send to ({problem}): {url!r}")
+        raise ValueError(f"not a URL the HTTP client can send to ({problem}): {redact_text(url)!r}")
     return url
 
 
@@ -156,8 +157,14 @@ class WebhookConfig(_Model):
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-        return _sendable_url(url)
+            raise ValueError(f"expected an http:// or https:// URL, got {redact_text(url)!r}")
+        _sendable_url(unwrap_secrets(url))
+        return url
+
+    @property
+    def send_url(self) -> str:
+        """The URL to post to: ``url`` with its ``{secret:...}`` markers unwrapped (config/secrets.py)."""
+        return unwrap_secrets(self.url)
 
 
 class DaemonConfig(_Model):

@@ -34,6 +34,7 @@ from prometheus_client import start_http_server
 
 from rollbackd import __version__
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
+from rollbackd.config.secrets import secrets_in
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
@@ -384,7 +385,7 @@ class Daemon:
                     self.observations.forget(name)
                     log.info("%s: no longer watched", name)
         self.config = new
-        configure_logging(new.daemon.log_level)
+        configure_logging(new.daemon.log_level, secrets=secrets_in(new))
         if self.alerts is not None:
             self.alerts.webhooks = new.daemon.webhooks
         for name, service in new_services.items():

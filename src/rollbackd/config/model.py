@@ -141,7 +141,7 @@ Size = Annotated[int, BeforeValidator(_as_size), PlainSerializer(format_size, re
 ConfigPath = Annotated[Path, Strict(False)]
 Argv = Annotated[list[str], Field(min_length=1)]
 
-SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SERVICE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a trailing newline in
 
 
 class _Model(BaseModel):

@@ -9,12 +9,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, state_db_unreadable
 from rollbackd.config.model import Config, ConfigError, resolve_config_path, status_socket_of
 from rollbackd.config.secrets import redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
 from rollbackd.runtime.status_socket import StatusSocketError, query_status
-from rollbackd.state.history import History
+from rollbackd.state.history import STATE_DB_ERRORS, History, describe_state_db_error
 from rollbackd.state.state_dir import StateDir
 from rollbackd.units import humanize_age
 
@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> ExitCode:
         running = True
     except StatusSocketError as error:
         print(f"rollbackd status: {error}; showing what the state DB recorded", file=sys.stderr)
-        status = recorded_status(config)
+        try:
+            status = recorded_status(config)
+        except STATE_DB_ERRORS as db_error:
+            path = StateDir(config.daemon.state_dir).history_db
+            return state_db_unreadable("status", path, describe_state_db_error(db_error))
         running = False
     _show(args, status, secrets_in(config))
     if not running:

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from rollbackd.config.secrets import redact_text, unwrap_secrets
-from rollbackd.config.toml_locations import line_of
+from rollbackd.config.toml_locations import key_lines, line_in
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/rollbackd/rollbackd.toml")
@@ -566,15 +566,51 @@ def parse_config(text: str, source: Path) -> Config:
         line_match = re.search(r"at line (\d+)", str(error))
         line = int(line_match.group(1)) if line_match else None
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {error}", line)]) from error
-    problems = _semantic_problems(raw)
+    except RecursionError as error:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or tables nested too deeply")]) from error
+    problems = _semantic_problems(raw) + _integer_problems(raw)
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
         problems = _validation_problems(error, raw) + problems
-        raise ConfigError(source, [_with_line(problem, text) for problem in problems]) from error
+        raise ConfigError(source, _reported(problems, error.error_count(), text)) from error
     if problems:
-        raise ConfigError(source, [_with_line(problem, text) for problem in problems])
+        raise ConfigError(source, _reported(problems, len(problems), text))
     return _resolve_paths(config, source.parent.resolve())
+
+
+# A file with 200k unknown keys would print 200k lines (and finding each one's line is a scan of the file): the
+# first ones say what is wrong, a count says how much more there is.
+MAX_REPORTED_PROBLEMS = 50
+INT64 = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib accepts any size
+
+
+def _reported(problems: Sequence[ConfigProblem], total: int, text: str) -> list[ConfigProblem]:
+    """The first MAX_REPORTED_PROBLEMS problems with their lines, then one saying how many more there are."""
+    total = max(total, len(problems))
+    lines = key_lines(text)
+    shown = [
+        ConfigProblem(problem.key, problem.message, line_in(lines, problem.key) if problem.key else None)
+        for problem in problems[:MAX_REPORTED_PROBLEMS]
+    ]
+    if total > len(shown):
+        shown.append(ConfigProblem("", f"... and {total - len(shown)} more problem(s) not shown"))
+    return shown
+
+
+def _integer_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Integers TOML cannot hold (past 64 bits), anywhere in the file, each at its key path."""
+    problems: list[ConfigProblem] = []
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack and len(problems) < MAX_REPORTED_PROBLEMS:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{index}]", value) for index, value in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and node not in INT64:
+            problems.append(ConfigProblem(path, f"integer {node} does not fit in 64 bits (TOML's limit)"))
+    return problems
 
 
 def status_socket_of(path: Path) -> Path | None:
@@ -583,13 +619,9 @@ def status_socket_of(path: Path) -> Path | None:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError, RecursionError):
         return None
     return _resolve_daemon(daemon, path.parent.resolve()).socket_path
-
-
-def _with_line(problem: ConfigProblem, text: str) -> ConfigProblem:
-    return ConfigProblem(problem.key, problem.message, line_of(text, problem.key) if problem.key else None)
 
 
 def _semantic_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
@@ -615,7 +647,7 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
 
 def _validation_problems(error: ValidationError, raw: Mapping[str, Any]) -> list[ConfigProblem]:
     problems = []
-    for detail in error.errors():
+    for detail in error.errors()[:MAX_REPORTED_PROBLEMS]:
         problems.append(ConfigProblem(_key_path(detail["loc"], raw), _message(detail)))
     return problems
 

@@ -10,8 +10,17 @@ from pathlib import Path
 
 from rollbackd.cli.common import Subcommands, add_command
 from rollbackd.config import toml_dump
-from rollbackd.config.model import config_warnings, dump_config, load_config, resolve_config_path
+from rollbackd.config.model import (
+    ConfigError,
+    ConfigProblem,
+    config_warnings,
+    dump_config,
+    load_config,
+    resolve_config_path,
+)
+from rollbackd.config.preflight import preflight_problems, preflight_warnings
 from rollbackd.config.secrets import exposed_secrets_warning, redact_data, redact_text, secrets_in
+from rollbackd.config.toml_locations import key_lines, line_in
 from rollbackd.exit_codes import ExitCode
 
 
@@ -27,6 +36,10 @@ def register(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> ExitCode:
     path = Path(args.path) if args.path else resolve_config_path(args.config, os.environ)
     config = load_config(path)
+    problems = preflight_problems(config)
+    if problems:
+        lines = key_lines(path.read_text(encoding="utf-8"))
+        raise ConfigError(path, [ConfigProblem(p.key, p.message, line_in(lines, p.key)) for p in problems])
     secrets = secrets_in(config)
     if not args.quiet:
         data = redact_data(dump_config(config), secrets)
@@ -35,7 +48,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         else:
             print(toml_dump.dumps(data), end="")
     exposed = exposed_secrets_warning(path, config)
-    for warning in [*config_warnings(config), *([exposed] if exposed else [])]:
+    for warning in [*config_warnings(config), *preflight_warnings(config), *([exposed] if exposed else [])]:
         print(f"warning: {redact_text(warning, secrets)}", file=sys.stderr)
     print(f"{path}: valid ({len(config.service)} service(s))", file=sys.stderr)
     return ExitCode.OK

@@ -34,6 +34,7 @@ from prometheus_client import start_http_server
 
 from rollbackd import __version__
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
+from rollbackd.config.preflight import preflight_problems
 from rollbackd.config.secrets import secrets_in
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
@@ -195,6 +196,12 @@ class Daemon:
             self._exit_event.set()
 
     async def startup(self) -> None:
+        # What can be checked is checked before anything is created: a config that cannot run leaves no state
+        # dir or DB behind, and a taken metrics port is found before them too.
+        problems = preflight_problems(self.config, status_socket=self.with_runtimes)
+        if problems:
+            raise DaemonStartupError("; ".join(f"{problem.key}: {problem.message}" for problem in problems))
+        self._start_metrics_server()
         try:
             self.state_dir.ensure()
         except OSError as error:
@@ -205,7 +212,6 @@ class Daemon:
                 await asyncio.to_thread(self.history.upgrade_in_child)
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
-        self._start_metrics_server()
         if self.notifier.enabled:
             interval = self.notifier.watchdog_interval()
             log.info(

@@ -16,7 +16,7 @@ from rollbackd.exit_codes import ExitCode
 from rollbackd.runtime.status_socket import StatusSocketError, query_status
 from rollbackd.state.history import STATE_DB_ERRORS, History, describe_state_db_error
 from rollbackd.state.state_dir import StateDir
-from rollbackd.units import humanize_age
+from rollbackd.units import format_size, humanize_age
 
 
 def register(commands: Subcommands) -> None:
@@ -102,6 +102,17 @@ def recorded_status(config: Config) -> dict[str, Any]:
     return {"daemon": None, "services": services}
 
 
+def wal_line(wal: dict[str, Any]) -> str:
+    """'80MiB (5.0x the database); read transaction open in pid 1234 (python3)': the long reader by name."""
+    size, database = float(wal.get("size_bytes") or 0), float(wal.get("database_bytes") or 0)
+    line = format_size(int(size)) + (f" ({size / database:.1f}× the database)" if database else "")
+    readers = [reader for reader in wal.get("readers") or () if isinstance(reader, dict)]
+    if readers:
+        named = ", ".join(f"pid {reader.get('pid')} ({reader.get('name')})" for reader in readers)
+        line += f"; read transaction open in {named} (a long one keeps checkpoints from shrinking the WAL)"
+    return line
+
+
 def render(status: dict[str, Any], now: float) -> str:
     lines = []
     daemon = status.get("daemon")
@@ -144,6 +155,9 @@ def render(status: dict[str, Any], now: float) -> str:
             lines.append(
                 f"  deploy window: open until {closes} UTC ({window['trigger']}, from {window['from_revision']})"
             )
+        wal = entry.get("wal")
+        if wal:
+            lines.append(f"  wal: {wal_line(wal)}")
         if entry.get("blocked_revisions"):
             lines.append(f"  blocked revisions: {', '.join(entry['blocked_revisions'])}")
         incidents = entry.get("incidents") or []

@@ -388,6 +388,7 @@ RuleSignal = Literal[
     "latency_high",
     "process_down",
     "write_lock_held",
+    "wal_growing",
 ]
 # The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
 BUILTIN_RULE_NAMES = frozenset(
@@ -407,6 +408,7 @@ BUILTIN_RULE_NAMES = frozenset(
         "write-lock-stuck",
         "write-lock-held",
         "slow-no-deploy",
+        "wal-growing",
     }
 )
 
@@ -421,6 +423,15 @@ class RuleConfig(_Model):
     for_: Duration | None = Field(default=None, alias="for")
     action: RuleAction | None = None
     when: Literal["always", "deploy_window", "no_deploy"] | None = None
+
+    @model_validator(mode="after")
+    def _alert_only_stays_alert_only(self) -> RuleConfig:
+        if (self.name == "wal-growing" or self.signal == "wal_growing") and self.action not in (None, "alert", "none"):
+            raise ValueError(
+                f"{self.name!r}: a growing WAL is a performance issue, which the runbook lists under DO NOT roll "
+                f"back: its action may only be 'alert' or 'none', got {self.action!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _new_rule_is_complete(self) -> RuleConfig:

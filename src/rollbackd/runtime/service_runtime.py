@@ -31,6 +31,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ServicePolicy
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
+from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
@@ -374,6 +375,7 @@ class ServiceRuntime:
                 if scheduler.last_drill is not None
                 else None
             ),
+            "wal": wal_summary(latest.get("sqlite_lock")),
         }
 
     def _in_background(self, coroutine: Any) -> None:

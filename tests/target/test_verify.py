@@ -39,7 +39,8 @@ def items(verification: Verification) -> dict[str, tuple[bool, bool, str]]:
 
 def test_a_healthy_service_passes_every_item_of_the_checklist(stack: Stack) -> None:
     service = load_config(stack.config_path).service[0]
-    result = verify(service, Expectations(revision=CLEAN_HEAD, reference_counts=stack.counts()))
+    before = stack.counts()
+    result = verify(service, Expectations(revision=CLEAN_HEAD, reference_counts=before))
     assert result.ok, result.summary()
     checked = items(result)
     for name in ("service health", "database integrity", "foreign keys", "migration version", "data", "performance"):
@@ -52,11 +53,15 @@ def test_a_healthy_service_passes_every_item_of_the_checklist(stack: Stack) -> N
         "smoke: remove AI agent",
         "smoke: leave room",
         "smoke: delete room",
+        "smoke: remove smoke player",
+        "smoke: remove smoke host",
     ]
     # Not run by systemd here: the journal item is skipped, never passed.
     assert checked["logs clean"][1]
-    # The throwaway room is gone again.
+    # The smoke steps left the data as they found it: no throwaway room, no smoke players, no seats.
     assert stack.query("SELECT count(*) FROM game_rooms WHERE name = 'rollbackd smoke'") == [(0,)]
+    assert stack.query("SELECT count(*) FROM players WHERE name LIKE 'rollbackd-smoke-%'") == [(0,)]
+    assert stack.counts() == before
 
 
 def test_each_unmet_expectation_fails_its_own_item(stack: Stack) -> None:

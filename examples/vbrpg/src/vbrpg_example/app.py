@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from vbrpg_example import rooms
-from vbrpg_example.api import build_rooms_router
+from vbrpg_example.api import build_players_router, build_rooms_router
 from vbrpg_example.app_dir import AppDir
 from vbrpg_example.chaos import ChaosState, build_chaos_router
 from vbrpg_example.database import Database
@@ -63,6 +63,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return JSONResponse(report.as_json(), code, headers)
 
     app.include_router(build_rooms_router(database, before_api_request))
+    app.include_router(build_players_router(database, before_api_request))
     if settings.chaos:
         app.include_router(build_chaos_router(chaos))
     _add_error_handlers(app)
@@ -80,6 +81,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(rooms.RoomNotFound, answer(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(rooms.ParticipantNotFound, answer(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(rooms.PlayerNotFound, answer(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(rooms.RoomConflict, answer(status.HTTP_409_CONFLICT))
 
     async def database_failed(_: Request, error: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := sqlite3 libsystemd-dev pkg-config
 # What only the tests run: a real Prometheus, Monit (the footprint bench), a private Docker engine with compose.
-TEST_APT_PACKAGES := prometheus monit docker.io docker-compose
+TEST_APT_PACKAGES := prometheus prometheus-alertmanager monit docker.io docker-compose
 
 .PHONY: setup system-packages demo test lint clean
 

@@ -76,6 +76,7 @@ install -D -m 0644 "$repo/systemd/rollbackd.service" "$root/lib/systemd/system/r
 install -D -m 0640 "$repo/config/rollbackd.toml" "$root/etc/rollbackd/rollbackd.toml"
 install -D -m 0644 "$here/polkit/50-rollbackd.rules" "$root/usr/share/polkit-1/rules.d/50-rollbackd.rules"
 install -D -m 0644 "$repo/README.md" "$root/usr/share/doc/rollbackd/README.md"
+install -D -m 0644 "$repo/docs/CONFIG.md" "$root/usr/share/doc/rollbackd/CONFIG.md"
 install -D -m 0644 "$here/debian/copyright" "$root/usr/share/doc/rollbackd/copyright"
 install -d -m 0755 "$root/usr/share/doc/rollbackd/prometheus"
 install -m 0644 "$repo"/config/prometheus/*.yml "$repo"/config/prometheus/*.json \

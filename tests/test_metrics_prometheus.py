@@ -100,3 +100,14 @@ def test_promtool_accepts_the_exposition(running_daemon: RunningDaemon) -> None:
         [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""  # not even a lint remark
+    # Read right: rollbackd's own process beside the watched service's, nothing that resets or starts missing.
+    assert "\nprocess_resident_memory_bytes " in exposition
+    assert "\npython_info{" in exposition
+    assert 'rollbackd_service_process_up{service="vbrpg"} 1.0' in exposition
+    assert "rollbackd_process_" not in exposition
+    assert "_created" not in exposition
+    assert "# TYPE rollbackd_http_latency_window_percentile_seconds gauge" in exposition
+    assert " summary\n" not in exposition
+    assert 'rollbackd_notifications_failed_total{service="vbrpg"} 0.0' in exposition
+    assert 'rollbackd_backup_failures_total{reason="disk_full",service="vbrpg"} 0.0' in exposition

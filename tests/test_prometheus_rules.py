@@ -30,6 +30,10 @@ ALERTS = {
     "RollbackdSchemaDrift",
     "RollbackdWalGrowing",
     "RollbackdDown",
+    "RollbackdNotificationsFailing",
+    "RollbackdHotJournal",
+    "RollbackdMissingIndexes",
+    "RollbackdSchemaUnknown",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")
@@ -51,6 +55,45 @@ def test_promtool_accepts_the_rules_and_the_scrape_config() -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = promtool("check", "config", PROMETHEUS / "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+@needs_promtool
+def test_the_fleet_example_is_a_valid_central_prometheus_config() -> None:
+    checked = promtool("check", "config", PROMETHEUS / "fleet.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    fleet = yaml.safe_load((PROMETHEUS / "fleet.yml").read_text())
+    jobs = {job["job_name"]: job for job in fleet["scrape_configs"]}
+    assert len(jobs["rollbackd"]["static_configs"][0]["targets"]) > 1
+    assert jobs["federate-rollbackd"]["honor_labels"] is True  # keeps job="rollbackd" and each host's instance
+
+
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None, reason="amtool (Debian: prometheus-alertmanager) missing"
+)
+
+
+def amtool_route(*labels: str) -> str:
+    result = subprocess.run(
+        ["amtool", "config", "routes", "test", f"--config.file={PROMETHEUS / 'alertmanager.yml'}", *labels],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+@needs_amtool
+def test_the_alertmanager_example_routes_rollbackds_alerts() -> None:
+    result = subprocess.run(
+        ["amtool", "check-config", PROMETHEUS / "alertmanager.yml"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # rollbackd's own incident alert and a critical rule alert page; a warning goes to the team; others not.
+    assert amtool_route("alertname=RollbackdIncident", "severity=critical", "service=vbrpg") == "oncall"
+    assert amtool_route("alertname=RollbackdInHold", "severity=critical", "service=vbrpg") == "oncall"
+    assert amtool_route("alertname=RollbackdBackupStale", "severity=warning", "service=vbrpg") == "team"
+    assert amtool_route("alertname=NodeDown", "severity=critical") == "default"
 
 
 @needs_promtool
@@ -157,8 +200,32 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
         "rollbackd_backup_size_bytes",
         "rollbackd_recovery_actions_total",
         "rollbackd_policy_state",
+        "rollbackd_notifications_failed_total",
+        "rollbackd_sqlite_hot_journal",
+        "rollbackd_sqlite_missing_indexes",
+        "rollbackd_schema_state",
+        "rollbackd_service_process_resident_memory_bytes",
     ):
         assert needed in used, needed
     panels = json.loads(DASHBOARD.read_text())["panels"]
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
+
+
+def test_every_dashboard_query_selects_and_shows_the_instance() -> None:
+    """A fleet (one central Prometheus, several rollbackd hosts) reads each panel per host."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert 'instance=~"$instance"' in target["expr"], (panel["title"], target["expr"])
+            assert "{{instance}}" in target["legendFormat"], (panel["title"], target["legendFormat"])
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert {"instance", "service"} <= variables
+
+
+def test_every_alert_keeps_the_instance_label() -> None:
+    """An aggregation that drops ``instance`` would leave a fleet's alert without the host it is about."""
+    for rule in rules():
+        for grouping in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            assert "instance" in grouping.split(", "), (rule["alert"], grouping)
+        assert "without" not in rule["expr"], rule["alert"]

@@ -7,12 +7,19 @@ HTTP paths from the config. Revisions, pids and file paths appear only in the ``
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from rollbackd import __version__
 
@@ -22,6 +29,22 @@ LONG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 POLICY_STATES = ("ok", "degraded", "recovering", "verifying", "hold")
 SCHEMA_STATES = ("in_sync", "db_ahead", "db_behind", "unknown_revision", "unversioned", "unknown")
+# The known values of counter labels, each series created at 0 (Metrics.initialise_service). Probe-specific
+# reasons (http_5xx, corrupt, zombie, ...) appear with their first failure.
+PROBE_FAILURE_REASONS = ("timeout", "probe_error")
+BACKUP_FAILURE_REASONS = (
+    "disk_full",
+    "low_space",
+    "source_unavailable",
+    "source_busy",
+    "source_corrupt",
+    "dir_unwritable",
+    "verify_failed",
+    "timeout",
+    "io_error",
+)
+ACTION_OUTCOMES = ("success", "failed", "dry_run")
+RELOAD_OUTCOMES = ("success", "rejected")
 
 
 class Metrics:
@@ -67,9 +90,17 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        self.http_latency_window_seconds = WindowSummary(
-            "rollbackd_http_latency_window_seconds",
-            "Latency quantiles over the latency probe's rolling window.",
+        # The window's percentiles as gauges (no summary: its _count/_sum would cover only the window and reset);
+        # rate() and histogram_quantile() belong on rollbackd_http_request_duration_seconds.
+        self.http_latency_window_percentile_seconds = Gauge(
+            "rollbackd_http_latency_window_percentile_seconds",
+            "Latency percentile (50, 95, 99) over the latency probe's rolling window: what the policy compares.",
+            ["service", "path", "percentile"],
+            registry=r,
+        )
+        self.http_latency_window_samples = Gauge(
+            "rollbackd_http_latency_window_samples",
+            "Requests in the latency probe's rolling window.",
             ["service", "path"],
             registry=r,
         )
@@ -140,24 +171,24 @@ class Metrics:
             "rollbackd_table_rows", "Row count of a watched table.", ["service", "table"], registry=r
         )
 
-        # Process
-        self.process_up = Gauge(
-            "rollbackd_process_up", "1 if the service's main process is alive.", service, registry=r
+        # The watched service's process (rollbackd's own is process_* and python_*, from the collectors below)
+        self.service_process_up = Gauge(
+            "rollbackd_service_process_up", "1 if the service's main process is alive.", service, registry=r
         )
-        self.process_cpu_ratio = Gauge(
-            "rollbackd_process_cpu_ratio",
+        self.service_process_cpu_ratio = Gauge(
+            "rollbackd_service_process_cpu_ratio",
             "CPU used by the service process, as a share of one core.",
             service,
             registry=r,
         )
-        self.process_resident_memory_bytes = Gauge(
-            "rollbackd_process_resident_memory_bytes", "RSS of the service process.", service, registry=r
+        self.service_process_resident_memory_bytes = Gauge(
+            "rollbackd_service_process_resident_memory_bytes", "RSS of the service process.", service, registry=r
         )
-        self.process_open_fds = Gauge(
-            "rollbackd_process_open_fds", "Open file descriptors of the service process.", service, registry=r
+        self.service_process_open_fds = Gauge(
+            "rollbackd_service_process_open_fds", "Open file descriptors of the service process.", service, registry=r
         )
-        self.process_start_time_seconds = Gauge(
-            "rollbackd_process_start_time_seconds",
+        self.service_process_start_time_seconds = Gauge(
+            "rollbackd_service_process_start_time_seconds",
             "Start time of the service process (Unix time).",
             service,
             registry=r,
@@ -220,7 +251,10 @@ class Metrics:
             "rollbackd_deploy_window_open", "1 while a deploy window is open.", service, registry=r
         )
         self.notifications_failed = Counter(
-            "rollbackd_notifications_failed", "Webhook notifications that could not be delivered.", service, registry=r
+            "rollbackd_notifications_failed",
+            "Alerts (webhook or Alertmanager) not delivered after their retries.",
+            service,
+            registry=r,
         )
 
         # The daemon itself
@@ -232,6 +266,36 @@ class Metrics:
         self.config_reloads = Counter(
             "rollbackd_config_reloads", "Config reloads (outcome: success, rejected).", ["outcome"], registry=r
         )
+        for outcome in RELOAD_OUTCOMES:
+            self.config_reloads.labels(outcome=outcome)
+
+        # rollbackd's own process (process_*), interpreter (python_info) and GC (python_gc_*), as every
+        # Python exporter has them: a custom registry does not get them by default.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+
+    def initialise_service(self, service: str, probes: Iterable[str], rules: Mapping[str, Iterable[str]]) -> None:
+        """Create every labelled counter's series of ``service`` at 0, so increase() and the dashboard see a
+        healthy install as 0, not as "no data", and the first failure is an increase from 0.
+
+        ``rules`` maps each policy rule's name to the action kinds of its ladder.
+        """
+        self.notifications_failed.labels(service=service)
+        self.backup_drill_failures.labels(service=service)
+        self.backups_pruned.labels(service=service)
+        for reason in BACKUP_FAILURE_REASONS:
+            self.backup_failures.labels(service=service, reason=reason)
+        for probe in probes:
+            for reason in PROBE_FAILURE_REASONS:
+                self.probe_failures.labels(service=service, probe=probe, reason=reason)
+        for rule, actions in rules.items():
+            self.incidents.labels(service=service, rule=rule)
+            for action in actions:
+                if action in ("alert", "hold"):
+                    continue
+                for outcome in ACTION_OUTCOMES:
+                    self.recovery_actions.labels(service=service, action=action, outcome=outcome)
 
     def set_state(self, gauge: Gauge, service: str, states: tuple[str, ...], current: str) -> None:
         """Set an enum-style gauge: 1 for ``current``, 0 for every other state, so each state is a series."""
@@ -253,42 +317,9 @@ class Metrics:
                 metric.remove(*labels)
 
 
-class WindowSummary(Collector):
-    """A summary whose quantiles, count and sum are computed elsewhere over a rolling window (the latency probe's).
-
-    Prometheus accepts a ``quantile`` label only on a summary (promtool rejects it on a gauge), and
-    prometheus_client's own Summary cannot be given precomputed quantiles; so this collector exposes the latest
-    window as ``name{quantile=...}``, ``name_count`` and ``name_sum``.
+def daemon_metrics() -> Metrics:
+    """The daemon's metrics, with the ``_created`` series off: they double the series count and no rule or
+    panel reads them. prometheus_client keeps that switch process-wide, so only the daemon's entry point flips it.
     """
-
-    def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._windows: dict[tuple[str, ...], tuple[dict[float, float], float, float]] = {}
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def set(self, labels: Mapping[str, str], quantiles: Mapping[float, float], count: float, total: float) -> None:
-        key = tuple(labels[name] for name in self._labelnames)
-        with self._lock:
-            self._windows[key] = (dict(quantiles), count, total)
-
-    def remove(self, *labelvalues: str) -> None:
-        with self._lock:
-            self._windows.pop(tuple(labelvalues), None)
-
-    def describe(self) -> list[Metric]:
-        return [Metric(self._name, self._documentation, "summary")]
-
-    def collect(self) -> list[Metric]:
-        metric = Metric(self._name, self._documentation, "summary")
-        with self._lock:
-            windows = list(self._windows.items())
-        for key, (quantiles, count, total) in windows:
-            labels = dict(zip(self._labelnames, key, strict=True))
-            for quantile, value in sorted(quantiles.items()):
-                metric.add_sample(self._name, {**labels, "quantile": str(quantile)}, value)
-            metric.add_sample(f"{self._name}_count", labels, count)
-            metric.add_sample(f"{self._name}_sum", labels, total)
-        return [metric]
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
+    return Metrics()

@@ -192,6 +192,12 @@ MALFORMED = [
         "http://",
     ),
     (
+        "alertmanager without scheme",
+        "[[daemon.alertmanager]]\nurl = '127.0.0.1:9093'\n" + VALID_SERVICE,
+        "daemon.alertmanager[0].url",
+        "http://",
+    ),
+    (
         "smoke step bad status",
         VALID_SERVICE + "[[service.verify.smoke]]\nname = 's'\npath = '/x'\nexpect_status = [999]\n",
         "service[0].verify.smoke[0].expect_status[0]",
@@ -318,3 +324,44 @@ def test_config_path_precedence() -> None:
     assert resolve_config_path("/a.toml", {"ROLLBACKD_CONFIG": "/b.toml"}) == Path("/a.toml")
     assert resolve_config_path(None, {"ROLLBACKD_CONFIG": "/b.toml"}) == Path("/b.toml")
     assert resolve_config_path(None, {}) == Path("/etc/rollbackd/rollbackd.toml")
+
+
+def test_alertmanagers_are_a_list_of_tables_under_daemon(tmp_path: Path) -> None:
+    text = (
+        "[[daemon.alertmanager]]\nurl = 'http://127.0.0.1:9093'\n"
+        "[[daemon.alertmanager]]\nurl = 'https://am.example.org'\ntimeout = '2s'\nretries = 5\n" + VALID_SERVICE
+    )
+    config = parse(text, tmp_path)
+    first, second = config.daemon.alertmanager  # type: ignore[attr-defined]
+    assert (first.url, first.timeout, first.retries) == ("http://127.0.0.1:9093", 5.0, 3)
+    assert (second.url, second.timeout, second.retries) == ("https://am.example.org", 2.0, 5)
+
+
+def test_script_location_comes_from_pyproject_toml_when_there_is_no_alembic_ini(tmp_path: Path) -> None:
+    """Alembic >= 1.16's pyproject.toml form ([tool.alembic]); reading alembic.ini by hand missed it."""
+    workdir = tmp_path / "backend"
+    workdir.mkdir()
+    (workdir / "pyproject.toml").write_text('[tool.alembic]\nscript_location = "%(here)s/db/migrations"\n')
+    text = VALID_SERVICE.replace("/opt/vbrpg/backend", str(workdir))
+    service = parse(text, tmp_path).service[0]  # type: ignore[attr-defined]
+    assert service.script_location == workdir / "db" / "migrations"
+    assert service.versions_dir == workdir / "db" / "migrations" / "versions"
+
+
+def test_alembic_ini_wins_over_pyproject_toml_as_in_alembic(tmp_path: Path) -> None:
+    workdir = tmp_path / "backend"
+    workdir.mkdir()
+    (workdir / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    (workdir / "pyproject.toml").write_text('[tool.alembic]\nscript_location = "elsewhere"\n')
+    text = VALID_SERVICE.replace("/opt/vbrpg/backend", str(workdir))
+    service = parse(text, tmp_path).service[0]  # type: ignore[attr-defined]
+    assert service.script_location == workdir / "migrations"
+
+
+def test_without_any_alembic_file_the_default_layout_is_assumed(tmp_path: Path) -> None:
+    workdir = tmp_path / "backend"
+    workdir.mkdir()
+    (workdir / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # a pyproject.toml without [tool.alembic]
+    text = VALID_SERVICE.replace("/opt/vbrpg/backend", str(workdir))
+    service = parse(text, tmp_path).service[0]  # type: ignore[attr-defined]
+    assert service.script_location == workdir / "alembic"

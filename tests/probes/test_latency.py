@@ -64,14 +64,18 @@ def test_room_lookup_window_fills_from_real_requests(tmp_path: Path, served_vbrp
     assert last.values["error_ratio"] == 0
     sample = metrics.registry.get_sample_value
     assert sample("rollbackd_http_request_duration_seconds_count", {"service": "vbrpg", "path": path}) == 5
-    window = "rollbackd_http_latency_window_seconds"
-    assert sample(window, {"service": "vbrpg", "path": path, "quantile": "0.95"}) == last.values[f"{path}:p95"]
-    assert sample(f"{window}_count", {"service": "vbrpg", "path": path}) == 5
-    assert sample(f"{window}_sum", {"service": "vbrpg", "path": path}) == pytest.approx(
-        sum(observation.values[f"{path}:latency"] for observation in observations)
-    )
+    # The window's percentiles are gauges: no window _count/_sum that would fall back (a counter reset to rate()).
+    window = "rollbackd_http_latency_window_percentile_seconds"
+    for percentile, key in (("50", "p50"), ("95", "p95"), ("99", "p99")):
+        labels = {"service": "vbrpg", "path": path, "percentile": percentile}
+        assert sample(window, labels) == last.values[f"{path}:{key}"]
+    assert sample("rollbackd_http_latency_window_samples", {"service": "vbrpg", "path": path}) == 5
+    types = {family.name: family.type for family in metrics.registry.collect()}
+    assert types[window] == "gauge"
+    assert "summary" not in types.values()
     metrics.forget_service("vbrpg")  # a service removed from the config on reload stops being exported
-    assert sample(f"{window}_count", {"service": "vbrpg", "path": path}) is None
+    assert sample("rollbackd_http_latency_window_samples", {"service": "vbrpg", "path": path}) is None
+    assert sample(window, {"service": "vbrpg", "path": path, "percentile": "95"}) is None
 
 
 def test_slow_api_raises_the_percentiles(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:

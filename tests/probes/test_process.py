@@ -88,7 +88,7 @@ def test_process_found_by_command_line_match(
     assert observation.detail == {**observation.detail, "pid": service_process.pid, "source": "match"}
     metrics = Metrics()
     probe.export(metrics, observation)
-    assert metrics.registry.get_sample_value("rollbackd_process_up", {"service": "vbrpg"}) == 1
+    assert metrics.registry.get_sample_value("rollbackd_service_process_up", {"service": "vbrpg"}) == 1
 
 
 def test_no_match_is_no_pid(tmp_path: Path, context: ProbeContext) -> None:

@@ -245,7 +245,7 @@ def test_rollbackd_run_probes_the_example_service_and_stops_cleanly_on_sigterm(
             running_daemon.log_tail(),
         )
     assert 'rollbackd_schema_state{service="vbrpg",state="in_sync"} 1.0' in exposition
-    assert 'rollbackd_process_up{service="vbrpg"} 1.0' in exposition
+    assert 'rollbackd_service_process_up{service="vbrpg"} 1.0' in exposition
     running_daemon.process.send_signal(signal.SIGTERM)
     assert running_daemon.process.wait(timeout=30) == 0
     log = running_daemon.log_tail()

@@ -15,7 +15,7 @@ from rollbackd.cli.common import Subcommands, add_command, load_cli_config, prin
 from rollbackd.config.model import ServiceConfig, load_config, resolve_config_path
 from rollbackd.config.secrets import exposed_secrets_warning, secrets_in
 from rollbackd.exit_codes import ExitCode
-from rollbackd.metrics import Metrics
+from rollbackd.metrics import daemon_metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, build_probes, observe
 from rollbackd.runtime.daemon import Daemon, DaemonStartupError
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     exposed = exposed_secrets_warning(path, config)
     if exposed:
         logging.getLogger("rollbackd").warning("%s", exposed)
-    daemon = Daemon(config, config_path=path, metrics=Metrics())
+    daemon = Daemon(config, config_path=path, metrics=daemon_metrics())
     try:
         asyncio.run(daemon.serve())
     except DaemonStartupError as error:

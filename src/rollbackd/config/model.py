@@ -167,6 +167,10 @@ class WebhookConfig(_Model):
         return unwrap_secrets(self.url)
 
 
+class AlertmanagerConfig(WebhookConfig):
+    """A Prometheus Alertmanager: ``url`` is its base (``http://127.0.0.1:9093``); alerts go to ``/api/v2/alerts``."""
+
+
 class DaemonConfig(_Model):
     state_dir: ConfigPath = Path("/var/lib/rollbackd")
     metrics_listen: str = "127.0.0.1:9797"
@@ -175,6 +179,7 @@ class DaemonConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: PositiveDuration = 30.0
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerConfig] = Field(default_factory=list)
 
     @field_validator("metrics_listen")
     @classmethod
@@ -517,7 +522,7 @@ class ServiceConfig(_Model):
     def script_location(self) -> Path:
         if self.alembic.script_location is not None:
             return self.alembic.script_location
-        return _script_location_from_ini(self.alembic.ini)
+        return _script_location_from_ini(self.alembic.ini, self.workdir / "pyproject.toml")
 
     @property
     def code_dir(self) -> Path:
@@ -537,18 +542,30 @@ class Config(_Model):
         raise UnknownService(f"no service named {name!r} in the config (configured: {known})")
 
 
-def _script_location_from_ini(ini: Path) -> Path:
-    """Read ``script_location`` from alembic.ini the way Alembic does (``%(here)s`` = the ini's folder)."""
+def _script_location_from_ini(ini: Path, pyproject: Path | None = None) -> Path:
+    """Ask Alembic's own ``Config`` for ``script_location``: from alembic.ini first, else from ``[tool.alembic]``
+    in the workdir's pyproject.toml (Alembic >= 1.16), with ``%(here)s`` expanded as Alembic does.
+
+    Reading alembic.ini with configparser by hand missed the pyproject.toml form. Without either, Alembic's
+    default layout: ``alembic/`` beside the ini.
+    """
     import configparser
 
-    parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
+    from alembic.config import Config as AlembicFileConfig
+
+    toml_file = pyproject if pyproject is not None and pyproject.is_file() else None
     try:
-        parser.read(ini)
-        location = parser.get("alembic", "script_location")
-    except (configparser.Error, OSError):
+        alembic_config = AlembicFileConfig(file_=ini if ini.is_file() else None, toml_file=toml_file)
+        location = alembic_config.get_alembic_option("script_location")
+        from_ini = alembic_config.file_config.has_option(alembic_config.config_ini_section, "script_location")
+    except (configparser.Error, OSError, ValueError):  # unreadable ini, or a pyproject.toml that is not TOML
+        location, from_ini = None, True
+    if not isinstance(location, str) or not location:
         return ini.parent / "alembic"
     path = Path(location)
-    return path if path.is_absolute() else ini.parent / path
+    if path.is_absolute() or toml_file is None:
+        return path if path.is_absolute() else ini.parent / path
+    return (ini.parent if from_ini else toml_file.parent) / path
 
 
 def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:

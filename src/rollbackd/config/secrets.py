@@ -72,7 +72,7 @@ def secrets_of_url(url: str) -> list[str]:
 
 def config_urls(config: Config) -> list[str]:
     """Every URL and URL path the config holds, as written."""
-    urls = [webhook.url for webhook in config.daemon.webhooks]
+    urls = [webhook.url for webhook in [*config.daemon.webhooks, *config.daemon.alertmanager]]
     for service in config.service:
         urls.append(service.base_url)
         urls.append(service.health_path)

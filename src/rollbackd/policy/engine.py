@@ -472,6 +472,7 @@ class ServicePolicy:
             self.ignore_before = now
             self.announced.clear()
             await self.transition(PolicyState.OK, "resumed by an operator")
+            self.alert("resumed", {"reason": "resumed by an operator"})
 
     def _maybe_reset_flap_counter(self, now: float) -> None:
         """Counters reset only once a verified recovery has held for ``stable_after``."""

@@ -100,11 +100,12 @@ class LatencyProbe:
             metrics.http_request_duration_seconds.labels(service=self.service, path=path).observe(
                 observation.values[f"{path}:latency"]
             )
-            metrics.http_latency_window_seconds.set(
-                {"service": self.service, "path": path},
-                {q: observation.values[f"{path}:{key}"] for key, q in QUANTILES},
-                count=observation.values[f"{path}:samples"],
-                total=observation.values[f"{path}:sum"],
+            for key, q in QUANTILES:
+                metrics.http_latency_window_percentile_seconds.labels(
+                    service=self.service, path=path, percentile=f"{q * 100:g}"
+                ).set(observation.values[f"{path}:{key}"])
+            metrics.http_latency_window_samples.labels(service=self.service, path=path).set(
+                observation.values[f"{path}:samples"]
             )
             metrics.http_error_ratio.labels(service=self.service, path=path).set(
                 observation.values[f"{path}:error_ratio"]

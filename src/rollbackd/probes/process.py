@@ -131,9 +131,9 @@ class ProcessProbe:
     def export(self, metrics: Metrics, observation: Observation) -> None:
         service = self.service
         values = observation.values
-        metrics.process_up.labels(service=service).set(values.get("up", 0.0))
+        metrics.service_process_up.labels(service=service).set(values.get("up", 0.0))
         if values.get("up"):
-            metrics.process_cpu_ratio.labels(service=service).set(values["cpu_ratio"])
-            metrics.process_resident_memory_bytes.labels(service=service).set(values["rss_bytes"])
-            metrics.process_open_fds.labels(service=service).set(values["open_fds"])
-            metrics.process_start_time_seconds.labels(service=service).set(values["start_time"])
+            metrics.service_process_cpu_ratio.labels(service=service).set(values["cpu_ratio"])
+            metrics.service_process_resident_memory_bytes.labels(service=service).set(values["rss_bytes"])
+            metrics.service_process_open_fds.labels(service=service).set(values["open_fds"])
+            metrics.service_process_start_time_seconds.labels(service=service).set(values["start_time"])

@@ -1,5 +1,6 @@
 """Tell people: a JSON POST to each configured webhook when an incident opens, an action runs, a service
-recovers or goes to HOLD.
+recovers, goes to HOLD or is resumed; and the same events as alerts to each configured Alertmanager
+(runtime/alertmanager.py).
 
 Delivery never blocks recovery: each alert is its own task with a timeout and retries with backoff; one that
 still fails is logged and counted (``rollbackd_notifications_failed_total``), never raised.
@@ -16,9 +17,10 @@ from typing import Any
 
 import httpx
 
-from rollbackd.config.model import WebhookConfig
+from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
 from rollbackd.config.secrets import redact_text, secrets_of_url
 from rollbackd.metrics import Metrics
+from rollbackd.runtime.alertmanager import AlertmanagerAlerts
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,14 @@ class WebhookAlerts:
         client: httpx.AsyncClient,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        alertmanagers: list[AlertmanagerConfig] | None = None,
     ) -> None:
         self.webhooks = webhooks
         self.client = client
         self.metrics = metrics
         self.clock = clock
         self.pending: set[asyncio.Task[None]] = set()
+        self.alertmanager = AlertmanagerAlerts(alertmanagers or [], client, metrics, clock)
 
     def send(self, service: str, event: str, payload: dict[str, Any]) -> None:
         """Queue one alert to every webhook and return at once (must be called from the event loop)."""
@@ -56,6 +60,7 @@ class WebhookAlerts:
             task = asyncio.create_task(self._deliver(webhook, body), name=f"webhook-{event}")
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
+        self.alertmanager.send(service, event, payload)
 
     def for_service(self, service: str) -> Callable[[str, dict[str, Any]], None]:
         """The alert callable a service's policy engine takes."""
@@ -86,8 +91,8 @@ class WebhookAlerts:
 
     async def drain(self, timeout: float) -> None:
         """At shutdown: give queued alerts ``timeout`` seconds to go out, then cancel the rest."""
-        if not self.pending:
-            return
-        _done, still = await asyncio.wait(set(self.pending), timeout=timeout)
-        for task in still:
-            task.cancel()
+        if self.pending:
+            _done, still = await asyncio.wait(set(self.pending), timeout=timeout)
+            for task in still:
+                task.cancel()
+        await self.alertmanager.drain(timeout)

@@ -221,7 +221,13 @@ class Daemon:
                 f", watchdog ping every {interval:g}s" if interval else "",
             )
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        self.alerts = WebhookAlerts(self.config.daemon.webhooks, self._http, self.metrics, self.clock)
+        self.alerts = WebhookAlerts(
+            self.config.daemon.webhooks,
+            self._http,
+            self.metrics,
+            self.clock,
+            alertmanagers=self.config.daemon.alertmanager,
+        )
         for service in self.config.service:
             await self._start_service(service)
         for name, factory in self._task_factories:
@@ -260,6 +266,11 @@ class Daemon:
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes)
         self.services[service.name] = slot
+        self.metrics.initialise_service(
+            service.name,
+            [probe.name for probe in probes],
+            {rule.name: [rung.kind for rung in rule.ladder] for rule in effective_rules(service) if rule.enabled},
+        )
         if not probes:
             slot.first_round.set()
         for probe in probes:
@@ -394,6 +405,7 @@ class Daemon:
         configure_logging(new.daemon.log_level, secrets=secrets_in(new))
         if self.alerts is not None:
             self.alerts.webhooks = new.daemon.webhooks
+            self.alerts.alertmanager.configure(new.daemon.alertmanager)
         for name, service in new_services.items():
             if name not in self.services:
                 await self._start_service(service)

@@ -28,6 +28,7 @@ ALERTS = {
     "RollbackdBackupDrillFailed",
     "RollbackdWriteLockHeld",
     "RollbackdSchemaDrift",
+    "RollbackdWalGrowing",
     "RollbackdDown",
     "RollbackdNotificationsFailing",
     "RollbackdHotJournal",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,34 @@ def test_names_with_paths_and_symlinks_out_of_the_dir_are_refused(service: Servi
     with pytest.raises(BackupRefused, match="not a backup name"):
         resolve_backup_name(backup_dir, "notes.txt", "vbrpg")
     assert resolve_backup_name(backup_dir, good.name, "vbrpg") == good
+
+
+def test_junk_with_a_forged_manifest_matching_its_sha256_is_not_verified(service: ServiceConfig) -> None:
+    path = take_three(service)[-1]
+    path.write_bytes(b"not a database at all, ".ljust(path.stat().st_size, b"x"))
+    data = json.loads(manifest_path(path).read_text())
+    data["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data["mtime_ns"] = path.stat().st_mtime_ns
+    manifest_path(path).write_text(json.dumps(data))
+    assert list_backups(service.backups.dir, "vbrpg").backups[-1].verified  # size, mtime: all the cheap check has
+    [forged] = [
+        entry for entry in list_backups(service.backups.dir, "vbrpg", verify=True).backups if entry.path == path
+    ]
+    assert not forged.verified
+    assert "SQLite cannot read it: file is not a database" in forged.problem
+    assert not verify_backup(forged).verified
+    assert [entry.verified for entry in list_backups(service.backups.dir, "vbrpg", verify=True).backups[:2]] == [
+        True,
+        True,
+    ]
+
+
+def test_a_name_ending_in_a_newline_is_not_a_backup(service: ServiceConfig) -> None:
+    path = take_three(service)[-1]
+    odd = path.with_name(path.name + "\n")
+    shutil.copy2(path, odd)
+    shutil.copy2(manifest_path(path), manifest_path(odd))
+    names = [entry.name for entry in list_backups(service.backups.dir, "vbrpg", verify=True).backups]
+    assert odd.name not in names and path.name in names
+    with pytest.raises(BackupRefused, match="not a backup name"):
+        resolve_backup_name(service.backups.dir, odd.name, "vbrpg")

@@ -146,7 +146,7 @@ MALFORMED = [
     (
         "latency path relative",
         VALID_SERVICE + "probes.latency = { paths = ['api/rooms'] }\n",
-        "service[0].probes.latency.paths",
+        "service[0].probes.latency.paths[0]",
         "starting with '/'",
     ),
     (

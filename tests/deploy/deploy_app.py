@@ -70,6 +70,20 @@ name = "delete room"
 method = "DELETE"
 path = "/api/rooms/{code}"
 cleanup = true
+
+[[service.verify.smoke]]
+name = "remove smoke player"
+method = "DELETE"
+path = "/api/players/rollbackd-smoke-player"
+expect_status = [200, 404]
+cleanup = true
+
+[[service.verify.smoke]]
+name = "remove smoke host"
+method = "DELETE"
+path = "/api/players/rollbackd-smoke-host"
+expect_status = [200, 404]
+cleanup = true
 """
 
 
@@ -213,7 +227,7 @@ verify_timeout = "20s"
         return str(rows[0][0]) if rows else None
 
     def counts(self) -> dict[str, int]:
-        """Rows per core table, leaving out what the verification's smoke steps add (their players stay)."""
+        """Rows per core table, leaving out smoke players (the cleanup steps remove them; a failed run may not)."""
         queries = {
             "game_rooms": "SELECT count(*) FROM game_rooms",
             "players": "SELECT count(*) FROM players WHERE name NOT LIKE 'rollbackd-smoke-%'",

@@ -67,6 +67,20 @@ method = "DELETE"
 path = "/api/rooms/{code}"
 expect_status = [200, 204]
 cleanup = true
+
+[[service.verify.smoke]]
+name = "remove smoke player"
+method = "DELETE"
+path = "/api/players/rollbackd-smoke-player"
+expect_status = [200, 404]
+cleanup = true
+
+[[service.verify.smoke]]
+name = "remove smoke host"
+method = "DELETE"
+path = "/api/players/rollbackd-smoke-host"
+expect_status = [200, 404]
+cleanup = true
 """
 
 # Shorter "for" durations than the defaults, so each scenario takes seconds; the logic is the built-in rules'.

@@ -97,3 +97,19 @@ def test_deleting_a_room_keeps_foreign_keys_intact(service: ExampleService, data
     assert database_rows(database, "SELECT count(*) FROM game_room_participants") == [(0,)]
     assert database_rows(database, "PRAGMA foreign_key_check") == []
     assert database_rows(database, "SELECT count(*) FROM players") == [(2,)]
+
+
+def test_a_player_is_removed_once_no_room_seats_them(service: ExampleService, database: Path) -> None:
+    client = service.client()
+    code = client.post("/api/rooms", json={"name": "Throwaway", "host_name": "alice"}).json()["code"]
+
+    seated = client.delete("/api/players/alice")
+    assert seated.status_code == 409
+    assert code in seated.json()["detail"]
+    client.delete(f"/api/rooms/{code}")
+    removed = client.delete("/api/players/alice")
+
+    assert (removed.status_code, removed.json()) == (200, {"name": "alice"})
+    assert client.delete("/api/players/alice").status_code == 404
+    assert database_rows(database, "SELECT count(*) FROM players WHERE name = 'alice'") == [(0,)]
+    assert database_rows(database, "PRAGMA foreign_key_check") == []

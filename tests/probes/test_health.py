@@ -121,3 +121,20 @@ def test_exports_status_code_and_request_duration(tmp_path: Path, served_vbrpg: 
     sample = metrics.registry.get_sample_value
     assert sample("rollbackd_health_status_code", {"service": "vbrpg"}) == 200
     assert sample("rollbackd_http_request_duration_seconds_count", {"service": "vbrpg", "path": "/health"}) == 1
+
+
+def test_a_200_that_says_degraded_fails_only_when_the_body_is_expected(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:
+    served_vbrpg.chaos(health_degraded=True)
+    [unchecked] = check_health(tmp_path, served_vbrpg.base_url)
+    assert unchecked.ok  # a status code alone cannot tell
+    expect = '[service.probes.health]\nexpect_json = { "/status" = "ok" }'
+    [observation] = check_health(tmp_path, served_vbrpg.base_url, expect)
+    assert (observation.ok, observation.reason) == (False, "unexpected_body")
+    assert observation.values["status_code"] == 200
+    assert observation.detail["expectation"] == "/status is 'degraded', expected 'ok'"
+    contains = '[service.probes.health]\nexpect_body_contains = \'"status":"ok"\''
+    [by_text] = check_health(tmp_path, served_vbrpg.base_url, contains)
+    assert by_text.reason == "unexpected_body"
+    served_vbrpg.chaos()
+    [healthy] = check_health(tmp_path, served_vbrpg.base_url, expect)
+    assert healthy.ok, healthy

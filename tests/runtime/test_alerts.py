@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,11 +20,13 @@ from rollbackd.runtime.alerts import WebhookAlerts
 
 class Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
+    paths: list[str] = []
     failures_left = 0
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Receiver.received.append(body)
+        Receiver.paths.append(self.path)
         if Receiver.failures_left > 0:
             Receiver.failures_left -= 1
             self.send_response(503)
@@ -38,6 +41,7 @@ class Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     Receiver.received = []
+    Receiver.paths = []
     Receiver.failures_left = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -91,3 +95,18 @@ def test_an_unreachable_webhook_does_not_stop_the_others(receiver: str) -> None:
     send([webhook("http://127.0.0.1:9/nothing", retries=0, timeout="1s"), webhook(receiver)], metrics)
     assert len(Receiver.received) == 1
     assert metrics.registry.get_sample_value("rollbackd_notifications_failed_total", {"service": "vbrpg"}) == 1
+
+
+def test_a_secret_segment_is_sent_unwrapped_and_a_failed_delivery_logs_no_secret(
+    receiver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    send([webhook(receiver + "/{secret:Hooksecret99}?token=tok3nvalue")], metrics)
+    assert Receiver.paths == ["/hook/Hooksecret99?token=tok3nvalue"]
+
+    caplog.set_level(logging.ERROR, logger="rollbackd.runtime.alerts")
+    send([webhook("http://ops:pw4hook@127.0.0.1:9/{secret:Hooksecret99}?token=tok3nvalue", retries=0)], metrics)
+    [line] = [record.getMessage() for record in caplog.records if "not delivered" in record.getMessage()]
+    assert line.startswith("webhook http://***@127.0.0.1:9/***?token=***: hold alert not delivered"), line
+    for secret in ("Hooksecret99", "tok3nvalue", "pw4hook"):
+        assert secret not in line

@@ -208,11 +208,12 @@ def test_metrics_port_in_use_is_a_startup_error(tmp_path: Path) -> None:
         daemon = Daemon(daemon_config(tmp_path, metrics_listen=f"127.0.0.1:{port}"))
         with pytest.raises(DaemonStartupError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             asyncio.run(daemon.serve())
+    assert not (tmp_path / "state").exists()  # found before the state dir and DB were created
 
 
 def test_unwritable_state_dir_is_a_startup_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file where the state dir should be")
-    with pytest.raises(DaemonStartupError, match="cannot create the state dir"):
+    with pytest.raises(DaemonStartupError, match="daemon.state_dir: .*/state is a file, not a directory"):
         asyncio.run(Daemon(daemon_config(tmp_path)).serve())
 
 

@@ -278,6 +278,21 @@ def test_configure_logging_writes_text_to_stderr_outside_systemd(root_logger: lo
     assert "not shown" not in stream.getvalue()
 
 
+def test_configure_logging_redacts_secrets_and_url_credentials(root_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    configure_logging("info", secrets=["Hooksecret99"], under_systemd=False, stream=stream)
+    log = logging.getLogger("rollbackd.test")
+    log.warning("GET %s failed: %s", "http://ops:pw@127.0.0.1:9/x?token=t0k", "ConnectError to Hooksecret99")
+    try:
+        raise OSError("cannot reach https://h/Hooksecret99")
+    except OSError:
+        log.exception("webhook failed")
+    output = stream.getvalue()
+    assert "GET http://***@127.0.0.1:9/x?token=*** failed: ConnectError to ***" in output
+    assert "OSError: cannot reach https://h/***" in output
+    assert "Hooksecret99" not in output and "t0k" not in output
+
+
 def test_configure_logging_again_replaces_its_handler(root_logger: logging.Logger) -> None:
     first = configure_logging("info", under_systemd=False, stream=io.StringIO())
     second = configure_logging("debug", under_systemd=False, stream=io.StringIO())

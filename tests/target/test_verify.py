@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rollbackd.config.model import ServiceConfig, load_config
+from rollbackd.config.model import ServiceConfig, SmokeStep, load_config
 from rollbackd.target.verify import Expectations, Verification, Verifier
 from tests.e2e.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD
@@ -39,7 +39,8 @@ def items(verification: Verification) -> dict[str, tuple[bool, bool, str]]:
 
 def test_a_healthy_service_passes_every_item_of_the_checklist(stack: Stack) -> None:
     service = load_config(stack.config_path).service[0]
-    result = verify(service, Expectations(revision=CLEAN_HEAD, reference_counts=stack.counts()))
+    before = stack.counts()
+    result = verify(service, Expectations(revision=CLEAN_HEAD, reference_counts=before))
     assert result.ok, result.summary()
     checked = items(result)
     for name in ("service health", "database integrity", "foreign keys", "migration version", "data", "performance"):
@@ -52,11 +53,15 @@ def test_a_healthy_service_passes_every_item_of_the_checklist(stack: Stack) -> N
         "smoke: remove AI agent",
         "smoke: leave room",
         "smoke: delete room",
+        "smoke: remove smoke player",
+        "smoke: remove smoke host",
     ]
     # Not run by systemd here: the journal item is skipped, never passed.
     assert checked["logs clean"][1]
-    # The throwaway room is gone again.
+    # The smoke steps left the data as they found it: no throwaway room, no smoke players, no seats.
     assert stack.query("SELECT count(*) FROM game_rooms WHERE name = 'rollbackd smoke'") == [(0,)]
+    assert stack.query("SELECT count(*) FROM players WHERE name LIKE 'rollbackd-smoke-%'") == [(0,)]
+    assert stack.counts() == before
 
 
 def test_each_unmet_expectation_fails_its_own_item(stack: Stack) -> None:
@@ -105,3 +110,27 @@ def test_a_stopped_service_fails_health_and_skips_the_smoke_after_it(tmp_path: P
 async def _verify_quickly(service: ServiceConfig) -> Verification:
     async with httpx.AsyncClient() as client:
         return await Verifier(service, client).verify(Expectations(), wait_for_health=1)
+
+
+def test_a_200_that_says_degraded_fails_the_health_item_and_a_smoke_step(stack: Stack) -> None:
+    service = load_config(stack.config_path).service[0]
+    probe_health = SmokeStep.model_validate(
+        {"name": "health says ok", "path": "/health", "expect_json": {"/status": "ok"}}
+    )
+    smoke_only = service.model_copy(update={"verify": service.verify.model_copy(update={"smoke": [probe_health]})})
+    with stack.client() as client:
+        assert client.post("/chaos", json={"health_degraded": True}).status_code == 200
+    try:
+        checked = items(asyncio.run(_verify_quickly(smoke_only)))
+        assert checked["service health"][0]  # no expectation on the health item: a 200 passes
+        ok, _, detail = checked["smoke: health says ok"]
+        assert not ok
+        assert detail == "unexpected_body: GET /health returned /status is 'degraded', expected 'ok'"
+        health = service.probes.health.model_copy(update={"expect_json": {"/status": "ok"}})
+        expecting = smoke_only.model_copy(update={"probes": service.probes.model_copy(update={"health": health})})
+        ok, _, detail = items(asyncio.run(_verify_quickly(expecting)))["service health"]
+        assert not ok
+        assert detail.startswith("unexpected_body: GET /health returned 200")
+    finally:
+        with stack.client() as client:
+            client.delete("/chaos")

@@ -7,14 +7,17 @@ else is reported as unverified and is never chosen for a restore nor deleted aut
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from rollbackd.backup.manifest import (
     MANIFEST_SUFFIX,
@@ -84,7 +87,8 @@ class BackupListing:
 
 
 def backup_pattern(stem: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(stem)}_backup_(\d{{8}}_\d{{6}})(?:_(\d+))?\.db$")
+    # \Z, not $: "$" also matches before a trailing newline, and "x.db\n" is not a backup's name.
+    return re.compile(rf"\A{re.escape(stem)}_backup_(\d{{8}}_\d{{6}})(?:_(\d+))?\.db\Z")
 
 
 def backup_name(stem: str, moment: float, sequence: int = 0) -> str:
@@ -117,7 +121,8 @@ def parse_moment(text: str) -> float:
 
 
 def list_backups(backup_dir: Path, stem: str, *, verify: bool = False) -> BackupListing:
-    """Return the backups of ``stem`` in ``backup_dir`` oldest first. With ``verify``, check every sha256.
+    """Return the backups of ``stem`` in ``backup_dir`` oldest first. With ``verify``, check every sha256 and
+    open every copy with SQLite (``quick_check``).
 
     A missing dir is an empty listing. Raise OSError when the dir exists but cannot be read.
     """
@@ -128,7 +133,7 @@ def list_backups(backup_dir: Path, stem: str, *, verify: bool = False) -> Backup
     names = set(os.listdir(backup_dir))
     for name in names:
         if pattern.match(name):
-            backups.append(inspect_backup(backup_dir / name, stem, verify=verify))
+            backups.append(inspect_backup(backup_dir / name, stem, verify=verify, open_check=verify))
     orphans = []
     for name in names:
         described = name[: -len(MANIFEST_SUFFIX)]
@@ -139,8 +144,10 @@ def list_backups(backup_dir: Path, stem: str, *, verify: bool = False) -> Backup
     return BackupListing(tuple(backups), tuple(sorted(orphans)), tuple(sorted(partials)))
 
 
-def inspect_backup(path: Path, stem: str, *, verify: bool = False) -> BackupEntry:
-    """Describe one backup file: verified only if everything known about it still holds."""
+def inspect_backup(path: Path, stem: str, *, verify: bool = False, open_check: bool = False) -> BackupEntry:
+    """Describe one backup file: verified only if everything known about it still holds. ``verify`` checks the
+    sha256; ``open_check`` also opens the copy with SQLite and runs ``quick_check``: a manifest can be forged to
+    match any file's sha256, only SQLite can say the file is a database (restore checks it the same way)."""
     named_at = timestamp_of(path.name, stem) or 0.0
     try:
         info = path.lstat()
@@ -161,6 +168,8 @@ def inspect_backup(path: Path, stem: str, *, verify: bool = False) -> BackupEntr
         actual = file_sha256(path)
         if actual != manifest.sha256:
             problem = "sha256 differs from the manifest (the file changed after it was taken)"
+        elif open_check:
+            problem = sqlite_problem(path)
     elif info.st_mtime_ns != manifest.mtime_ns:
         problem = "modified since it was taken (run `rollbackd backups verify` to check its sha256)"
     if not problem and manifest.drill_failed and manifest.drill is not None:
@@ -171,9 +180,10 @@ def inspect_backup(path: Path, stem: str, *, verify: bool = False) -> BackupEntr
 
 
 def verify_backup(entry: BackupEntry) -> BackupEntry:
-    """Check ``entry``'s sha256 against its manifest; when the bytes match but the mtime moved (a ``touch``,
-    a copy that kept the bytes), record the new mtime so the cheap check trusts it again."""
-    checked = inspect_backup(entry.path, _stem_of(entry.name), verify=True)
+    """Check ``entry``'s sha256 against its manifest and open it with SQLite (quick_check); when the bytes match
+    but the mtime moved (a ``touch``, a copy that kept the bytes), record the new mtime so the cheap check trusts
+    it again."""
+    checked = inspect_backup(entry.path, _stem_of(entry.name), verify=True, open_check=True)
     manifest = checked.manifest
     if checked.verified and manifest is not None:
         mtime_ns = entry.path.stat().st_mtime_ns
@@ -181,6 +191,19 @@ def verify_backup(entry: BackupEntry) -> BackupEntry:
             write_manifest(entry.path, replace(manifest, mtime_ns=mtime_ns))
             checked = replace(checked, manifest=replace(manifest, mtime_ns=mtime_ns))
     return checked
+
+
+def sqlite_problem(path: Path) -> str:
+    """'' when SQLite opens ``path`` read-only and ``PRAGMA quick_check`` says ok, else what it said."""
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        with contextlib.closing(connection):
+            rows = connection.execute("PRAGMA quick_check").fetchmany(3)
+    except sqlite3.Error as error:
+        return f"SQLite cannot read it: {error}"
+    if [tuple(row) for row in rows] != [("ok",)]:
+        return "quick_check: " + "; ".join(str(row[0]) for row in rows)
+    return ""
 
 
 def _stem_of(name: str) -> str:

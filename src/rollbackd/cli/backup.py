@@ -57,7 +57,11 @@ def register(commands: Subcommands) -> None:
     )
     backups.add_argument("--json", action="store_true", help="print JSON")
     backups.add_argument("--dry-run", action="store_true", help="prune: show what would be removed, remove nothing")
-    backups.add_argument("--verify", action="store_true", help="list: check every backup's sha256 (reads them all)")
+    backups.add_argument(
+        "--verify",
+        action="store_true",
+        help="list: check every backup's sha256 and open it with SQLite (quick_check; reads them all)",
+    )
 
     restore = add_command(
         commands, "restore", "restore a verified backup, keeping the current file", _guarded("restore", run_restore)

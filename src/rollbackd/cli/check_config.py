@@ -22,21 +22,30 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> ExitCode:
     from rollbackd.config import toml_dump
-    from rollbackd.config.model import config_warnings, dump_config, load_config
+    from rollbackd.config.model import ConfigError, ConfigProblem, config_warnings, dump_config, load_config
+    from rollbackd.config.preflight import preflight_problems, preflight_warnings
+    from rollbackd.config.secrets import exposed_secrets_warning, redact_data, redact_text, secrets_in
+    from rollbackd.config.toml_locations import key_lines, line_in
     from rollbackd.replication.litestream import litestream_warnings
 
     path = Path(args.path) if args.path else cli_config_path(args)
     config = load_config(path)
+    problems = preflight_problems(config)
+    if problems:
+        lines = key_lines(path.read_text(encoding="utf-8"))
+        raise ConfigError(path, [ConfigProblem(p.key, p.message, line_in(lines, p.key)) for p in problems])
+    secrets = secrets_in(config)
     if not args.quiet:
-        data = dump_config(config)
+        data = redact_data(dump_config(config), secrets)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             print(toml_dump.dumps(data), end="")
-    for warning in config_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
-    for index, service in enumerate(config.service):
+    exposed = exposed_secrets_warning(path, config)
+    for service in config.service:
         for warning in litestream_warnings(service):
-            print(f"warning: service[{index}] ({service.name}): {warning}", file=sys.stderr)
+            print(f"warning: {service.name}: {redact_text(warning, secrets)}", file=sys.stderr)
+    for warning in [*config_warnings(config), *preflight_warnings(config), *([exposed] if exposed else [])]:
+        print(f"warning: {redact_text(warning, secrets)}", file=sys.stderr)
     print(f"{path}: valid ({len(config.service)} service(s))", file=sys.stderr)
     return ExitCode.OK

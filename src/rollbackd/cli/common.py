@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,12 @@ def load_cli_config(args: argparse.Namespace) -> Config:
 def select_services(config: Config, name: str | None) -> list[ServiceConfig]:
     """Return the named service, or all when ``name`` is None. Raise KeyError naming the configured ones."""
     return [config.get_service(name)] if name else list(config.service)
+
+
+def state_db_unreadable(command: str, path: Path, problem: str) -> ExitCode:
+    """One line for a state DB that cannot be read (corrupt, truncated, another user's), and exit 4."""
+    print(f"rollbackd {command}: cannot read the state DB {path}: {problem}", file=sys.stderr)
+    return ExitCode.UNAVAILABLE
 
 
 def print_json(data: Any) -> None:

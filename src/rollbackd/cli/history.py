@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, state_db_unreadable
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -21,14 +21,24 @@ def register(commands: Subcommands) -> None:
     output = command.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--markdown", action="store_true", help="print a Markdown table (the runbook's format)")
-    command.add_argument("--limit", type=int, default=50, help="newest N incidents (default 50)")
+    command.add_argument("--limit", type=_positive, default=50, help="newest N incidents (default 50)")
     command.add_argument(
         "--all", action="store_true", help="include alert-only and dry-run incidents, not just rollbacks"
     )
 
 
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {number}")
+    return number
+
+
 def run(args: argparse.Namespace) -> ExitCode:
-    from rollbackd.state.history import History
+    from rollbackd.state.history import STATE_DB_ERRORS, History, describe_state_db_error
     from rollbackd.state.state_dir import StateDir
 
     config = load_cli_config(args)
@@ -36,13 +46,16 @@ def run(args: argparse.Namespace) -> ExitCode:
         config.get_service(args.service)
     path = StateDir(config.daemon.state_dir).history_db
     rows: list[HistoryRow] = []
-    if path.exists():
-        history = History(path)
-        try:
-            history.upgrade()
-            rows = history.history_rows(args.service, args.limit)
-        finally:
-            history.close()
+    try:
+        if path.exists():
+            history = History(path)
+            try:
+                history.upgrade()
+                rows = history.history_rows(args.service, args.limit)
+            finally:
+                history.close()
+    except STATE_DB_ERRORS as error:
+        return state_db_unreadable("history", path, describe_state_db_error(error))
     if not args.all:
         rows = [row for row in rows if row.outcome not in ("alerted", "dry_run")]
     if args.json:

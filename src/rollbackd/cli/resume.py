@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, state_db_unreadable
 from rollbackd.exit_codes import ExitCode
 
 
@@ -15,12 +15,13 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    from rollbackd.state.history import History
+    from rollbackd.state.history import STATE_DB_ERRORS, History, describe_state_db_error
     from rollbackd.state.state_dir import StateDir
 
     config = load_cli_config(args)
     config.get_service(args.service)
-    history = History(StateDir(config.daemon.state_dir).history_db)
+    path = StateDir(config.daemon.state_dir).history_db
+    history = History(path)
     try:
         history.upgrade()
         state = history.load_state(args.service)
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> ExitCode:
             current = state.state if state else "ok"
             print(f"{args.service} is not in HOLD (state: {current}); nothing to resume", file=sys.stderr)
             return ExitCode.FAILED
+    except STATE_DB_ERRORS as error:
+        return state_db_unreadable("resume", path, describe_state_db_error(error))
     finally:
         history.close()
     reason = state.reason if state else ""

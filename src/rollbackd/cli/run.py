@@ -34,13 +34,17 @@ def run(args: argparse.Namespace) -> ExitCode:
     import logging
 
     from rollbackd.config.model import load_config
+    from rollbackd.config.secrets import exposed_secrets_warning, secrets_in
     from rollbackd.metrics import daemon_metrics
     from rollbackd.runtime.daemon import Daemon, DaemonStartupError
     from rollbackd.runtime.systemd import configure_logging
 
     path = cli_config_path(args)
     config = load_config(path)
-    configure_logging(config.daemon.log_level)
+    configure_logging(config.daemon.log_level, secrets=secrets_in(config))
+    exposed = exposed_secrets_warning(path, config)
+    if exposed:
+        logging.getLogger("rollbackd").warning("%s", exposed)
     daemon = Daemon(config, config_path=path, metrics=daemon_metrics())
     try:
         asyncio.run(daemon.serve())

@@ -6,12 +6,14 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, state_db_unreadable
 from rollbackd.config.config_path import resolve_config_path
+from rollbackd.config.secrets import redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
-from rollbackd.units import humanize_age
+from rollbackd.units import format_size, humanize_age
 
 if TYPE_CHECKING:
     from rollbackd.config.model import Config, ConfigError
@@ -38,9 +40,19 @@ def run(args: argparse.Namespace) -> ExitCode:
         running = True
     except StatusSocketError as error:
         print(f"rollbackd status: {error}; showing what the state DB recorded", file=sys.stderr)
-        status = recorded_status(config)
+        try:
+            status = recorded_status(config)
+        except Exception as db_error:
+            # Imported here: the state DB's error types are SQLAlchemy's, which loads only for a state DB.
+            from rollbackd.state.history import STATE_DB_ERRORS, describe_state_db_error
+            from rollbackd.state.state_dir import StateDir
+
+            if not isinstance(db_error, STATE_DB_ERRORS):
+                raise
+            path = StateDir(config.daemon.state_dir).history_db
+            return state_db_unreadable("status", path, describe_state_db_error(db_error))
         running = False
-    _show(args, status)
+    _show(args, status, secrets_in(config))
     if not running:
         return ExitCode.UNAVAILABLE
     states = [entry.get("policy", {}).get("state") for entry in status.get("services", {}).values()]
@@ -69,13 +81,14 @@ def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCod
     return ExitCode.CONFIG
 
 
-def _show(args: argparse.Namespace, status: dict[str, Any]) -> None:
+def _show(args: argparse.Namespace, status: dict[str, Any], secrets: Sequence[str] = ()) -> None:
+    """Print the status, with URL credentials and the config's secrets redacted (config/secrets.py)."""
     if args.service:
         status["services"] = {args.service: status.get("services", {}).get(args.service, {})}
     if args.json:
-        print_json(status)
+        print_json(redact_data(status, secrets))
     else:
-        print(render(status, time.time()))
+        print(redact_text(render(status, time.time()), secrets))
 
 
 def recorded_status(config: Config) -> dict[str, Any]:
@@ -131,6 +144,17 @@ def _recorded_policy(state: str, reason: str) -> dict[str, str]:
     return {"state": state, "reason": reason}
 
 
+def wal_line(wal: dict[str, Any]) -> str:
+    """'80MiB (5.0x the database); read transaction open in pid 1234 (python3)': the long reader by name."""
+    size, database = float(wal.get("size_bytes") or 0), float(wal.get("database_bytes") or 0)
+    line = format_size(int(size)) + (f" ({size / database:.1f}× the database)" if database else "")
+    readers = [reader for reader in wal.get("readers") or () if isinstance(reader, dict)]
+    if readers:
+        named = ", ".join(f"pid {reader.get('pid')} ({reader.get('name')})" for reader in readers)
+        line += f"; read transaction open in {named} (a long one keeps checkpoints from shrinking the WAL)"
+    return line
+
+
 def render(status: dict[str, Any], now: float) -> str:
     lines = []
     daemon = status.get("daemon")
@@ -182,6 +206,9 @@ def render(status: dict[str, Any], now: float) -> str:
         pending = entry.get("pending_restore")
         if pending:
             lines.append(f"  {_pending_line(pending)}")
+        wal = entry.get("wal")
+        if wal:
+            lines.append(f"  wal: {wal_line(wal)}")
         if entry.get("blocked_revisions"):
             lines.append(f"  blocked revisions: {', '.join(entry['blocked_revisions'])}")
         incidents = entry.get("incidents") or []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,7 +32,8 @@ from pydantic import (
 from rollbackd.config.config_path import CONFIG_ENV_VAR as CONFIG_ENV_VAR
 from rollbackd.config.config_path import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
 from rollbackd.config.config_path import resolve_config_path as resolve_config_path
-from rollbackd.config.toml_locations import line_of
+from rollbackd.config.secrets import redact_text, unwrap_secrets
+from rollbackd.config.toml_locations import key_lines, line_in
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
 
 
@@ -84,6 +86,50 @@ def _as_size(value: object) -> object:
     raise ValueError(f"expected a size such as '512MiB' or a number of bytes, got {value!r}")
 
 
+def http_url_problem(url: str) -> str:
+    """'' when httpx will send to ``url`` as written, else why not (a control character, a bad port, no host):
+    such a URL passes a regex, then fails every probe at run time as a probe_error."""
+    import httpx
+
+    control = _control_character(url)
+    if control:
+        return control
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        return str(error)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "expected http:// or https:// and a host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range 1-65535"
+    return ""
+
+
+def _control_character(text: str) -> str:
+    index = next((index for index, char in enumerate(text) if ord(char) < 0x20 or ord(char) == 0x7F), None)
+    return "" if index is None else f"control character {text[index]!r} at index {index}"
+
+
+def _sendable_url(url: str) -> str:
+    problem = http_url_problem(url)
+    if problem:
+        raise ValueError(f"not a URL the HTTP client can send to ({problem}): {redact_text(url)!r}")
+    return url
+
+
+def _sendable_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"expected a URL path starting with '/', got {path!r}")
+    problem = _control_character(path) or http_url_problem("http://127.0.0.1" + path)
+    if problem:
+        raise ValueError(f"not a URL path the HTTP client can send ({problem}): {path!r}")
+    return path
+
+
+# A URL path ("/api/rooms/ABC123") checked as httpx will parse it once joined to base_url.
+UrlPath = Annotated[str, AfterValidator(_sendable_path)]
+
+
 # Seconds, written as "500ms" / "5s" / "1h30m" in the file and printed back the same way.
 Duration = Annotated[
     float, BeforeValidator(_as_duration), PlainSerializer(format_duration, return_type=str), Field(ge=0)
@@ -95,7 +141,7 @@ Size = Annotated[int, BeforeValidator(_as_size), PlainSerializer(format_size, re
 ConfigPath = Annotated[Path, Strict(False)]
 Argv = Annotated[list[str], Field(min_length=1)]
 
-SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SERVICE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a trailing newline in
 
 
 class _Model(BaseModel):
@@ -111,8 +157,14 @@ class WebhookConfig(_Model):
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {redact_text(url)!r}")
+        _sendable_url(unwrap_secrets(url))
         return url
+
+    @property
+    def send_url(self) -> str:
+        """The URL to post to: ``url`` with its ``{secret:...}`` markers unwrapped (config/secrets.py)."""
+        return unwrap_secrets(self.url)
 
 
 class AlertmanagerConfig(WebhookConfig):
@@ -222,16 +274,32 @@ class BackupsConfig(_Model):
     timeout: PositiveDuration = 3600.0
 
 
+def _json_pointers(expected: dict[str, Any]) -> dict[str, Any]:
+    """Keys of ``expect_json`` are JSON pointers (RFC 6901): '' (the whole body) or '/a/0/b'."""
+    for pointer in expected:
+        if pointer and not pointer.startswith("/"):
+            raise ValueError(f"expected JSON pointers such as '/status' (RFC 6901) as keys, got {pointer!r}")
+        if pointer.replace("~0", "").replace("~1", "").count("~"):
+            raise ValueError(f"'~' in a JSON pointer is written ~0 (and a '/' inside a key ~1), got {pointer!r}")
+    return expected
+
+
+# Pointer -> the value the answer's JSON body must hold there, e.g. { "/status" = "ok" }.
+ExpectJson = Annotated[dict[str, Any], AfterValidator(_json_pointers)]
+
+
 class HealthProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 2.0
     ok_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    expect_json: ExpectJson = Field(default_factory=dict)
+    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
 
 
 class LatencyProbeConfig(_Model):
     enabled: bool = True
-    paths: list[str] = Field(default_factory=list)
+    paths: list[UrlPath] = Field(default_factory=list)
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 10.0
     window: PositiveDuration = 60.0
@@ -326,6 +394,7 @@ RuleSignal = Literal[
     "process_down",
     "write_lock_held",
     "database_missing",
+    "wal_growing",
 ]
 # The built-in rules (policy/rules.py) a [[service.rules]] entry may override by name; a test keeps them in step.
 BUILTIN_RULE_NAMES = frozenset(
@@ -346,6 +415,7 @@ BUILTIN_RULE_NAMES = frozenset(
         "write-lock-held",
         "slow-no-deploy",
         "database-missing",
+        "wal-growing",
     }
 )
 
@@ -362,6 +432,15 @@ class RuleConfig(_Model):
     when: Literal["always", "deploy_window", "no_deploy"] | None = None
 
     @model_validator(mode="after")
+    def _alert_only_stays_alert_only(self) -> RuleConfig:
+        if (self.name == "wal-growing" or self.signal == "wal_growing") and self.action not in (None, "alert", "none"):
+            raise ValueError(
+                f"{self.name!r}: a growing WAL is a performance issue, which the runbook lists under DO NOT roll "
+                f"back: its action may only be 'alert' or 'none', got {self.action!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _new_rule_is_complete(self) -> RuleConfig:
         if self.name not in BUILTIN_RULE_NAMES and (self.signal is None or self.action is None):
             raise ValueError(
@@ -374,16 +453,18 @@ class RuleConfig(_Model):
 class SmokeStep(_Model):
     name: Annotated[str, Field(min_length=1)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str
+    path: UrlPath
     json_body: dict[str, Any] | None = Field(default=None, alias="json")
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
     capture: dict[str, str] = Field(default_factory=dict)
     cleanup: bool = False
+    expect_json: ExpectJson = Field(default_factory=dict)
+    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
 
 
 class VerifyConfig(_Model):
     latency_bound: PositiveDuration = 1.0
-    latency_paths: list[str] | None = None
+    latency_paths: list[UrlPath] | None = None
     smoke: list[SmokeStep] = Field(default_factory=list)
 
 
@@ -515,14 +596,12 @@ class ServiceConfig(_Model):
     def _base_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
             raise ValueError(f"expected http://host:port without a path, got {url!r}")
-        return url.rstrip("/")
+        return _sendable_url(url.rstrip("/"))
 
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"expected a URL path starting with '/', got {path!r}")
-        return path
+        return _sendable_path(path)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> ServiceConfig:
@@ -607,15 +686,51 @@ def parse_config(text: str, source: Path) -> Config:
         line_match = re.search(r"at line (\d+)", str(error))
         line = int(line_match.group(1)) if line_match else None
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {error}", line)]) from error
-    problems = _semantic_problems(raw)
+    except RecursionError as error:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or tables nested too deeply")]) from error
+    problems = _semantic_problems(raw) + _integer_problems(raw)
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
         problems = _validation_problems(error, raw) + problems
-        raise ConfigError(source, [_with_line(problem, text) for problem in problems]) from error
+        raise ConfigError(source, _reported(problems, error.error_count(), text)) from error
     if problems:
-        raise ConfigError(source, [_with_line(problem, text) for problem in problems])
+        raise ConfigError(source, _reported(problems, len(problems), text))
     return _resolve_paths(config, source.parent.resolve())
+
+
+# A file with 200k unknown keys would print 200k lines (and finding each one's line is a scan of the file): the
+# first ones say what is wrong, a count says how much more there is.
+MAX_REPORTED_PROBLEMS = 50
+INT64 = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib accepts any size
+
+
+def _reported(problems: Sequence[ConfigProblem], total: int, text: str) -> list[ConfigProblem]:
+    """The first MAX_REPORTED_PROBLEMS problems with their lines, then one saying how many more there are."""
+    total = max(total, len(problems))
+    lines = key_lines(text)
+    shown = [
+        ConfigProblem(problem.key, problem.message, line_in(lines, problem.key) if problem.key else None)
+        for problem in problems[:MAX_REPORTED_PROBLEMS]
+    ]
+    if total > len(shown):
+        shown.append(ConfigProblem("", f"... and {total - len(shown)} more problem(s) not shown"))
+    return shown
+
+
+def _integer_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Integers TOML cannot hold (past 64 bits), anywhere in the file, each at its key path."""
+    problems: list[ConfigProblem] = []
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack and len(problems) < MAX_REPORTED_PROBLEMS:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{index}]", value) for index, value in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and node not in INT64:
+            problems.append(ConfigProblem(path, f"integer {node} does not fit in 64 bits (TOML's limit)"))
+    return problems
 
 
 def status_socket_of(path: Path) -> Path | None:
@@ -624,13 +739,9 @@ def status_socket_of(path: Path) -> Path | None:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError, RecursionError):
         return None
     return _resolve_daemon(daemon, path.parent.resolve()).socket_path
-
-
-def _with_line(problem: ConfigProblem, text: str) -> ConfigProblem:
-    return ConfigProblem(problem.key, problem.message, line_of(text, problem.key) if problem.key else None)
 
 
 def _semantic_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
@@ -656,7 +767,7 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
 
 def _validation_problems(error: ValidationError, raw: Mapping[str, Any]) -> list[ConfigProblem]:
     problems = []
-    for detail in error.errors():
+    for detail in error.errors()[:MAX_REPORTED_PROBLEMS]:
         problems.append(ConfigProblem(_key_path(detail["loc"], raw), _message(detail)))
     return problems
 

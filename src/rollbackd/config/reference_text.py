@@ -71,6 +71,10 @@ DESCRIPTIONS: dict[str, str] = {
     "service.probes.health.every": "Interval.",
     "service.probes.health.timeout": "Limit of one request.",
     "service.probes.health.ok_status": "Status codes that count as healthy; empty: any 2xx.",
+    "service.probes.health.expect_json": (
+        'JSON pointer → value the health answer must hold (`{ "/status" = "ok" }`); else `unexpected_body`.'
+    ),
+    "service.probes.health.expect_body_contains": "Text the health answer's body must contain; else `unexpected_body`.",
     "service.probes.latency.enabled": "Run the latency probe (only when `paths` is not empty).",
     "service.probes.latency.paths": "URL paths to time (e.g. `/api/rooms/ABC123`).",
     "service.probes.latency.every": "Interval.",
@@ -149,6 +153,8 @@ DESCRIPTIONS: dict[str, str] = {
     "service.verify.smoke.expect_status": "Status codes that pass.",
     "service.verify.smoke.capture": "name → key of the JSON answer to keep for later steps (e.g. a room code).",
     "service.verify.smoke.cleanup": "A cleanup step: it runs even when an earlier step failed.",
+    "service.verify.smoke.expect_json": "JSON pointer → value the step's answer must hold; else `unexpected_body`.",
+    "service.verify.smoke.expect_body_contains": "Text the step's answer must contain; else `unexpected_body`.",
 }
 
 SECTION_NOTES: dict[str, str] = {

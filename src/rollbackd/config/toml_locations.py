@@ -74,7 +74,11 @@ def _join(prefix: str, key: str) -> str:
 
 def line_of(text: str, key_path: str) -> int | None:
     """Return the line where ``key_path`` (or its longest placed prefix) is written, or None."""
-    lines = key_lines(text)
+    return line_in(key_lines(text), key_path)
+
+
+def line_in(lines: dict[str, int], key_path: str) -> int | None:
+    """line_of() for many key paths of one text: ``lines`` is its key_lines(), scanned once."""
     candidate = key_path
     while candidate:
         if candidate in lines:

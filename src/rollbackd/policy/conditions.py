@@ -15,7 +15,7 @@ from typing import Any
 from rollbackd.observation import Observation
 from rollbackd.policy.rules import Rule
 from rollbackd.policy.signals import consecutive_failures, percentile, sustained, within
-from rollbackd.units import format_duration
+from rollbackd.units import format_duration, format_size
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,47 @@ def write_lock_held(view: ServiceView, rule: Rule) -> Reading | None:
     )
 
 
+# A healthy WAL stays near SQLite's autocheckpoint size (1000 pages: 4 MiB at 4 KiB pages), so a WAL over 64 MiB
+# is 16 checkpoints' worth behind; under that a small database's WAL may be "larger than the database" and still
+# be nothing. Past 1 GiB the WAL is worth an alert whatever the ratio (it is read on every query, and a crash
+# replays it all on the next open).
+WAL_GROWING_MIN_BYTES = 64 * 1024**2
+WAL_GROWING_ALWAYS_BYTES = 1024**3
+
+
+def wal_growing(view: ServiceView, rule: Rule) -> Reading | None:
+    """The -wal file over ``threshold`` × the database (and over WAL_GROWING_MIN_BYTES), or over
+    WAL_GROWING_ALWAYS_BYTES, for ``for`` seconds, and larger at the end than at the start: a WAL file keeps its
+    size after a checkpoint, so only growth says checkpoints are still starved."""
+    ratio = rule.threshold if rule.threshold is not None else 1.0
+
+    def over(observation: Observation) -> bool:
+        wal = float(observation.values.get("wal_size_bytes", 0.0))
+        database = float(observation.values.get("database_size_bytes", 0.0))
+        return wal >= WAL_GROWING_ALWAYS_BYTES or (wal >= WAL_GROWING_MIN_BYTES and wal > ratio * database)
+
+    observations = view.recent("sqlite_lock")
+    since = sustained(observations, over, view.now, rule.for_)
+    if since is None:
+        return None
+    run = [observation for observation in observations if observation.started_at >= since]
+    first, last = (float(o.values.get("wal_size_bytes", 0.0)) for o in (run[0], run[-1]))
+    if last <= first:
+        return None
+    database = float(run[-1].values.get("database_size_bytes", 0.0))
+    readers = [reader for reader in run[-1].detail.get("wal_readers") or () if isinstance(reader, Mapping)]
+    named = ", ".join(f"pid {reader.get('pid')} ({reader.get('name')})" for reader in readers)
+    times = f" ({last / database:.1f}× the database)" if database else ""
+    return Reading(
+        "wal_growing",
+        since,
+        f"WAL grew from {format_size(int(first))} to {format_size(int(last))}{times} in "
+        f"{format_duration(view.now - since)}; "
+        + (f"read transaction held by {named}" if named else "no reader named"),
+        {"wal_size_bytes": last, "database_size_bytes": database, "grew_bytes": last - first, "readers": readers},
+    )
+
+
 def blocked_revision_applied(view: ServiceView, rule: Rule) -> Reading | None:
     latest = view.latest("schema")
     revision = latest.detail.get("db_revision") if latest else None
@@ -334,6 +375,7 @@ CONDITIONS: dict[str, Condition] = {
     "process_down": process_down,
     "write_lock_held": write_lock_held,
     "database_missing": database_missing,
+    "wal_growing": wal_growing,
 }
 
 
@@ -354,6 +396,8 @@ SIGNAL_PROBES: dict[str, str] = {
     "latency_high": "latency",
     "process_down": "process",
     "write_lock_held": "sqlite_lock",
+    "wal_growing": "sqlite_lock",
+    "database_missing": "integrity",
 }
 
 

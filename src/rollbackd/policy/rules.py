@@ -272,6 +272,16 @@ def _runbook_rules(service: ServiceConfig) -> tuple[Rule, ...]:
             threshold=60.0,
         ),
         Rule(
+            "wal-growing",
+            "wal_growing",
+            (Rung("alert"),),
+            "The WAL keeps growing past the database's own size (a long reader starving checkpoints): alert only, "
+            "naming the reader (runbook: DO NOT roll back for non-critical performance issues).",
+            priority=15,
+            threshold=1.0,  # WAL size / database size; see conditions.wal_growing for the size floor and cap
+            for_=600.0,
+        ),
+        Rule(
             "slow-no-deploy",
             "latency_high",
             (Rung("alert"),),

@@ -7,12 +7,13 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.http_request import status_reason, timed_get
+from rollbackd.target.body_expectations import UNEXPECTED_BODY, BodyExpectations
 
 
 class HealthProbe:
     """GET base_url + health_path. ok = status in ``ok_status`` (any 2xx when empty) and, when the answer says
-    it is JSON, a body that parses. Reasons: timeout, connect_refused, connect_error, http_5xx, http_4xx,
-    unexpected_status, bad_body."""
+    it is JSON, a body that parses and meets ``expect_json`` / ``expect_body_contains``. Reasons: timeout,
+    connect_refused, connect_error, http_5xx, http_4xx, unexpected_status, bad_body, unexpected_body."""
 
     name = "health"
 
@@ -24,6 +25,7 @@ class HealthProbe:
         self.path = service.health_path
         self.url = service.base_url + service.health_path
         self.ok_status = frozenset(config.ok_status)
+        self.expect = BodyExpectations(config.expect_json, config.expect_body_contains)
         self._http = context.http
 
     async def run(self) -> Observation:
@@ -41,6 +43,11 @@ class HealthProbe:
         reason = status_reason(result.status, self.ok_status)
         if not reason and not result.body_is_valid():
             reason = "bad_body"
+        if not reason and self.expect:
+            mismatch = self.expect.mismatch(result.body)
+            if mismatch:
+                reason = UNEXPECTED_BODY
+                detail["expectation"] = mismatch
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
 
     def export(self, metrics: Metrics, observation: Observation) -> None:

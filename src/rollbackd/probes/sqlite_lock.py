@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 PENDING_BYTE = 0x40000000
 RESERVED_BYTE = 0x40000001
 WAL_WRITE_LOCK_BYTE = 120
+# A WAL reader holds a READ lock on its read mark, bytes 123 + N of -shm (N = 0-4) for its whole read transaction:
+# a checkpoint cannot pass what the reader sees (mark 0: the database file itself, so nothing can be copied back),
+# which is how one long read transaction makes the WAL grow without bound. Byte 128 (DMS) is held by every open
+# connection and says nothing about transactions.
+WAL_READ_MARK_BYTES = (123, 124, 125, 126, 127)
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
 # A write lock held longer than this makes the observation fail (reason lock_held). The policy's rule threshold
 # decides what to do about it; this only keeps the probe's ok/not-ok meaningful on its own (a migration or a
@@ -71,6 +76,8 @@ class LockState:
     journal_mode: str  # wal, rollback, unknown
     wal_size: int
     hot_journal: bool
+    database_size: int = 0
+    wal_readers: tuple[int, ...] = ()  # pids holding a WAL read mark that pins the WAL (proc_locks only)
 
 
 class SqliteLockProbe:
@@ -111,11 +118,13 @@ class SqliteLockProbe:
             "held_seconds": held_seconds,
             "wal_size_bytes": float(state.wal_size),
             "hot_journal": float(state.hot_journal),
+            "database_size_bytes": float(state.database_size),
         }
         detail: dict[str, object] = {
             "method": state.method,
             "journal_mode": state.journal_mode,
             "holders": [{"pid": pid, "name": _process_name(pid)} for pid in state.holders],
+            "wal_readers": [{"pid": pid, "name": _process_name(pid)} for pid in state.wal_readers],
         }
         if state.held:
             detail["held_since"] = self._held_since
@@ -138,7 +147,8 @@ class SqliteLockProbe:
             locks = read_proc_locks(self.proc_locks)
         except OSError:
             held = self._begin_immediate_held()
-            return LockState("begin_immediate", held, (), journal_mode, wal_stat.st_size if wal_stat else 0, False)
+            wal_size = wal_stat.st_size if wal_stat else 0
+            return LockState("begin_immediate", held, (), journal_mode, wal_size, False, database_stat.st_size)
         database_writers = _writers(locks, database_stat, (RESERVED_BYTE, PENDING_BYTE))
         shm_writers = _writers(locks, shm_stat, (WAL_WRITE_LOCK_BYTE,)) if shm_stat else set()
         holders = database_writers | shm_writers
@@ -147,7 +157,17 @@ class SqliteLockProbe:
         # Checked on both sides of the lock read so a transaction that begins meanwhile is not mistaken for one.
         hot = journal_before is not None and not database_writers and _journal_signature(journal) == journal_before
         pids = tuple(sorted(pid for pid in holders if pid is not None))
-        return LockState("proc_locks", held, pids, journal_mode, wal_stat.st_size if wal_stat else 0, hot)
+        readers = _holders(locks, shm_stat, WAL_READ_MARK_BYTES, "READ") if shm_stat else set()
+        return LockState(
+            "proc_locks",
+            held,
+            pids,
+            journal_mode,
+            wal_stat.st_size if wal_stat else 0,
+            hot,
+            database_stat.st_size,
+            tuple(sorted(pid for pid in readers if pid is not None)),
+        )
 
     def _journal_mode(self, database_stat: os.stat_result, side_files: bool) -> str:
         if side_files:
@@ -178,9 +198,29 @@ class SqliteLockProbe:
         metrics.sqlite_write_lock_held_seconds.labels(**labels).set(observation.values["held_seconds"])
         metrics.sqlite_wal_size_bytes.labels(**labels).set(observation.values["wal_size_bytes"])
         metrics.sqlite_hot_journal.labels(**labels).set(observation.values["hot_journal"])
+        if "database_size_bytes" in observation.values:
+            metrics.sqlite_database_size_bytes.labels(**labels).set(observation.values["database_size_bytes"])
+
+
+def wal_summary(observation: Observation | None) -> dict[str, object] | None:
+    """`status`'s view of the WAL from a lock observation: its size, the database's, and the processes whose read
+    transaction pins it (from /proc/locks); None when the database is not in WAL mode or was not seen."""
+    if observation is None or observation.detail.get("journal_mode") != "wal":
+        return None
+    return {
+        "size_bytes": observation.values.get("wal_size_bytes", 0.0),
+        "database_bytes": observation.values.get("database_size_bytes", 0.0),
+        "readers": list(observation.detail.get("wal_readers") or ()),
+    }
 
 
 def _writers(locks: list[FileLock], stat: os.stat_result | None, offsets: tuple[int, ...]) -> set[int | None]:
+    return _holders(locks, stat, offsets, "WRITE")
+
+
+def _holders(
+    locks: list[FileLock], stat: os.stat_result | None, offsets: tuple[int, ...], mode: str
+) -> set[int | None]:
     if stat is None:
         return set()
     device, inode = file_id(stat)
@@ -189,7 +229,7 @@ def _writers(locks: list[FileLock], stat: os.stat_result | None, offsets: tuple[
         for lock in locks
         if lock.inode == inode
         and lock.device == device
-        and lock.mode == "WRITE"
+        and lock.mode == mode
         and any(lock.covers(offset) for offset in offsets)
     }
 

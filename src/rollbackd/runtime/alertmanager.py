@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from rollbackd.config.model import AlertmanagerConfig
+from rollbackd.config.secrets import redact_text, secrets_of_url
 from rollbackd.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class AlertmanagerAlerts:
                 queue.task_done()
 
     async def _deliver(self, target: AlertmanagerConfig, bodies: list[dict[str, Any]]) -> None:
-        url = target.url.rstrip("/") + API_PATH
+        url = target.send_url.rstrip("/") + API_PATH
         delay = FIRST_BACKOFF
         problem = ""
         for attempt in range(target.retries + 1):
@@ -204,7 +205,7 @@ class AlertmanagerAlerts:
             self.metrics.notifications_failed.labels(service=service).inc()
         log.error(
             "alertmanager %s: %d alert(s) not delivered after %d attempts: %s",
-            url,
+            redact_text(target.url.rstrip("/") + API_PATH, secrets_of_url(target.url)),
             len(bodies),
             target.retries + 1,
             problem,

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
+from rollbackd.config.secrets import redact_text, secrets_of_url
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alertmanager import AlertmanagerAlerts
 
@@ -69,7 +70,7 @@ class WebhookAlerts:
         delay = FIRST_BACKOFF
         for attempt in range(webhook.retries + 1):
             try:
-                response = await self.client.post(webhook.url, json=body, timeout=webhook.timeout)
+                response = await self.client.post(webhook.send_url, json=body, timeout=webhook.timeout)
                 if response.status_code < 300:
                     return
                 problem = f"HTTP {response.status_code}"
@@ -81,10 +82,10 @@ class WebhookAlerts:
         self.metrics.notifications_failed.labels(service=str(body["service"])).inc()
         log.error(
             "webhook %s: %s alert not delivered after %d attempts: %s",
-            webhook.url,
+            redact_text(webhook.url, secrets_of_url(webhook.url)),
             body["event"],
             webhook.retries + 1,
-            problem,
+            redact_text(problem, secrets_of_url(webhook.url)),
             extra={"service": body["service"]},
         )
 

@@ -35,6 +35,8 @@ from prometheus_client import start_http_server
 from rollbackd import __version__
 from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
+from rollbackd.config.preflight import preflight_problems
+from rollbackd.config.secrets import secrets_in
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
@@ -203,6 +205,12 @@ class Daemon:
             self._exit_event.set()
 
     async def startup(self) -> None:
+        # What can be checked is checked before anything is created: a config that cannot run leaves no state
+        # dir or DB behind, and a taken metrics port is found before them too.
+        problems = preflight_problems(self.config, status_socket=self.with_runtimes)
+        if problems:
+            raise DaemonStartupError("; ".join(f"{problem.key}: {problem.message}" for problem in problems))
+        self._start_metrics_server()
         try:
             self.state_dir.ensure()
         except OSError as error:
@@ -213,7 +221,6 @@ class Daemon:
                 await asyncio.to_thread(self.history.upgrade_in_child)
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
-        self._start_metrics_server()
         if self.notifier.enabled:
             interval = self.notifier.watchdog_interval()
             log.info(
@@ -427,7 +434,7 @@ class Daemon:
                     self.observations.forget(name)
                     log.info("%s: no longer watched", name)
         self.config = new
-        configure_logging(new.daemon.log_level)
+        configure_logging(new.daemon.log_level, secrets=secrets_in(new))
         if self.alerts is not None:
             self.alerts.webhooks = new.daemon.webhooks
             self.alerts.alertmanager.configure(new.daemon.alertmanager)

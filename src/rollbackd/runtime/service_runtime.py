@@ -34,6 +34,7 @@ from rollbackd.policy.engine import OverloadGate, ServicePolicy
 from rollbackd.policy.interrupted import close_interrupted
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
+from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.supervisor import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
@@ -439,6 +440,7 @@ class ServiceRuntime:
                 if scheduler.last_drill is not None
                 else None
             ),
+            "wal": wal_summary(latest.get("sqlite_lock")),
         }
 
     def last_backup_on_disk(self) -> dict[str, Any] | None:

@@ -19,8 +19,10 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TextIO
+
+from rollbackd.config.secrets import RedactingFilter
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +249,14 @@ def running_under_systemd(environ: Mapping[str, str] | None = None, stream: Text
 def configure_logging(
     level: str | int,
     *,
+    secrets: Iterable[str] = (),
     under_systemd: bool | None = None,
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
 ) -> logging.Handler:
     """Send the root logger to journald with structured fields when running under systemd and systemd-python is
-    installed, else plain text to ``stream`` (stderr). Call it again after a reload: it replaces its handler.
+    installed, else plain text to ``stream`` (stderr), redacting ``secrets`` (config/secrets.py) and URL
+    credentials from every record. Call it again after a reload: it replaces its handler.
     Return the handler it installed."""
     numeric = level if isinstance(level, int) else logging.getLevelNamesMapping()[level.upper()]
     if under_systemd is None:
@@ -265,6 +269,7 @@ def configure_logging(
         handler = logging.StreamHandler(sys.stderr if stream is None else stream)
         handler.setFormatter(TextFormatter())
     handler.set_name(HANDLER_NAME)
+    handler.addFilter(RedactingFilter(secrets))  # URL credentials and ``secrets`` never reach a log line
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)

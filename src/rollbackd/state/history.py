@@ -8,6 +8,7 @@ at start, so a newer rollbackd reads an older state DB. Calls block: the daemon 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from rollbackd.host.private_dirs import make_private_dir
@@ -49,6 +50,19 @@ _UPGRADE_IN_CHILD = (
 
 class StateUpgradeError(Exception):
     """The state DB could not be brought to this version's schema."""
+
+
+# What reading the state DB raises when the file is corrupt, truncated or not ours to read: a CLI command turns
+# these into one line and exit 4 (describe_state_db_error), never a traceback.
+STATE_DB_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, sqlite3.Error, OSError, StateUpgradeError)
+
+
+def describe_state_db_error(error: BaseException) -> str:
+    """The error's own words without SQLAlchemy's wrapping ("file is not a database", "Permission denied")."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(original, OSError) and original.strerror:
+        return f"{original.strerror}: {original.filename}" if original.filename else original.strerror
+    return str(original).splitlines()[0] if str(original) else type(original).__name__
 
 
 class Base(DeclarativeBase):

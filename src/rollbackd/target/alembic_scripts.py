@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # The files Alembic loads from a versions dir: *.py, not __init__.py, not editor lock files (.#name).
-SCRIPT_NAME = re.compile(r"^(?!\.#|__init__)[^/]*\.py$")
+SCRIPT_NAME = re.compile(r"\A(?!\.#|__init__)[^/]*\.py\Z")
 
 
 @dataclass(frozen=True)

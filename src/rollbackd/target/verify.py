@@ -21,6 +21,7 @@ import httpx
 
 from rollbackd.config.model import ServiceConfig, SmokeStep, SystemdControl
 from rollbackd.host.commands import run_command_async
+from rollbackd.target.body_expectations import UNEXPECTED_BODY, BodyExpectations
 from rollbackd.target.database import (
     DatabaseUnavailable,
     connect_readonly,
@@ -113,13 +114,18 @@ class Verifier:
 
     async def _health(self, deadline: float) -> CheckItem:
         url = self.service.base_url + self.service.health_path
+        health = self.service.probes.health
+        health_expectations = BodyExpectations(health.expect_json, health.expect_body_contains)
         last = "no answer"
         while True:
             try:
                 response = await self.client.get(url, timeout=self.service.probes.health.timeout)
-                if response.status_code == 200:
+                mismatch = health_expectations.mismatch(response.content) if health_expectations else ""
+                if response.status_code == 200 and not mismatch:
                     return CheckItem("service health", True, f"GET {self.service.health_path} returned 200")
                 last = f"GET {self.service.health_path} returned {response.status_code}: {response.text[:200]}"
+                if mismatch:
+                    last = f"{UNEXPECTED_BODY}: {last}: {mismatch}"
             except httpx.HTTPError as error:
                 last = f"GET {self.service.health_path} failed: {type(error).__name__}: {error}"
             if time.monotonic() >= deadline:
@@ -190,6 +196,11 @@ class Verifier:
                 False,
                 f"{step.method} {path} returned {response.status_code}, expected {step.expect_status}: "
                 f"{response.text[:200]}",
+            )
+        mismatch = BodyExpectations(step.expect_json, step.expect_body_contains).mismatch(response.content)
+        if mismatch:
+            return CheckItem(
+                f"smoke: {step.name}", False, f"{UNEXPECTED_BODY}: {step.method} {path} returned {mismatch}"
             )
         for name, key in step.capture.items():
             try:

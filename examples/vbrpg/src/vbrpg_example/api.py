@@ -20,6 +20,7 @@ from vbrpg_example.schemas import (
     LeaveResult,
     ParticipantView,
     PlayerAction,
+    PlayerRemoved,
     RoomView,
 )
 
@@ -80,3 +81,16 @@ def _room_view(room: GameRoom, seats: list[rooms.Seat]) -> RoomView:
         created_at=room.created_at,
         participants=[ParticipantView.of(seat) for seat in seats],
     )
+
+
+def build_players_router(database: Database, before_request: Callable[[], Awaitable[None]]) -> APIRouter:
+    """Return the /api/players routes: removing a player, so a smoke test can leave no rows behind."""
+    router = APIRouter(prefix="/api/players", tags=["players"], dependencies=[Depends(before_request)])
+
+    @router.delete("/{name}")
+    def remove_player(name: str) -> PlayerRemoved:
+        with database.writing() as session:
+            rooms.remove_player(session, name)
+            return PlayerRemoved(name=name)
+
+    return router

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from vbrpg_example import rooms
-from vbrpg_example.api import build_rooms_router
+from vbrpg_example.api import build_players_router, build_rooms_router
 from vbrpg_example.app_dir import AppDir
 from vbrpg_example.chaos import ChaosState, build_chaos_router
 from vbrpg_example.database import Database
@@ -54,11 +54,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if chaos.take_health_503():
                 body = {"status": "error", "reason": "chaos: injected 503"}
                 return JSONResponse(body, status.HTTP_503_SERVICE_UNAVAILABLE, headers)
+            if chaos.settings.health_degraded:
+                # A service that still answers but knows it is not well: only a body expectation catches it.
+                body = {"status": "degraded", "reason": "chaos: injected degraded"}
+                return JSONResponse(body, status.HTTP_200_OK, headers)
         report = await run_in_threadpool(check_health, settings.database_path, scripts, settings.busy_timeout_seconds)
         code = status.HTTP_200_OK if report.ok else status.HTTP_503_SERVICE_UNAVAILABLE
         return JSONResponse(report.as_json(), code, headers)
 
     app.include_router(build_rooms_router(database, before_api_request))
+    app.include_router(build_players_router(database, before_api_request))
     if settings.chaos:
         app.include_router(build_chaos_router(chaos))
     _add_error_handlers(app)
@@ -76,6 +81,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(rooms.RoomNotFound, answer(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(rooms.ParticipantNotFound, answer(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(rooms.PlayerNotFound, answer(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(rooms.RoomConflict, answer(status.HTTP_409_CONFLICT))
 
     async def database_failed(_: Request, error: Exception) -> JSONResponse:

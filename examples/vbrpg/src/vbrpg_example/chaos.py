@@ -1,4 +1,5 @@
-"""Injected noise for tests of the watchdog: single 503s, a slow health check, slow API answers.
+"""Injected noise for tests of the watchdog: single 503s, a slow health check, slow API answers, and a health
+check that answers 200 but says it is degraded.
 
 Off unless the service runs with --chaos. A watchdog must not roll back on one bad probe or a latency blip;
 this is how tests produce those blips on demand. The state lives in one object owned by the app.
@@ -15,6 +16,9 @@ class ChaosSettings(BaseModel):
     health_503_count: int = Field(default=0, ge=0, description="answer this many health checks with 503")
     health_delay_seconds: float = Field(default=0.0, ge=0, le=600, description="delay every health check")
     api_delay_seconds: float = Field(default=0.0, ge=0, le=600, description="delay every /api request")
+    health_degraded: bool = Field(
+        default=False, description='answer health checks 200 with {"status": "degraded"} until cleared'
+    )
 
 
 class ChaosState:

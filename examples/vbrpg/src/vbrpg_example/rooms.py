@@ -1,4 +1,4 @@
-"""What players do with rooms: create, join, leave, add and remove AI agents, delete.
+"""What players do with rooms: create, join, leave, add and remove AI agents, delete; and remove a player.
 
 Each function works inside the caller's session and transaction; the write functions expect the write lock
 (`Database.writing`), which makes their check-then-insert steps race-free under SQLite.
@@ -32,6 +32,10 @@ class ParticipantNotFound(RoomError):
 
 class RoomConflict(RoomError):
     """The room is full, the player is already seated, or the code is taken."""
+
+
+class PlayerNotFound(RoomError):
+    """No player has this name."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,23 @@ def delete_room(session: Session, code: str) -> int:
     session.delete(room)
     session.flush()
     return int(removed.rowcount)  # type: ignore[attr-defined]
+
+
+def remove_player(session: Session, name: str) -> None:
+    """Delete the player called `name` (a smoke test's throwaway player, a departed user). Raise PlayerNotFound,
+    or RoomConflict while they are still seated in a room (leave it, or delete the room, first)."""
+    player = session.scalars(select(Player).where(Player.name == name)).one_or_none()
+    if player is None:
+        raise PlayerNotFound(f"player {name} not found")
+    seated = session.scalars(
+        select(GameRoom.code)
+        .join(GameRoomParticipant, GameRoomParticipant.room_id == GameRoom.id)
+        .where(GameRoomParticipant.player_id == player.id)
+    ).first()
+    if seated is not None:
+        raise RoomConflict(f"{name} is still seated in room {seated}")
+    session.delete(player)
+    session.flush()
 
 
 def _player_named(session: Session, name: str) -> Player:

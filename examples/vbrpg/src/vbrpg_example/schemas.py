@@ -67,3 +67,7 @@ class LeaveResult(BaseModel):
 class DeleteResult(BaseModel):
     code: str
     participants_removed: int
+
+
+class PlayerRemoved(BaseModel):
+    name: str

@@ -33,17 +33,25 @@ class StatusServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        """Bind the socket with mode 0600 from the start (umask), replacing a stale one. Raise OSError."""
+        """Bind the socket and make it 0600 before it accepts, replacing a stale one. Raise OSError.
+
+        Not through the umask: that is process-wide, and a probe's thread creating a folder meanwhile would get
+        it without its x bits (seen under systemd: a vault dir 0600 that nothing could write into). Between the
+        bind and the chmod the socket is reachable only through its folder, which is the 0700 state dir.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.path.exists() or self.path.is_symlink():
             if _answers(self.path):
                 raise OSError(f"another rollbackd already answers on {self.path}")
             self.path.unlink()
-        previous = os.umask(0o177)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
-        finally:
-            os.umask(previous)
+            listener.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+        except OSError:
+            listener.close()
+            raise
+        self._server = await asyncio.start_unix_server(self._answer, sock=listener)
 
     async def close(self) -> None:
         if self._server is not None:

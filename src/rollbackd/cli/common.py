@@ -10,6 +10,7 @@ from typing import Any
 
 from rollbackd.config.model import Config, ServiceConfig, load_config, resolve_config_path
 from rollbackd.exit_codes import ExitCode
+from rollbackd.state.ownership import refuse_root_in_foreign_state_dir
 
 Handler = Callable[[argparse.Namespace], ExitCode]
 Subcommands = Any  # argparse's _SubParsersAction is private; this is what add_subparsers() returns
@@ -22,8 +23,11 @@ def add_command(commands: Subcommands, name: str, help_text: str, handler: Handl
 
 
 def load_cli_config(args: argparse.Namespace) -> Config:
-    """Load the config named by --config / $ROLLBACKD_CONFIG / the default path. Raise ConfigError."""
-    return load_config(resolve_config_path(args.config, os.environ))
+    """Load the config named by --config / $ROLLBACKD_CONFIG / the default path. Raise ConfigError, and
+    StateDirOwnedByOther when root runs a command against another user's state dir (before anything is opened)."""
+    config = load_config(resolve_config_path(args.config, os.environ))
+    refuse_root_in_foreign_state_dir(config.daemon.state_dir)
+    return config
 
 
 def select_services(config: Config, name: str | None) -> list[ServiceConfig]:

@@ -36,9 +36,10 @@ demo: setup
 	$(BIN)/python examples/demo.py
 
 # Two workers: most tests wait on real services and daemons, so two run in the time of one on 2 cores.
+# loadgroup: the tests marked xdist_group("systemd_container") share one booted container, on one worker.
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench

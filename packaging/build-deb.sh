@@ -85,6 +85,10 @@ fi
 
 mkdir -p "$root/usr/bin"
 ln -s "$venv/bin/rollbackd" "$root/usr/bin/rollbackd"
+# rollbackd(1) from the CLI's argparse parser, by the packaged code itself (-B: no bytecode beside it).
+install -d -m 0755 "$root/usr/share/man/man1"
+"$root$venv/bin/python" -B "$here/manpage.py" | gzip -9n >"$root/usr/share/man/man1/rollbackd.1.gz"
+chmod 0644 "$root/usr/share/man/man1/rollbackd.1.gz"
 install -D -m 0644 "$repo/systemd/rollbackd.service" "$root/lib/systemd/system/rollbackd.service"
 install -D -m 0640 "$repo/config/rollbackd.toml" "$root/etc/rollbackd/rollbackd.toml"
 install -D -m 0644 "$here/polkit/50-rollbackd.rules" "$root/usr/share/polkit-1/rules.d/50-rollbackd.rules"

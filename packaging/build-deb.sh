@@ -56,13 +56,20 @@ echo "build-deb: venv at $venv with $python_name"
 "$target_python" -m venv --without-pip "$root$venv"
 # pip from the build environment installs into the staged venv's interpreter (pip >= 22.3: --python);
 # no bytecode yet: it is compiled below with the final paths.
-# systemd-python has no wheel on PyPI: --no-binary and --no-cache-dir build it here, with the target's own
-# interpreter, instead of reusing a wheel pip cached for another Python (one built for a pyenv venv carried
-# RUNPATH /root/.pyenv/... in its .so files: lintian custom-library-search-path).
-"$BUILD_PYTHON" -m pip --python "$root$venv/bin/python" install --quiet --no-compile --no-warn-script-location \
-    --no-cache-dir --no-binary systemd-python \
-    "$wheel[systemd]" >"$staging/pip.log" 2>&1 || {
+# Exactly the locked distributions (packaging/requirements.lock, refreshed by packaging/lock.py), each checked
+# against its sha256, then rollbackd's own wheel without dependencies; pip check fails the build when
+# pyproject.toml wants something the lock does not have. systemd-python has no wheel on PyPI: --no-binary and
+# --no-cache-dir build it here, with the target's own interpreter, instead of reusing a wheel pip cached for
+# another Python (one built for a pyenv venv carried RUNPATH /root/.pyenv/... in its .so files).
+pip_target() { "$BUILD_PYTHON" -m pip --python "$root$venv/bin/python" "$@"; }
+{
+    pip_target install --quiet --no-compile --no-warn-script-location --no-cache-dir --require-hashes \
+        --no-deps --no-binary systemd-python -r "$here/requirements.lock" &&
+        pip_target install --quiet --no-compile --no-warn-script-location --no-cache-dir --no-deps "$wheel" &&
+        pip_target check
+} >"$staging/pip.log" 2>&1 || {
     cat "$staging/pip.log" >&2
+    echo "build-deb: if a dependency changed, refresh the lock: .venv/bin/python packaging/lock.py" >&2
     exit 1
 }
 

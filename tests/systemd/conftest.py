@@ -123,6 +123,7 @@ def systemd_container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cont
     run_host(
         "bash",
         REPO / "packaging/build-deb.sh",
+        timeout=600,
         env={**os.environ, "OUT_DIR": str(build), "BUILD_PYTHON": sys.executable},
     )
     arch = run_host("dpkg", "--print-architecture").strip()

@@ -17,7 +17,14 @@ import pytest
 from tests.support.systemd_container import Container
 from tests.systemd.conftest import CONFIG, WATCHDOG_SECONDS, container_config
 
-pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.xdist_group("systemd_container")]
+# The first test carries the session's set-up (the .deb built with --no-cache-dir, the boot, the install): up
+# to ~8 minutes on a loaded 2-core machine, beyond the default per-test timeout.
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.e2e,
+    pytest.mark.xdist_group("systemd_container"),
+    pytest.mark.timeout(900),
+]
 
 UNIT = "rollbackd.service"
 

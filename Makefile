@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := sqlite3 libsystemd-dev pkg-config
-# What only the tests run: a real Prometheus, Monit (the footprint bench), a private Docker engine with compose.
-TEST_APT_PACKAGES := prometheus prometheus-alertmanager monit docker.io docker-compose
+# What only the tests run: a real Prometheus and Alertmanager, Monit (the footprint bench), a private Docker
+# engine with compose, and a Debian root booted under systemd-nspawn (tests/systemd: the unit under a real systemd).
+TEST_APT_PACKAGES := prometheus prometheus-alertmanager monit docker.io docker-compose systemd-container mmdebstrap
 
 .PHONY: setup system-packages demo demo-replication test lint clean
 
@@ -40,9 +41,10 @@ demo-replication: setup
 	$(BIN)/python examples/demo.py --replication
 
 # Two workers: most tests wait on real services and daemons, so two run in the time of one on 2 cores.
+# loadgroup: the tests marked xdist_group("systemd_container") share one booted container, on one worker.
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench

@@ -56,11 +56,31 @@ echo "build-deb: venv at $venv with $python_name"
 "$target_python" -m venv --without-pip "$root$venv"
 # pip from the build environment installs into the staged venv's interpreter (pip >= 22.3: --python);
 # no bytecode yet: it is compiled below with the final paths.
-"$BUILD_PYTHON" -m pip --python "$root$venv/bin/python" install --quiet --no-compile --no-warn-script-location \
-    "$wheel[systemd]" >"$staging/pip.log" 2>&1 || {
+# Exactly the locked distributions (packaging/requirements.lock, refreshed by packaging/lock.py), each checked
+# against its sha256, then rollbackd's own wheel without dependencies; pip check fails the build when
+# pyproject.toml wants something the lock does not have. systemd-python has no wheel on PyPI: --no-binary and
+# --no-cache-dir build it here, with the target's own interpreter, instead of reusing a wheel pip cached for
+# another Python (one built for a pyenv venv carried RUNPATH /root/.pyenv/... in its .so files).
+pip_target() { "$BUILD_PYTHON" -m pip --python "$root$venv/bin/python" "$@"; }
+{
+    pip_target install --quiet --no-compile --no-warn-script-location --no-cache-dir --require-hashes \
+        --no-deps --no-binary systemd-python -r "$here/requirements.lock" &&
+        pip_target install --quiet --no-compile --no-warn-script-location --no-cache-dir --no-deps "$wheel" &&
+        pip_target check
+} >"$staging/pip.log" 2>&1 || {
     cat "$staging/pip.log" >&2
+    echo "build-deb: if a dependency changed, refresh the lock: .venv/bin/python packaging/lock.py" >&2
     exit 1
 }
+
+# Debug symbols are no use in the package (lintian unstripped-binary-or-object); the container tests import
+# every one of these after the strip.
+find "$root$venv" -type f -name '*.so' -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
+search_paths=$(find "$root$venv" -type f -name '*.so' -exec readelf -d {} + | grep -E '\(R(UN)?PATH\)' || true)
+if [ -n "$search_paths" ]; then
+    echo "build-deb: a bundled library still names a library search path: $search_paths" >&2
+    exit 1
+fi
 
 # Relocate: scripts' shebangs, activate scripts and pyvenv.cfg name the staging path.
 grep -rlIZ -- "$root" "$root$venv" | xargs -0 --no-run-if-empty sed -i "s|$root$venv|$venv|g"
@@ -72,12 +92,19 @@ fi
 
 mkdir -p "$root/usr/bin"
 ln -s "$venv/bin/rollbackd" "$root/usr/bin/rollbackd"
+# rollbackd(1) from the CLI's argparse parser, by the packaged code itself (-B: no bytecode beside it).
+install -d -m 0755 "$root/usr/share/man/man1"
+"$root$venv/bin/python" -B "$here/manpage.py" | gzip -9n >"$root/usr/share/man/man1/rollbackd.1.gz"
+chmod 0644 "$root/usr/share/man/man1/rollbackd.1.gz"
 install -D -m 0644 "$repo/systemd/rollbackd.service" "$root/lib/systemd/system/rollbackd.service"
 install -D -m 0640 "$repo/config/rollbackd.toml" "$root/etc/rollbackd/rollbackd.toml"
 install -D -m 0644 "$here/polkit/50-rollbackd.rules" "$root/usr/share/polkit-1/rules.d/50-rollbackd.rules"
 install -D -m 0644 "$repo/README.md" "$root/usr/share/doc/rollbackd/README.md"
 install -D -m 0644 "$repo/docs/CONFIG.md" "$root/usr/share/doc/rollbackd/CONFIG.md"
 install -D -m 0644 "$here/debian/copyright" "$root/usr/share/doc/rollbackd/copyright"
+gzip -9n <"$here/debian/changelog" >"$root/usr/share/doc/rollbackd/changelog.gz"
+chmod 0644 "$root/usr/share/doc/rollbackd/changelog.gz"
+install -D -m 0644 "$here/debian/lintian-overrides" "$root/usr/share/lintian/overrides/rollbackd"
 install -d -m 0755 "$root/usr/share/doc/rollbackd/prometheus"
 install -m 0644 "$repo"/config/prometheus/*.yml "$repo"/config/prometheus/*.json \
     "$root/usr/share/doc/rollbackd/prometheus/"

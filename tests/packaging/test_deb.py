@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = Path("/lib/systemd/system/rollbackd.service")
 POLKIT_RULE = Path("/usr/share/polkit-1/rules.d/50-rollbackd.rules")
 
-pytestmark = [pytest.mark.root, pytest.mark.e2e]
+# The module fixture builds the .deb (minutes on a loaded machine), counted in the first test's timeout.
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def run(*argv: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,7 +72,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run(
         "bash",
         REPO / "packaging/build-deb.sh",
-        timeout=280,
+        timeout=600,  # every locked wheel fetched afresh (--no-cache-dir) and systemd-python compiled
         env={**os.environ, "OUT_DIR": str(out), "BUILD_PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stdout + result.stderr

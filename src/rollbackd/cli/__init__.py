@@ -11,6 +11,7 @@ module imports what its handler needs when the handler runs, so ``--help`` and a
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from rollbackd.cli import (
 from rollbackd.cli.common import Handler, Subcommands
 from rollbackd.config.config_path import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from rollbackd.exit_codes import ExitCode
+from rollbackd.state.ownership import StateDirOwnedByOther
 
 DESCRIPTION = """\
 rollbackd watches a SQLite + Alembic web service and runs its rollback runbook by itself:
@@ -77,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.CONFIG
     except UnknownService as error:
         print(f"rollbackd {args.command}: {error}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except StateDirOwnedByOther as error:
+        again = shlex.join(["sudo", "-u", error.owner, "rollbackd", *(sys.argv[1:] if argv is None else argv)])
+        print(f"rollbackd {args.command}: {error}; run it as that user: {again}", file=sys.stderr)
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -21,6 +21,7 @@ from rollbackd.config.config_path import (
     resolve_config_path,
 )
 from rollbackd.exit_codes import ExitCode
+from rollbackd.state.ownership import refuse_root_in_foreign_state_dir
 
 if TYPE_CHECKING:
     from rollbackd.config.model import Config, ServiceConfig
@@ -66,10 +67,13 @@ def cli_config_path(args: argparse.Namespace) -> Path:
 
 
 def load_cli_config(args: argparse.Namespace) -> Config:
-    """Load the config named by --config / $ROLLBACKD_CONFIG / the default path. Raise ConfigError."""
+    """Load the config named by --config / $ROLLBACKD_CONFIG / the default path. Raise ConfigError, and
+    StateDirOwnedByOther when root runs a command against another user's state dir (before anything is opened)."""
     from rollbackd.config.model import load_config
 
-    return load_config(cli_config_path(args))
+    config = load_config(cli_config_path(args))
+    refuse_root_in_foreign_state_dir(config.daemon.state_dir)
+    return config
 
 
 def select_services(config: Config, name: str | None) -> list[ServiceConfig]:

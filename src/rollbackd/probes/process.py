@@ -9,6 +9,7 @@ since the previous call on the same object, and psutil notices a pid reused by a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,12 @@ class ProcessProbe:
                     "pid": float(pid),
                     "cpu_ratio": process.cpu_percent(interval=None) / 100.0,
                     "rss_bytes": float(process.memory_info().rss),
-                    "open_fds": float(process.num_fds()),
                     "start_time": process.create_time(),
                 }
+                # /proc/<pid>/fd is readable by the process's own user only: under the packaged unit (user
+                # rollbackd watching user vbrpg's process) there is no fd count, and the rest still counts.
+                with contextlib.suppress(psutil.AccessDenied):
+                    values["open_fds"] = float(process.num_fds())
                 detail.update({"status": status, "name": process.name()})
         except psutil.ZombieProcess:  # a subclass of NoSuchProcess: first
             return self._down("zombie", detail)
@@ -135,5 +139,6 @@ class ProcessProbe:
         if values.get("up"):
             metrics.service_process_cpu_ratio.labels(service=service).set(values["cpu_ratio"])
             metrics.service_process_resident_memory_bytes.labels(service=service).set(values["rss_bytes"])
-            metrics.service_process_open_fds.labels(service=service).set(values["open_fds"])
+            if "open_fds" in values:  # left out when /proc/<pid>/fd is not ours to read (another user)
+                metrics.service_process_open_fds.labels(service=service).set(values["open_fds"])
             metrics.service_process_start_time_seconds.labels(service=service).set(values["start_time"])

@@ -47,6 +47,22 @@ def test_redaction_replaces_credentials_and_keeps_the_rest(text: str, redacted: 
     assert redact_text(text, ["Bq7hooksecret", "1"]) == redacted
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "webhook http://ops:pw@127.0.0.1:9/hook?token=tok3n: hold alert not delivered",
+        "see https://example.org/hook?key=abcdef.",
+    ],
+)
+def test_a_line_redacted_twice_reads_as_redacted_once(line: str) -> None:
+    """The daemon's log filter redacts lines its callers already redacted: sentence punctuation after a query
+    value must survive both passes ("...?token=***: hold alert", not "...?token=*** hold alert")."""
+    once = redact_text(line)
+    assert "tok3n" not in once and "abcdef" not in once and "pw@" not in once
+    assert redact_text(once) == once
+    assert once.endswith(line[-1]) and (": hold" in once) == (": hold" in line)
+
+
 def test_a_marked_segment_is_sent_unwrapped_and_every_secret_is_known(tmp_path: Path) -> None:
     config = parse_config(CONFIG, tmp_path / "rollbackd.toml")
     assert config.daemon.webhooks[0].send_url == "https://hooks.example/services/T0/Bq7hooksecret?token=tok3nvalue&x=1"

@@ -120,7 +120,7 @@ def test_a_starved_daemon_holds_its_decisions_then_acts_on_real_faults(
     # 2. The service dies while the daemon is starved: restarted once the lag is gone, not before.
     assert run_cli("fault", "kill", "--pidfile", app.pidfile).returncode == 0
     wait_for(
-        lambda: metric(daemon, "rollbackd_process_up", service="vbrpg") == 0,
+        lambda: metric(daemon, "rollbackd_service_process_up", service="vbrpg") == 0,
         "the starved daemon to see the process gone",
         timeout=120,
         log=daemon.log_tail,

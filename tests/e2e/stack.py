@@ -382,7 +382,10 @@ latency_bound = "{self.latency_bound}"
                     return incident
             return None
 
-        return wait_for(closed, f"a closed {rule} incident\n{self.log_tail()}", timeout=timeout)
+        try:
+            return wait_for(closed, f"a closed {rule} incident", timeout=timeout)
+        except AssertionError as error:  # the daemon's log as it is at the timeout, not as it was at the start
+            raise AssertionError(f"{error}\n{self.log_tail()}") from None
 
     def health(self) -> int:
         try:

@@ -123,7 +123,12 @@ def test_chaos_slows_health_and_api_past_a_probe_timeout_until_cleared(chaos_ser
         client.get("/api/rooms/ABC123", timeout=0.2)
 
     cleared = client.delete("/chaos").json()
-    assert cleared == {"health_503_count": 0, "health_delay_seconds": 0.0, "api_delay_seconds": 0.0}
+    assert cleared == {
+        "health_503_count": 0,
+        "health_delay_seconds": 0.0,
+        "api_delay_seconds": 0.0,
+        "health_degraded": False,
+    }
     assert client.get("/health", timeout=5).status_code == 200
     assert client.get("/api/rooms/ABC123", timeout=5).status_code == 404
 

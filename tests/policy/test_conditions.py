@@ -162,3 +162,27 @@ def test_a_corruption_says_when_the_database_was_last_proven_good_and_its_rows_t
     # No passing check in view (just after a recovery): only the first failure is known.
     only_failures = evaluate(rule(service, "integrity-failed"), view(222, integrity=integrity[2:]))
     assert only_failures is not None and only_failures.evidence["proven_good_at"] is None
+
+
+def test_a_vanished_database_is_database_missing_not_a_restart(service: ServiceConfig) -> None:
+    """A wiped data dir makes health fail too (the service cannot open its database); a restart cannot bring the
+    file back, so health-failing and process-down leave it to database-missing, which the lock probe's runs (every
+    few seconds) can prove before the integrity probe's next one (every minute)."""
+    gone = "[Errno 2] No such file or directory: '/opt/vbrpg/backend/data/vbrpg.db'"
+    integrity = [observe("integrity", 40, True)]
+    lock = [observe("sqlite_lock", 100 + second, False, "unavailable", error=gone) for second in range(0, 12, 2)]
+    health = [observe("health", 100 + second, False, "http_5xx") for second in range(12)]
+    process = [observe("process", 100 + second, False, "not_running") for second in range(12)]
+    seen = view(112, integrity=integrity, sqlite_lock=lock, health=health, process=process)
+
+    assert evaluate(rule(service, "health-failing"), seen) is None
+    assert evaluate(rule(service, "process-down"), seen) is None
+    reading = evaluate(rule(service, "database-missing"), seen)
+    assert reading is not None and reading.since == 100
+    # A database never seen (a service not set up yet) is not "gone": health-failing restarts as before.
+    unseen = view(112, sqlite_lock=lock, health=health)
+    assert evaluate(rule(service, "database-missing"), unseen) is None
+    assert evaluate(rule(service, "health-failing"), unseen) is not None
+    # The -shm vanishing (the service closed its last connection) is not the database gone.
+    shm = [observe("sqlite_lock", 100 + s, False, "unavailable", error=gone[:-2] + "-shm'") for s in range(0, 12, 2)]
+    assert evaluate(rule(service, "database-missing"), view(112, integrity=integrity, sqlite_lock=shm)) is None

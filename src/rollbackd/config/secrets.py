@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 MASK = "***"
 SECRET_SEGMENT = re.compile(r"\{secret:([^{}/?#\s]+)\}")
 _USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@?#\"']+@", re.IGNORECASE)
-# "?a=1&b=2" after a URL or a URL path (/x?...), up to whitespace, a quote or a fragment.
-_QUERY = re.compile(r"(?P<lead>/[^\s?#\"'<>]*)\?(?P<query>[^\s#\"'<>]+)")
+# "?a=1&b=2" after a URL or a URL path (/x?...), up to whitespace, a quote or a fragment; punctuation that ends a
+# sentence ("...?token=x: not delivered") is not part of it, so a line redacted twice reads the same.
+_QUERY = re.compile(r"(?P<lead>/[^\s?#\"'<>]*)\?(?P<query>[^\s#\"'<>]+?)(?=[:;,.)]*(?:[\s#\"'<>]|$))")
 # Values shorter than this are not hunted for in free text (a "1" would blank every digit); the URL
 # patterns still catch them where they stand in a URL.
 MIN_HUNTED_LENGTH = 6

@@ -76,7 +76,7 @@ def _failing(reason: str | None = None) -> Callable[[Observation], bool]:
 def health_failing(view: ServiceView, rule: Rule) -> Reading | None:
     observations = view.recent("health")
     since = sustained(observations, _failing(), view.now, rule.for_)
-    if since is None:
+    if since is None or database_gone(view):
         return None
     last = observations[-1]
     return Reading(
@@ -92,7 +92,7 @@ def process_down(view: ServiceView, rule: Rule) -> Reading | None:
     since = sustained(
         observations, lambda o: not o.ok and o.reason in ("not_running", "zombie", "no_pid"), view.now, rule.for_
     )
-    if since is None:
+    if since is None or database_gone(view):
         return None
     last = observations[-1]
     return Reading("process_down", since, f"service process down ({last.reason})", {"detail": dict(last.detail)})
@@ -147,10 +147,39 @@ def before_fault(view: ServiceView, since: float) -> dict[str, Any]:
     }
 
 
+def _file_gone(observation: Observation) -> bool:
+    """The probe could not open the database because the file is not there (the integrity probe says so with a
+    reason of its own; the lock probe, which runs more often, with its error)."""
+    if observation.ok:
+        return False
+    if observation.probe == "integrity":
+        return observation.reason == "missing"
+    error = str(observation.detail.get("error", ""))
+    sidecar = any(f"{suffix}'" in error for suffix in ("-shm", "-wal", "-journal"))  # the db's own file, not these
+    return observation.reason == "unavailable" and "No such file or directory" in error and not sidecar
+
+
+def _gone_evidence(view: ServiceView) -> list[Observation]:
+    """The integrity and lock probes' runs, oldest first, when the integrity probe has seen this database before
+    (an ok run, or its own ``missing``, in view): a database never seen (a service not set up yet) is not gone."""
+    integrity = list(view.recent("integrity"))
+    if not any(o.ok or o.reason == "missing" for o in integrity):
+        return []
+    return sorted([*integrity, *view.recent("sqlite_lock")], key=lambda o: o.started_at)
+
+
+def database_gone(view: ServiceView) -> bool:
+    """The newest evidence says the database file has vanished: a restart cannot bring it back, so the rules
+    that would restart the service leave it to ``database-missing``."""
+    evidence = _gone_evidence(view)
+    return bool(evidence) and _file_gone(evidence[-1])
+
+
 def database_missing(view: ServiceView, rule: Rule) -> Reading | None:
-    """The database file is gone (its folder wiped, a lost disk): the integrity probe cannot even stat it."""
-    observations = view.recent("integrity")
-    since = sustained(observations, _failing("missing"), view.now, rule.for_)
+    """The database file is gone (its folder wiped, a lost disk): the integrity probe cannot even stat it, or the
+    lock probe (every few seconds, where integrity runs every minute) finds no file where it was checked before."""
+    observations = _gone_evidence(view)
+    since = sustained(observations, _file_gone, view.now, rule.for_)
     if since is None:
         return None
     last = observations[-1]

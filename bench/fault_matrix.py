@@ -344,6 +344,14 @@ CASES: tuple[Case, ...] = (
     Case("truncated", "database file truncated to half", truncate_half, "integrity-failed", ("restore",)),
     Case("deleted", "database, -wal and -shm deleted", delete_database, "database-missing", ("restore",)),
     Case(
+        "deleted-default-rules",
+        "the same, rules at their default durations",
+        delete_database,
+        "database-missing",
+        ("restore",),
+        options={"fast_rules": False},
+    ),
+    Case(
         "lock-other",
         "write lock held 60 s by another process",
         lock_by_other_process,
@@ -379,7 +387,7 @@ CASES: tuple[Case, ...] = (
         chaos(api_delay_seconds=6),
         "slow-no-deploy",
         outcome="alerted",
-        extra_config=rule_override("slow-no-deploy", for_="5s"),
+        extra_config=rule_override("slow-no-deploy", for_="20s"),
     ),
     Case(
         "wal-growth",

@@ -21,6 +21,7 @@ under the bound, short write locks) and reports the incidents and actions it cau
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -38,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.stack import PYTHON, Stack, wait_for  # noqa: E402
+from tests.support.vbrpg_service import free_port  # noqa: E402
 
 HEALTH_BODY = '[service.probes.health]\nexpect_json = { "/status" = "ok" }\n'
 TABLES = ("game_rooms", "players", "game_room_participants")
@@ -130,6 +132,100 @@ class ServiceLockStack(MatrixStack):
             os.write(descriptor, f"{seconds}\n".encode())
         finally:
             os.close(descriptor)
+
+
+class TricklingProxy:
+    """A plain TCP proxy on 127.0.0.1 in front of the service. While the service process it was aimed at lives, a
+    connection whose first request is GET /health gets its answer one byte every 0.5 s (a slowloris health: each
+    read succeeds, the answer never ends in time). A restarted service is a new process and is passed at speed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.trickle_pid: int | None = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(timeout=10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    async def _listen(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def _trickling(self) -> bool:
+        if self.trickle_pid is None:
+            return False
+        try:
+            os.kill(self.trickle_pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            client_writer.close()
+            return
+        asking_health = [False]  # the connection's latest request (keep-alive: one connection, many requests)
+        with contextlib.suppress(OSError, ConnectionError):
+            await asyncio.gather(
+                self._requests(client_reader, upstream_writer, asking_health),
+                self._answers(upstream_reader, client_writer, asking_health),
+            )
+        for writer in (client_writer, upstream_writer):
+            writer.close()
+
+    @staticmethod
+    async def _requests(source: asyncio.StreamReader, target: asyncio.StreamWriter, asking_health: list[bool]) -> None:
+        while data := await source.read(65536):
+            if data[:1].isalpha():  # a request line starts the chunk
+                asking_health[0] = data.startswith(b"GET /health")
+            target.write(data)
+            await target.drain()
+        target.close()
+
+    async def _answers(
+        self, source: asyncio.StreamReader, target: asyncio.StreamWriter, asking_health: list[bool]
+    ) -> None:
+        while data := await source.read(65536):
+            if asking_health[0] and self._trickling():
+                for byte in data:
+                    target.write(bytes([byte]))
+                    await target.drain()
+                    await asyncio.sleep(0.5)
+            else:
+                target.write(data)
+                await target.drain()
+        target.close()
+
+
+class SlowlorisStack(MatrixStack):
+    """rollbackd (and the bench) reach the service through a TricklingProxy."""
+
+    proxy: TricklingProxy | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.proxy is None:
+            self.proxy = TricklingProxy(self.port)
+            self.proxy.start()
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    def tear_down(self) -> None:
+        super().tear_down()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+
+def slowloris_health(stack: Stack, _: contextlib.ExitStack) -> None:
+    assert isinstance(stack, SlowlorisStack) and stack.proxy is not None
+    stack.proxy.trickle_pid = int((stack.workdir / "run" / "vbrpg.pid").read_text().strip())
 
 
 # Faults
@@ -376,10 +472,18 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "slow-health",
-        "slowloris health (answers after 30 s)",
+        "health answers after 30 s",
         chaos(health_delay_seconds=30),
         "health-failing",
         ("restart",),
+    ),
+    Case(
+        "slowloris-health",
+        "slowloris health (1 byte / 0.5 s)",
+        slowloris_health,
+        "health-failing",
+        ("restart",),
+        stack=SlowlorisStack,
     ),
     Case(
         "slow-api",

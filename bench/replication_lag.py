@@ -13,8 +13,8 @@ so a commit is in the first file written after it; a commit in the last millisec
 had already read past lands in the next file, so the lag of those few commits is under-counted (bounded by the
 time Litestream takes from reading the WAL to renaming the LTX into place, a few ms). This is finer than
 ``rollbackd_replication_lag_seconds`` (the probe's lag is whole seconds: Litestream prints LTX times to the
-second); the probe's view is sampled too (``litestream ltx`` newest time against the -wal's mtime, exactly what
-the probe computes) and reported beside it.
+second); the probe's view is sampled too, every ``--probe-every`` seconds (``litestream ltx`` newest time against
+the -wal's mtime, exactly what the probe computes) and reported beside it.
 
     .venv/bin/python bench/replication_lag.py --trials 3 --seconds 30
 """
@@ -133,9 +133,12 @@ class LtxWatcher:
         self._thread.join()
 
 
-def probe_lag_samples(runner: litestream.Litestream, database: Path, stop: threading.Event, out: list[float]) -> None:
-    """What the replication probe computes, once a second: -wal mtime (floored) minus the newest LTX time."""
-    while not stop.wait(1.0):
+def probe_lag_samples(
+    runner: litestream.Litestream, database: Path, every: float, stop: threading.Event, out: list[float]
+) -> None:
+    """What the replication probe computes, every ``every`` seconds: the -wal's mtime (floored) minus the newest
+    level-0 LTX time that ``litestream ltx`` prints."""
+    while not stop.wait(every):
         with contextlib.suppress(ReplicaUnreachable):
             state = read_replica(runner, timeout=30, level="0")
             lag = replication_lag(last_commit_at(database), state.newest_transaction)
@@ -161,7 +164,9 @@ def trial(root: Path, args: argparse.Namespace) -> dict[str, object]:
     level0 = root / "offsite" / "ltx" / "0"
     probe_lags: list[float] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=probe_lag_samples, args=(runner, database, stop, probe_lags), daemon=True)
+    sampler = threading.Thread(
+        target=probe_lag_samples, args=(runner, database, args.probe_every, stop, probe_lags), daemon=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not (level0.is_dir() and any(level0.iterdir())):  # the first sync after start-up
@@ -208,6 +213,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.005, help="seconds between the writer's inserts")
     parser.add_argument("--sync-interval", default="1s", help="replication.sync_interval (e.g. 1s, 200ms)")
     parser.add_argument("--poll", type=float, default=0.005, help="how often the bench lists the replica folder")
+    parser.add_argument(
+        "--probe-every",
+        type=float,
+        default=10.0,
+        help="how often the probe's own lag is sampled (the probe's cadence at the default max_lag: 10 s)",
+    )
     args = parser.parse_args()
     results = []
     for _ in range(args.trials):

@@ -103,7 +103,14 @@ def one_run(rule_for: str | None, rooms: int) -> dict[str, object]:
         ):
             size = stack.database.stat().st_size
             code = new_room(stack, "written-before-the-fault")
-            replica(stack).wait_replicated(stack.root, "written-before-the-fault")
+            # The first snapshot of 100 MB may take longer to reach S3 than the tests' 60 s wait allows.
+            reader = replica(stack)
+            wait_for(
+                lambda: "written-before-the-fault" in reader.players_in_replica(stack.root),
+                "the write in the S3 replica",
+                timeout=300,
+                step=1.0,
+            )
             # A check after the replica holds the write: a last-proven-good moment from before Litestream's
             # first sync has no replica point (rollbackd then falls back to the local backup, as it should).
             replicated = time.time()

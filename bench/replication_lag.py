@@ -6,15 +6,14 @@ database, each INSERT its own transaction; the real ``litestream replicate`` chi
 wheel, with the config rollbackd generates (``litestream.prepare``) for a ``file`` replica and the given
 ``sync_interval``. Each trial runs the writer for ``--seconds`` without Litestream, then again with it.
 
-What "lag" is here: the time from a commit returning in the writer to the first new level-0 LTX file appearing
-in the replica folder after it (the bench lists ``<replica>/ltx/0`` every ``--poll`` seconds and stamps each new
-file when first seen). Litestream writes one level-0 file per sync holding every WAL frame since the previous one,
-so a commit is in the first file written after it; a commit in the last milliseconds before a sync that Litestream
-had already read past lands in the next file, so the lag of those few commits is under-counted (bounded by the
-time Litestream takes from reading the WAL to renaming the LTX into place, a few ms). This is finer than
-``rollbackd_replication_lag_seconds`` (the probe's lag is whole seconds: Litestream prints LTX times to the
-second); the probe's view is sampled too, every ``--probe-every`` seconds (``litestream ltx`` newest time against
-the -wal's mtime, exactly what the probe computes) and reported beside it.
+What "lag" is here: the time from a commit returning in the writer to the level-0 LTX file holding it appearing
+in the replica folder (the bench lists ``<replica>/ltx/0`` every ``--poll`` seconds and stamps each new file when
+first seen). Which file holds a commit is read from the LTX headers: each file's header ``Timestamp`` (ms) is
+when Litestream cut it from the WAL (its WAL ranges are contiguous), so a commit is in the first file stamped at
+or after it; only the few commits of the milliseconds between Litestream's WAL read and its stamp can be placed
+one file late. This is finer than ``rollbackd_replication_lag_seconds`` (the probe's lag is whole seconds:
+Litestream prints LTX times to the second); the probe's view is sampled too, every ``--probe-every`` seconds
+(``litestream ltx`` newest time against the -wal's mtime, exactly what the probe computes) and reported beside it.
 
     .venv/bin/python bench/replication_lag.py --trials 3 --seconds 30
 """
@@ -27,13 +26,14 @@ import json
 import os
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left
 from pathlib import Path
 
 from rollbackd.config.model import ServiceConfig, parse_config
@@ -107,11 +107,11 @@ def run_writer(database: Path, args: argparse.Namespace, out: Path) -> dict[str,
 
 
 class LtxWatcher:
-    """Stamps each new file in ``folder`` with the wall time it was first seen (a bench-side poll)."""
+    """Stamps each new LTX file in ``folder`` with its header Timestamp and the wall time it was first seen."""
 
     def __init__(self, folder: Path, poll: float) -> None:
         self.folder, self.poll = folder, poll
-        self.seen: dict[str, float] = {}
+        self.seen: dict[str, tuple[float, float]] = {}  # name: (header Timestamp, first seen)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -120,8 +120,13 @@ class LtxWatcher:
             now = time.time()
             with contextlib.suppress(FileNotFoundError):
                 for entry in os.scandir(self.folder):
-                    if entry.name.endswith(".ltx") and entry.name not in self.seen:
-                        self.seen[entry.name] = now
+                    # Read at once (compaction may remove it later); a header not yet written: next poll.
+                    if (
+                        entry.name.endswith(".ltx")
+                        and entry.name not in self.seen
+                        and (stamp := ltx_timestamp(Path(entry.path))) is not None
+                    ):
+                        self.seen[entry.name] = (stamp, now)
             self._stop.wait(self.poll)
 
     def __enter__(self) -> LtxWatcher:
@@ -131,6 +136,19 @@ class LtxWatcher:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def ltx_timestamp(path: Path) -> float | None:
+    """The LTX header's Timestamp (bytes 32-40, big-endian milliseconds): when Litestream cut the file from the
+    WAL. None when the file is gone (compacted away) or is not LTX."""
+    try:
+        with path.open("rb") as ltx:
+            header = ltx.read(40)
+    except FileNotFoundError:
+        return None
+    if len(header) < 40 or header[:4] != b"LTX1":
+        return None
+    return float(struct.unpack(">q", header[32:40])[0]) / 1000
 
 
 def probe_lag_samples(
@@ -183,16 +201,17 @@ def trial(root: Path, args: argparse.Namespace) -> dict[str, object]:
     finally:
         child.terminate()
         child.wait(timeout=30)
-    appeared = sorted(watcher.seen.values())
+    files = sorted(watcher.seen.values())
+    stamps = [stamp for stamp, _ in files]
     lags = []
     for moment in with_["committed"]:
-        index = bisect_right(appeared, moment)
-        if index < len(appeared):
-            lags.append(appeared[index] - moment)
+        index = bisect_left(stamps, moment)
+        if index < len(files):
+            lags.append(files[index][1] - moment)
     return {
         "commits": len(with_["committed"]),
         "commits_placed": len(lags),
-        "ltx_files": len(appeared),
+        "ltx_files": len(files),
         "lag_p50_s": percentile(lags, 0.50),
         "lag_p99_s": percentile(lags, 0.99),
         "lag_max_s": max(lags),

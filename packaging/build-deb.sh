@@ -46,10 +46,15 @@ venv=/opt/rollbackd
 mkdir -p "$out" "$root"
 
 echo "build-deb: wheel and sdist"
+# python -m build stages the sdist and egg-info inside the tree: two builds of one tree at once (two test workers,
+# two terminals) break each other, so they take turns on a lock beside the tree's build output.
+exec 9>"$repo/build.lock"
+flock 9
 "$BUILD_PYTHON" -m build --sdist --wheel --outdir "$out" "$repo" >"$staging/build.log" 2>&1 || {
     cat "$staging/build.log" >&2
     exit 1
 }
+exec 9>&-  # the rest builds in this run's own staging dir
 wheel=$out/rollbackd-$version-py3-none-any.whl
 
 echo "build-deb: venv at $venv with $python_name"

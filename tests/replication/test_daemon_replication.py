@@ -21,13 +21,10 @@ from tests.support.vbrpg_service import free_port
 pytestmark = pytest.mark.e2e
 
 
-def test_endpoint_down_at_startup_the_daemon_runs_and_backs_up(tmp_path: Path) -> None:
-    database = make_database(tmp_path / "data" / "vbrpg.db")
-    (tmp_path / "data" / "backups").mkdir(mode=0o700)
-    credentials = tmp_path / "s3.env"
-    credentials.write_text(f"AWS_ACCESS_KEY_ID={KEY}\nAWS_SECRET_ACCESS_KEY={SECRET}\n")
-    credentials.chmod(0o600)
-    text = f"""
+def quiet_service_toml(tmp_path: Path, database: Path) -> str:
+    """A daemon and one service with the HTTP, integrity, process and rows probes off: these tests watch only
+    replication (and what it shares with the lock probe and backups); each test appends its own keys."""
+    return f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"
 metrics_listen = ""
@@ -43,7 +40,18 @@ probes.latency.enabled = false
 probes.integrity.enabled = false
 probes.process.enabled = false
 probes.rows.enabled = false
-deploy.watch = false
+"""
+
+
+def test_endpoint_down_at_startup_the_daemon_runs_and_backs_up(tmp_path: Path) -> None:
+    database = make_database(tmp_path / "data" / "vbrpg.db")
+    (tmp_path / "data" / "backups").mkdir(mode=0o700)
+    credentials = tmp_path / "s3.env"
+    credentials.write_text(f"AWS_ACCESS_KEY_ID={KEY}\nAWS_SECRET_ACCESS_KEY={SECRET}\n")
+    credentials.chmod(0o600)
+    text = (
+        quiet_service_toml(tmp_path, database)
+        + f"""deploy.watch = false
 
 [service.replication]
 credentials_file = "{credentials}"
@@ -55,6 +63,7 @@ endpoint = "http://127.0.0.1:{free_port()}"
 bucket = "replicas"
 force_path_style = true
 """
+    )
     metrics = Metrics()
     daemon = Daemon(parse_config(text, tmp_path / "rollbackd.toml"), metrics=metrics)
     seen: dict[str, Any] = {}
@@ -88,27 +97,14 @@ force_path_style = true
 def test_a_reload_without_replication_stops_the_child(tmp_path: Path) -> None:
     database = make_database(tmp_path / "data" / "vbrpg.db")
     (tmp_path / "data" / "backups").mkdir(mode=0o700)
-    base = f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-metrics_listen = ""
-shutdown_timeout = "5s"
-
-[[service]]
-name = "vbrpg"
-workdir = "{tmp_path}"
-database = "{database}"
-base_url = "http://127.0.0.1:9"
-probes.health.enabled = false
-probes.latency.enabled = false
-probes.integrity.enabled = false
-probes.process.enabled = false
-probes.rows.enabled = false
-probes.schema.enabled = false
+    base = (
+        quiet_service_toml(tmp_path, database)
+        + """probes.schema.enabled = false
 probes.sqlite_lock.every = "200ms"
 backups.enabled = false
 deploy.watch = false
 """
+    )
     replication = '\n[service.replication]\n[[service.replication.replicas]]\ntype = "file"\npath = "replica"\n'
     config_path = tmp_path / "rollbackd.toml"
     config_path.write_text(base + replication)

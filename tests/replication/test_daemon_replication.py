@@ -70,13 +70,15 @@ force_path_style = true
 
     async def listener(observation: Observation) -> None:
         if observation.probe == "replication" and observation.reason == "unreachable" and not seen:
+            # The pid first: another observation's listener may run while this one awaits the status, and it
+            # must not ask for the exit (which stops the child) before this one is complete.
+            seen["child_pid"] = daemon.services["vbrpg"].replication.pid  # type: ignore[union-attr]
             seen["observation"] = observation
             seen["status"] = (await daemon.status())["services"]["vbrpg"]
-            seen["child_pid"] = daemon.services["vbrpg"].replication.pid  # type: ignore[union-attr]
         backed_up = metrics.registry.get_sample_value(
             "rollbackd_backup_last_success_timestamp_seconds", {"service": "vbrpg"}
         )
-        if seen and backed_up:
+        if "status" in seen and backed_up:
             daemon.request_exit()
 
     daemon.observation_listeners.append(listener)

@@ -33,8 +33,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.daemon.rollbackd_process import DetachedService, Samples, scrape  # noqa: E402
 from tests.probes.example_app import VbrpgApp  # noqa: E402
+from tests.support.detached_service import DetachedService  # noqa: E402
+from tests.support.rollbackd_daemon import Samples, scrape  # noqa: E402
 from tests.support.vbrpg_service import free_port  # noqa: E402
 
 from rollbackd.config.model import load_config  # noqa: E402
@@ -179,7 +180,7 @@ def incidents(state: Path) -> int:
 @contextlib.contextmanager
 def backends(root: Path, count: int) -> Iterator[list[tuple[VbrpgApp, str]]]:
     apps = [VbrpgApp(root / f"backend{index}").create() for index in range(count)]
-    services = [DetachedService(app) for app in apps]
+    services = [DetachedService.for_app(app) for app in apps]
     try:
         for service in services:
             service.start()

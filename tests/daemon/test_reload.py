@@ -17,9 +17,10 @@ from rollbackd.config.model import load_config
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.runtime.daemon import Daemon
 from rollbackd.runtime.status_socket import StatusSocketError, query_status
-from tests.daemon.notify_listener import NotifyListener
-from tests.daemon.rollbackd_process import DaemonProcess, Samples, daemon_toml, rollbackd_run, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import DaemonProcess, Samples, rollbackd_run, wait_for
 
 NO_LATENCY = set(PROBE_NAMES) - {"latency"}  # the latency probe runs only with paths to time
 INVALID_KEY = """

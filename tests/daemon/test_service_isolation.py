@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 
 from rollbackd.state.history import History, Incident
-from tests.daemon.rollbackd_process import (
-    DaemonProcess,
-    DetachedService,
-    Samples,
-    daemon_toml,
-    rollbackd_run,
-    service_toml,
-    wait_for,
-)
-from tests.e2e.stack import FAST_RULES, SMOKE
 from tests.probes.example_app import VbrpgApp
+from tests.support.detached_service import DetachedService
+from tests.support.rollbackd_config import FAST_RULES, SMOKE, daemon_toml, service_toml
+from tests.support.rollbackd_daemon import DaemonProcess, Samples, rollbackd_run, wait_for
 from tests.support.vbrpg_service import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +27,7 @@ verify_timeout = "5s"
 
 @contextmanager
 def detached(*apps: VbrpgApp) -> Iterator[list[DetachedService]]:
-    services = [DetachedService(app) for app in apps]
+    services = [DetachedService.for_app(app) for app in apps]
     try:
         for service in services:
             service.start()

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.notify_listener import NotifyListener
-from tests.daemon.rollbackd_process import daemon_toml, rollbackd_run, service_toml, wait_for
-from tests.e2e.stack import running_stack
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import rollbackd_run, wait_for
+from tests.support.stack import running_stack
 from tests.support.vbrpg_service import CLEAN_HEAD
 
 pytestmark = pytest.mark.e2e

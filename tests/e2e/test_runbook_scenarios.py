@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, running_stack, wait_for
+from tests.support.rollbackd_daemon import wait_for
+from tests.support.stack import Stack, running_stack
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS
 
 pytestmark = pytest.mark.e2e

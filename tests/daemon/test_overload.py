@@ -70,15 +70,7 @@ def starved_setup(
             )
         )
         with rollbackd_run(config, state, metrics_port) as daemon:
-            wait_for(
-                lambda: (
-                    (status := daemon.status())
-                    and status["daemon"]["ready"]
-                    and status["services"]["vbrpg"]["last_backup"]
-                ),
-                "the service probed and backed up",
-                log=daemon.log_tail,
-            )
+            daemon.wait_ready(backups_of=("vbrpg",))
             starvation = CpuStarvation(daemon.process.pid, share=0.02)
             try:
                 yield app, daemon, starvation

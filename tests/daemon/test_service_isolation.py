@@ -92,15 +92,7 @@ def test_a_service_whose_data_dir_vanished_does_not_stop_the_other_being_probed_
             + service_toml(beta, "beta", every="500ms", control=True, extra=extra)
         )
         with rollbackd_run(config, state, metrics_port) as daemon:
-            wait_for(
-                lambda: (
-                    (status := daemon.status())
-                    and status["daemon"]["ready"]
-                    and all(status["services"][name]["last_backup"] for name in ("alpha", "beta"))
-                ),
-                "both services probed and backed up",
-                log=daemon.log_tail,
-            )
+            daemon.wait_ready(backups_of=("alpha", "beta"))
 
             # beta's whole data dir goes: database, WAL, backups. Its service keeps running, answering 503.
             shutil.rmtree(beta.database.parent)

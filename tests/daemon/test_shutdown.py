@@ -218,7 +218,7 @@ def test_sigterm_during_a_restore_lets_it_finish_and_leaves_no_pending_journal(t
 
         # The next start finds nothing to resume.
         with rollbackd_run(stack.config_path, stack.state_dir, stack.metrics_port) as daemon:
-            wait_for(lambda: (daemon.status() or {}).get("daemon", {}).get("ready"), "the next start to be ready")
+            daemon.wait_ready()  # the next start
             assert daemon.stop() == 0
         assert json.loads(journal.read_text())["state"] == "done"
         assert "resuming the restore" not in daemon.log_text()

@@ -119,7 +119,7 @@ def probes_toml(
     every: str | None = "200ms",
     process: str,
     health_every: str | None = None,
-    health_timeout: str = "2s",
+    health_timeout: str | None = "2s",
     integrity_every: str | None = None,
     full_every: str | None = "1h",
     latency_path: str | None = None,
@@ -135,7 +135,7 @@ def probes_toml(
     return f"""
 [service.probes.health]
 {line("every", health_every or every)}
-timeout = "{health_timeout}"
+{line("timeout", health_timeout)}
 
 [service.probes.latency]
 {latency}
@@ -176,16 +176,19 @@ def service_toml(
     app: ExampleInstance,
     name: str,
     *,
-    every: str = "200ms",
+    every: str | None = "200ms",
     health_every: str | None = None,
-    health_timeout: str = "2s",
+    health_timeout: str | None = "2s",
     integrity_every: str | None = None,
+    full_every: str | None = "1h",
     latency_path: str | None = None,
+    backups_dir: Path | None = None,
     control: bool = False,
     extra: str = "",
 ) -> str:
-    """One ``[[service]]`` for ``app`` with every probe on ``every``; ``control``: rollbackd may start and stop
-    the service (the `command` kind, the way the e2e stack does it: `serve --detach` / `stop --pidfile`)."""
+    """One ``[[service]]`` for ``app`` with every probe on ``every`` (None: the defaults); ``control``: rollbackd
+    may start and stop the service (the `command` kind, as the e2e stack does: `serve --detach` / `stop
+    --pidfile`)."""
     control_text = ""
     if control:
         service = DetachedService.for_app(app)
@@ -196,8 +199,10 @@ def service_toml(
         health_every=health_every,
         health_timeout=health_timeout,
         integrity_every=integrity_every,
+        full_every=full_every,
         latency_path=latency_path,
     )
+    backups = f'dir = "{backups_dir}"' if backups_dir is not None else ""
     return f"""
 [[service]]
 name = "{name}"
@@ -209,6 +214,7 @@ base_url = "{app.base_url}"
 ini = "{app.app_dir / "alembic.ini"}"
 {control_text}
 [service.backups]
+{backups}
 every = "1h"
 drill_every = "0s"
 {probes}

@@ -101,14 +101,15 @@ def daemon_toml(
     dry_run: bool = False,
     log_level: str | None = "info",
 ) -> str:
-    """The [daemon] table; ``metrics_port`` None: no /metrics listener."""
+    """The [daemon] table; ``metrics_port`` None: no /metrics listener. Keys left out take their defaults (no
+    dry_run line unless it is on, so a test may still add one)."""
     listen = f"127.0.0.1:{metrics_port}" if metrics_port else ""
     level = f'log_level = "{log_level}"' if log_level else ""
     return f"""
 [daemon]
 state_dir = "{state_dir}"
 metrics_listen = "{listen}"
-dry_run = {str(dry_run).lower()}
+{"dry_run = true" if dry_run else ""}
 shutdown_timeout = "{shutdown_timeout}"
 {level}
 """

@@ -120,13 +120,6 @@ class ServiceLockStack(MatrixStack):
         ]
         return ["/usr/bin/env", *environment, *super().start_argv()]
 
-    def start_service(self) -> None:
-        """The first start (before the daemon) goes through the same `env` prefix as rollbackd's."""
-        argv = self.start_argv()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False, cwd=self.workdir)
-        if done.returncode != 0:
-            raise AssertionError(f"the service did not start: {done.stdout}{done.stderr}")
-
     def hold_lock(self, seconds: float) -> None:
         descriptor = os.open(self.lock_fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no service is listening
         try:

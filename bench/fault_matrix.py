@@ -1,6 +1,6 @@
 """The fault matrix: every fault the example can inject, plus file-level ones, against a real `rollbackd run`.
 
-Each fault gets a fresh stack (tests/e2e/stack.py: the example service seeded, controlled with the `command`
+Each fault gets a fresh stack (tests/support/stack.py: the example service seeded, controlled with the `command`
 kind, a real daemon with every probe at 500 ms and the built-in rules at the e2e tests' short durations), so one
 fault cannot poison the next. The fault is injected, the daemon's first incident after it is read from its state
 DB (what `rollbackd history --json` reads) and the table row says what the runbook expects and what was done:
@@ -38,7 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.stack import PYTHON, Stack, wait_for  # noqa: E402
+from tests.support.rollbackd_daemon import PYTHON, wait_for  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
 from tests.support.vbrpg_service import free_port  # noqa: E402
 
 HEALTH_BODY = '[service.probes.health]\nexpect_json = { "/status" = "ok" }\n'
@@ -118,13 +119,6 @@ class ServiceLockStack(MatrixStack):
             f"FAULT_MATRIX_LOCK_DB={self.database}",
         ]
         return ["/usr/bin/env", *environment, *super().start_argv()]
-
-    def start_service(self) -> None:
-        """The first start (before the daemon) goes through the same `env` prefix as rollbackd's."""
-        argv = self.start_argv()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False, cwd=self.workdir)
-        if done.returncode != 0:
-            raise AssertionError(f"the service did not start: {done.stdout}{done.stderr}")
 
     def hold_lock(self, seconds: float) -> None:
         descriptor = os.open(self.lock_fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no service is listening

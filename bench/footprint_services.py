@@ -1,6 +1,6 @@
 """rollbackd's footprint with many services: N copies of the example service's database, one daemon, Monit beside.
 
-Sets up the example service (seeded, on a free port) with tests/e2e/stack.py, copies its database N times
+Sets up the example service (seeded, on a free port) with tests/support/stack.py, copies its database N times
 (SQLite's online backup), writes one rollbackd config whose N ``[[service]]`` blocks are the harness's block with
 their own name and database (all probe the one HTTP service; ``dry_run`` so no action touches the shared
 service), and runs bench/footprint.py on it (CPU and RSS of rollbackd and of Monit at its 1 s cycle).
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.stack import Stack  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
 
 
 def many_services(config: str, count: int) -> str:

@@ -1,6 +1,6 @@
 """Run bench/footprint.py against the example service with rollbackd at its default intervals and at 1 s.
 
-Sets up the example service (seeded, on a free port) with tests/e2e/stack.py, writes the two rollbackd configs
+Sets up the example service (seeded, on a free port) with tests/support/stack.py, writes the two rollbackd configs
 next to it, and runs the footprint comparison (rollbackd and Monit side by side) once per config.
 
     .venv/bin/python bench/footprint_stack.py --seconds 600
@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.stack import Stack  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
 
 
 def main() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import sqlite3
 import subprocess
@@ -33,8 +32,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.daemon.rollbackd_process import DetachedService, Samples, scrape  # noqa: E402
 from tests.probes.example_app import VbrpgApp  # noqa: E402
+from tests.support.detached_service import DetachedService  # noqa: E402
+from tests.support.rollbackd_config import daemon_toml  # noqa: E402
+from tests.support.rollbackd_config import service_toml as shared_service_toml  # noqa: E402
+from tests.support.rollbackd_daemon import Samples, scrape, start_rollbackd  # noqa: E402
 from tests.support.vbrpg_service import free_port  # noqa: E402
 
 from rollbackd.config.model import load_config  # noqa: E402
@@ -44,39 +46,10 @@ PROBES = ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "pr
 
 def service_toml(app: VbrpgApp, name: str, room: str, backups: Path, every: str | None) -> str:
     """One service on ``app``; every probe at ``every``, or the config's defaults when None."""
-    probes = ""
-    if every is not None:
-        probes = "".join(
-            f'\n[service.probes.{probe}]\n{"quick_every" if probe == "integrity" else "every"} = "{every}"\n'
-            for probe in ("health", "sqlite_lock", "integrity", "schema", "rows")
-        )
-    interval = f'every = "{every}"' if every is not None else ""
-    return f"""
-[[service]]
-name = "{name}"
-workdir = "{app.root}"
-database = "{app.database}"
-base_url = "{app.base_url}"
-
-[service.alembic]
-ini = "{app.app_dir / "alembic.ini"}"
-
-[service.backups]
-dir = "{backups}"
-every = "1h"
-drill_every = "0s"
-
-[service.deploy]
-watch = false
-
-[service.probes.latency]
-paths = ["/api/rooms/{room}"]
-{interval}
-
-[service.probes.process]
-pidfile = "{app.pidfile}"
-{interval}
-{probes}"""
+    return shared_service_toml(
+        app, name, every=every, health_timeout=None, full_every=None, latency_path=f"/api/rooms/{room}",
+        backups_dir=backups, extra="\n[service.deploy]\nwatch = false\n",
+    )  # fmt: skip
 
 
 @dataclass
@@ -179,7 +152,7 @@ def incidents(state: Path) -> int:
 @contextlib.contextmanager
 def backends(root: Path, count: int) -> Iterator[list[tuple[VbrpgApp, str]]]:
     apps = [VbrpgApp(root / f"backend{index}").create() for index in range(count)]
-    services = [DetachedService(app) for app in apps]
+    services = [DetachedService.for_app(app) for app in apps]
     try:
         for service in services:
             service.start()
@@ -194,21 +167,15 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
     state = run_dir / "state"
     port = free_port()
     config = run_dir / "rollbackd.toml"
-    text = f'[daemon]\nstate_dir = "{state}"\nmetrics_listen = "127.0.0.1:{port}"\nshutdown_timeout = "20s"\n'
+    text = daemon_toml(state, port, log_level=None)
     for index in range(count):
         app, room = apps[index % len(apps)]
         text += service_toml(app, f"svc{index:03d}", room, run_dir / "backups" / f"svc{index:03d}", every)
     config.write_text(text)
     url = f"http://127.0.0.1:{port}/metrics"
     result = Run(count, every or "default")
-    with (run_dir / "rollbackd.log").open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, "-m", "rollbackd", "--config", str(config), "run"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    rollbackd = start_rollbackd(config, state, port)
+    process = rollbackd.process
     try:
         daemon = psutil.Process(process.pid)
         first = None
@@ -253,11 +220,9 @@ def measure(root: Path, apps: list[tuple[VbrpgApp, str]], count: int, every: str
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        rollbackd.close()  # SIGKILL for what is left of its group
     result.incidents = incidents(state)
     return result
 

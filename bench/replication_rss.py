@@ -1,7 +1,7 @@
 """The daemon's own memory with replication on, its ``litestream replicate`` child counted separately, against
 the same daemon with replication off (issue 16, "Measure").
 
-Sets up the example service (seeded, tests/e2e/stack.py) and runs a real `rollbackd run` over it twice: once
+Sets up the example service (seeded, tests/support/stack.py) and runs a real `rollbackd run` over it twice: once
 without `[service.replication]`, once with it (a `file` replica, or with ``--s3`` an S3 bucket on a real
 `rclone serve s3` started and stopped by the bench). A writer adds a player every ``--write-every`` seconds
 throughout, so Litestream has WAL to ship and the probes have changes to see. Every second for ``--seconds``
@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.stack import Stack  # noqa: E402
 from tests.replication.s3_server import rclone_s3  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
 
 
 def rss_kib(pid: int) -> int | None:

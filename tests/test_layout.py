@@ -73,3 +73,19 @@ def test_no_import_runs_up_a_layer(path: Path) -> None:
     own = layer_of(room_of(module_name(path)))
     upward = [m for m in imported_modules(path) if layer_of(room_of(m)) > own]
     assert not upward, f"{module_name(path)} (layer {own}) imports from a higher layer: {upward}"
+
+
+# The harnesses merged into tests/support/ (stack, deploy_app, rollbackd_daemon, rollbackd_config, ...): a copy
+# growing back beside a test folder would start the service and the daemon a second way.
+MERGED_HARNESSES = (
+    "tests/daemon_process.py",
+    "tests/daemon/rollbackd_process.py",
+    "tests/daemon/notify_listener.py",
+    "tests/e2e/stack.py",
+    "tests/deploy/deploy_app.py",
+)
+
+
+@pytest.mark.parametrize("harness", MERGED_HARNESSES)
+def test_a_merged_harness_stays_merged(harness: str) -> None:
+    assert not (PACKAGE.parents[1] / harness).exists(), f"{harness} is in tests/support/ now"

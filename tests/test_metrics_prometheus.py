@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from rollbackd.probes import PROBE_NAMES
-from tests.daemon_process import RunningDaemon, running, wait_for, write_daemon_config
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.rollbackd_config import write_daemon_config
+from tests.support.rollbackd_daemon import DaemonProcess, rollbackd_run, wait_for
 from tests.support.vbrpg_service import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -27,15 +28,15 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def running_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+def running_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     with serving(VbrpgApp(tmp_path / "vbrpg").create()) as app:
         config = write_daemon_config(tmp_path / "rollbackd.toml", app, free_port(), app.create_room())
-        with running(config) as daemon:
+        with rollbackd_run(config) as daemon:
             yield daemon
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, running_daemon: RunningDaemon) -> Iterator[str]:
+def prometheus(tmp_path: Path, running_daemon: DaemonProcess) -> Iterator[str]:
     """Prometheus on a free loopback port, scraping the daemon every second; its storage in tmp_path."""
     target = running_daemon.metrics_url.removeprefix("http://").removesuffix("/metrics")
     config = tmp_path / "prometheus.yml"
@@ -80,7 +81,7 @@ def query(prometheus: str, expression: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.e2e
-def test_prometheus_scrapes_a_success_series_for_every_probe(prometheus: str, running_daemon: RunningDaemon) -> None:
+def test_prometheus_scrapes_a_success_series_for_every_probe(prometheus: str, running_daemon: DaemonProcess) -> None:
     running_daemon.scrape_with_every_probe()  # the daemon has run every probe at least once
 
     def every_probe_scraped() -> list[dict[str, Any]] | None:
@@ -94,7 +95,7 @@ def test_prometheus_scrapes_a_success_series_for_every_probe(prometheus: str, ru
 
 
 @pytest.mark.e2e
-def test_promtool_accepts_the_exposition(running_daemon: RunningDaemon) -> None:
+def test_promtool_accepts_the_exposition(running_daemon: DaemonProcess) -> None:
     exposition = running_daemon.scrape_with_every_probe()
     result = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60, check=False

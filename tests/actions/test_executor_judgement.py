@@ -8,11 +8,13 @@ both the exit code and what was seen in the history, not as a failed action that
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import PYTHON, VBRPG, Stack
+from tests.support.rollbackd_config import control_toml
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +27,7 @@ OPERATOR_RACE = (
 
 class RacedRestartStack(Stack):
     def control_config(self) -> str:
-        restart = [PYTHON, "-c", OPERATOR_RACE, *self.start_argv()]
+        restart = [sys.executable, "-c", OPERATOR_RACE, *self.start_argv()]
         return super().control_config() + f"restart = {json.dumps(restart)}\n"
 
 
@@ -33,15 +35,8 @@ class RacedStartStack(Stack):
     """Every start rollbackd runs is raced by an operator's: it exits non-zero, the service is up."""
 
     def control_config(self) -> str:
-        start = [PYTHON, "-c", OPERATOR_RACE, *self.start_argv()]
-        stop = [*VBRPG, "stop", "--pidfile", "run/vbrpg.pid"]
-        return f"""
-[service.control]
-kind = "command"
-start = {json.dumps(start)}
-stop = {json.dumps(stop)}
-timeout = "60s"
-"""
+        start = [sys.executable, "-c", OPERATOR_RACE, *self.start_argv()]
+        return control_toml(start, self.detached.stop_argv())
 
 
 def test_a_restart_that_exits_non_zero_while_the_service_comes_up_healthy_counts_as_done(tmp_path: Path) -> None:

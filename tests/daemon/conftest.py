@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.notify_listener import NotifyListener
 from tests.probes.example_app import VbrpgApp
+from tests.support.notify_listener import NotifyListener
 from tests.support.vbrpg_service import free_port
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.notify_listener import Datagram, NotifyListener
-from tests.daemon.rollbackd_process import Samples, daemon_toml, rollbackd_run, scrape, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import Datagram, NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import Samples, rollbackd_run, scrape, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,17 +15,10 @@ import pytest
 
 from rollbackd.state.history import History, Incident
 from tests.daemon.cpu_starvation import CpuStarvation, mechanism
-from tests.daemon.rollbackd_process import (
-    DaemonProcess,
-    DetachedService,
-    Samples,
-    daemon_toml,
-    rollbackd_run,
-    service_toml,
-    wait_for,
-)
-from tests.e2e.stack import FAST_RULES
 from tests.probes.example_app import VbrpgApp
+from tests.support.detached_service import DetachedService
+from tests.support.rollbackd_config import FAST_RULES, daemon_toml, service_toml
+from tests.support.rollbackd_daemon import DaemonProcess, Samples, rollbackd_run, wait_for
 from tests.support.vbrpg_service import run_cli
 
 pytestmark = [
@@ -66,7 +59,7 @@ def starved_setup(
     app = make_app("vbrpg")
     state = tmp_path / "state"
     config = tmp_path / "rollbackd.toml"
-    service = DetachedService(app)
+    service = DetachedService.for_app(app)
     service.start()
     try:
         # A 500 ms health timeout: a daemon left 2 % of a core, in one burst a second, misses it often.
@@ -77,15 +70,7 @@ def starved_setup(
             )
         )
         with rollbackd_run(config, state, metrics_port) as daemon:
-            wait_for(
-                lambda: (
-                    (status := daemon.status())
-                    and status["daemon"]["ready"]
-                    and status["services"]["vbrpg"]["last_backup"]
-                ),
-                "the service probed and backed up",
-                log=daemon.log_tail,
-            )
+            daemon.wait_ready(backups_of=("vbrpg",))
             starvation = CpuStarvation(daemon.process.pid, share=0.02)
             try:
                 yield app, daemon, starvation

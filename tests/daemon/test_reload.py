@@ -17,9 +17,10 @@ from rollbackd.config.model import load_config
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.runtime.daemon import Daemon
 from rollbackd.runtime.status_socket import StatusSocketError, query_status
-from tests.daemon.notify_listener import NotifyListener
-from tests.daemon.rollbackd_process import DaemonProcess, Samples, daemon_toml, rollbackd_run, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import DaemonProcess, Samples, rollbackd_run, wait_for
 
 NO_LATENCY = set(PROBE_NAMES) - {"latency"}  # the latency probe runs only with paths to time
 INVALID_KEY = """
@@ -78,9 +79,7 @@ def test_sighup_applies_a_valid_config_keeps_the_running_one_on_an_invalid_one_a
             assert set(daemon.status_json()["services"]) == {"alpha"}
 
             # A valid change: a second service, and dry-run switched on.
-            config.write_text(
-                head.replace("[daemon]", "[daemon]\ndry_run = true") + alpha_toml + service_toml(beta, "beta")
-            )
+            config.write_text(daemon_toml(state, metrics_port, dry_run=True) + alpha_toml + service_toml(beta, "beta"))
             reload_and_wait(daemon, notify)
             status = daemon.status_json()
             assert set(status["services"]) == {"alpha", "beta"}
@@ -139,7 +138,7 @@ def test_rollbackd_status_answers_while_reloads_add_and_remove_a_service(
         (app.database.parent / "backups").mkdir(mode=0o700)  # see test_watchdog.py: before the file watch starts
     state = tmp_path / "state"
     config = tmp_path / "rollbackd.toml"
-    head = daemon_toml(state, 0).replace('metrics_listen = "127.0.0.1:0"', 'metrics_listen = ""')
+    head = daemon_toml(state, None)  # no /metrics listener
     with serving(alpha), serving(beta):
         config.write_text(head + service_toml(alpha, "alpha"))
         daemon = Daemon(load_config(config), config_path=config)

@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 
 from rollbackd.state.history import History, Incident
-from tests.daemon.rollbackd_process import (
-    DaemonProcess,
-    DetachedService,
-    Samples,
-    daemon_toml,
-    rollbackd_run,
-    service_toml,
-    wait_for,
-)
-from tests.e2e.stack import FAST_RULES, SMOKE
 from tests.probes.example_app import VbrpgApp
+from tests.support.detached_service import DetachedService
+from tests.support.rollbackd_config import FAST_RULES, SMOKE, daemon_toml, service_toml
+from tests.support.rollbackd_daemon import DaemonProcess, Samples, rollbackd_run, wait_for
 from tests.support.vbrpg_service import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +27,7 @@ verify_timeout = "5s"
 
 @contextmanager
 def detached(*apps: VbrpgApp) -> Iterator[list[DetachedService]]:
-    services = [DetachedService(app) for app in apps]
+    services = [DetachedService.for_app(app) for app in apps]
     try:
         for service in services:
             service.start()
@@ -99,15 +92,7 @@ def test_a_service_whose_data_dir_vanished_does_not_stop_the_other_being_probed_
             + service_toml(beta, "beta", every="500ms", control=True, extra=extra)
         )
         with rollbackd_run(config, state, metrics_port) as daemon:
-            wait_for(
-                lambda: (
-                    (status := daemon.status())
-                    and status["daemon"]["ready"]
-                    and all(status["services"][name]["last_backup"] for name in ("alpha", "beta"))
-                ),
-                "both services probed and backed up",
-                log=daemon.log_tail,
-            )
+            daemon.wait_ready(backups_of=("alpha", "beta"))
 
             # beta's whole data dir goes: database, WAL, backups. Its service keeps running, answering 503.
             shutil.rmtree(beta.database.parent)

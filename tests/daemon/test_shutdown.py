@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.notify_listener import NotifyListener
-from tests.daemon.rollbackd_process import daemon_toml, rollbackd_run, service_toml, wait_for
-from tests.e2e.stack import running_stack
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import rollbackd_run, wait_for
+from tests.support.stack import running_stack
 from tests.support.vbrpg_service import CLEAN_HEAD
 
 pytestmark = pytest.mark.e2e
@@ -217,7 +218,7 @@ def test_sigterm_during_a_restore_lets_it_finish_and_leaves_no_pending_journal(t
 
         # The next start finds nothing to resume.
         with rollbackd_run(stack.config_path, stack.state_dir, stack.metrics_port) as daemon:
-            wait_for(lambda: (daemon.status() or {}).get("daemon", {}).get("ready"), "the next start to be ready")
+            daemon.wait_ready()  # the next start
             assert daemon.stop() == 0
         assert json.loads(journal.read_text())["state"] == "done"
         assert "resuming the restore" not in daemon.log_text()

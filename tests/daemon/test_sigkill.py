@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from rollbackd.state.history import History
-from tests.daemon.rollbackd_process import wait_for
-from tests.e2e.stack import running_stack
+from tests.support.rollbackd_daemon import wait_for
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 

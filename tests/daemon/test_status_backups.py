@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from rollbackd.backup.manifest import manifest_path
-from tests.daemon.rollbackd_process import daemon_toml, rollbackd_run, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import rollbackd_run, wait_for
 
 pytestmark = pytest.mark.e2e
 

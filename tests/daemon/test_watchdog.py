@@ -17,9 +17,10 @@ from rollbackd.config.model import parse_config
 from rollbackd.runtime.daemon import Daemon
 from rollbackd.runtime.systemd import Notifier
 from rollbackd.state.service_lock import ServiceLock
-from tests.daemon.notify_listener import NotifyListener
-from tests.daemon.rollbackd_process import daemon_toml, rollbackd_run, service_toml
 from tests.probes.example_app import VbrpgApp, serving
+from tests.support.notify_listener import NotifyListener
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import rollbackd_run
 
 WATCHDOG_USEC = 400_000  # pings due every 0.2 s
 BLOCKED_INTERVALS = 5

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .deploy_app import DeployApp, make_deploy_app
+from tests.support.deploy_app import DeployApp, make_deploy_app
 
 
 @pytest.fixture

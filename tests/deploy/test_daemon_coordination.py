@@ -5,7 +5,6 @@ then ignores what it saw meanwhile; a revision change such a command made is no 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -13,30 +12,17 @@ from pathlib import Path
 import pytest
 
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
-from tests.daemon_process import RunningDaemon, running, wait_for
+from tests.support.deploy_app import DeployApp, make_deploy_app
 from tests.support.git_repo import commit_all, git
+from tests.support.rollbackd_config import probes_toml
+from tests.support.rollbackd_daemon import DaemonProcess, rollbackd_run, wait_for
 from tests.support.vbrpg_service import CLEAN_HEAD, free_port
 
-from .deploy_app import DeployApp, make_deploy_app
 
-FAST_PROBES = """
-[service.probes.health]
-every = "200ms"
-timeout = "1s"
-
-[service.probes.schema]
-every = "200ms"
-
-[service.probes.rows]
-every = "200ms"
-
-[service.probes.integrity]
-quick_every = "500ms"
-
-[service.probes.process]
-every = "200ms"
-pidfile = "{pidfile}"
-"""
+def fast_probes(pidfile: Path) -> str:
+    return probes_toml(
+        every="200ms", health_timeout="1s", integrity_every="500ms", full_every=None, process=f'pidfile = "{pidfile}"'
+    )
 
 
 def automatic_actions(state_db: Path) -> list[tuple[str, str]]:
@@ -45,20 +31,18 @@ def automatic_actions(state_db: Path) -> list[tuple[str, str]]:
     return [(str(action), str(outcome)) for action, outcome in rows]
 
 
-def rows_probe_runs(daemon: RunningDaemon) -> int:
-    text = daemon.scrape() or ""
-    match = re.search(r'rollbackd_probe_duration_seconds_count\{[^}]*probe="rows"[^}]*\} (\d+)', text)
-    return int(match.group(1)) if match else 0
+def rows_probe_runs(daemon: DaemonProcess) -> int:
+    samples = daemon.scrape()
+    count = samples.get("rollbackd_probe_duration_seconds_count", service="vbrpg", probe="rows") if samples else None
+    return int(count or 0)
 
 
 @pytest.mark.e2e
 def test_the_daemon_records_no_action_while_migrate_rolls_back_a_data_loss_deploy(tmp_path: Path) -> None:
-    app = make_deploy_app(
-        tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=tmp_path / "run" / "vbrpg.pid")
-    )
+    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=fast_probes(tmp_path / "run" / "vbrpg.pid"))
     app.start()
     try:
-        with running(app.config) as daemon:
+        with rollbackd_run(app.config) as daemon:
             wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
             revision = app.add_fault_migration("data-loss")  # the deploy's git pull: the daemon sees it arrive
             result = app.rollbackd("migrate", "--json", "--window", "3")
@@ -84,10 +68,10 @@ def test_a_rollback_by_hand_is_not_taken_for_a_deploy_the_daemon_would_undo(tmp_
     revision, and a failure in it would have "rolled back" to the pre-deploy backup, i.e. undone the rollback."""
     pidfile = tmp_path / "run" / "vbrpg.pid"
     window = '[service.deploy]\nwindow = "2s"\n'
-    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=pidfile) + window)
+    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=fast_probes(pidfile) + window)
     app.start()
     try:
-        with running(app.config) as daemon:
+        with rollbackd_run(app.config) as daemon:
             wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
             revision = app.add_clean_migration()
             deployed = app.rollbackd("migrate", "--window", "1")
@@ -114,13 +98,13 @@ def test_migrate_after_a_git_pull_records_the_commit_from_before_the_pull(tmp_pa
     """A deploy script pulls, then calls migrate: the commit checked out by then is the new one. The commit to go
     back to is the one the daemon recorded when the pulled migration arrived."""
     pidfile = tmp_path / "run" / "vbrpg.pid"
-    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=FAST_PROBES.format(pidfile=pidfile))
+    app = make_deploy_app(tmp_path, metrics_port=free_port(), extra_config=fast_probes(pidfile))
     (app.app_dir / ".gitignore").write_text("data/\n__pycache__/\n")
     git(app.app_dir, "init", "--quiet")
     before = commit_all(app.app_dir, "v1")
     app.start()
     try:
-        with running(app.config) as daemon:
+        with rollbackd_run(app.config) as daemon:
             wait_for(lambda: rows_probe_runs(daemon) >= 3, f"the daemon's probes; log:\n{daemon.log_tail()}")
             app.add_clean_migration()  # the pull: the new commit with its migration
             pulled = commit_all(app.app_dir, "v2: room descriptions")

@@ -14,9 +14,8 @@ import pytest
 
 from rollbackd.backup.pre_deploy import read_pre_deploy
 from rollbackd.state.service_lock import ServiceLock
+from tests.support.deploy_app import CLEAN_REVISION, DeployApp
 from tests.support.vbrpg_service import CLEAN_HEAD
-
-from .deploy_app import CLEAN_REVISION, DeployApp
 
 pytestmark = pytest.mark.e2e
 

@@ -3,10 +3,13 @@ the live data, with the real example app, its fault migrations and real Alembic 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,47 @@ import pytest
 
 from rollbackd.actions.alembic_runner import redirect_database, redirected_environment
 from rollbackd.deploy.rehearse import remove_stale_workspaces
+from tests.support.deploy_app import CLEAN_REVISION, DeployApp, make_deploy_app
 from tests.support.vbrpg_service import CLEAN_HEAD
 
-from .deploy_app import CLEAN_REVISION, DeployApp, file_marks, held_open, make_deploy_app
+HOLDER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("INSERT INTO players (name) VALUES ('held-open writer')")
+print("ready", flush=True)
+sys.stdin.read()
+connection.close()
+"""
+
+
+@contextlib.contextmanager
+def held_open(database: Path) -> Iterator[None]:
+    """Another process with the database open after one write, as a live service keeps it: -wal and -shm exist."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def file_marks(database: Path) -> dict[str, tuple[bool, int, str]]:
+    """(exists, size, sha256) of the database and its -wal; (exists, size, "") of its -shm (readers write there)."""
+    marks = {}
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{database}{suffix}")
+        if not path.exists():
+            marks[suffix] = (False, 0, "")
+            continue
+        digest = "" if suffix == "-shm" else hashlib.sha256(path.read_bytes()).hexdigest()
+        marks[suffix] = (True, path.stat().st_size, digest)
+    return marks
+
 
 pytestmark = pytest.mark.e2e
 

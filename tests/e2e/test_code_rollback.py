@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from rollbackd.target.alembic_scripts import parse_script
-from tests.e2e.stack import Stack, wait_for
 from tests.support.git_repo import git
+from tests.support.rollbackd_daemon import wait_for
+from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, wait_for
 from tests.support.docker_engine import DockerEngine, docker_engine
+from tests.support.rollbackd_daemon import wait_for
+from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.state.history import History
-from tests.e2e.stack import Stack
+from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD, FAULT_REVISIONS
 
 pytestmark = pytest.mark.e2e

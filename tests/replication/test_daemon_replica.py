@@ -19,7 +19,8 @@ import pytest
 
 from rollbackd.config.model import load_config
 from rollbackd.state.state_dir import StateDir
-from tests.e2e.stack import Stack, running_stack, wait_for
+from tests.support.rollbackd_daemon import wait_for
+from tests.support.stack import Stack, running_stack
 
 from .litestream_child import LitestreamChild
 

@@ -23,8 +23,8 @@ from rollbackd.observation import Observation
 from rollbackd.runtime.alertmanager import AlertmanagerAlerts
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.daemon import Daemon
-from tests.daemon_process import wait_for
 from tests.probes.game_database import make_game_database
+from tests.support.rollbackd_daemon import wait_for
 from tests.support.vbrpg_service import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -21,9 +21,10 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import PROBE_NAMES, Probe, ProbeContext, build_probes
 from rollbackd.runtime.daemon import Daemon, DaemonStartupError
-from tests.daemon_process import RunningDaemon, running, write_daemon_config
 from tests.probes.example_app import VbrpgApp, serving
 from tests.probes.game_database import make_game_database
+from tests.support.rollbackd_config import write_daemon_config
+from tests.support.rollbackd_daemon import DaemonProcess, rollbackd_run
 from tests.support.vbrpg_service import free_port
 
 
@@ -34,10 +35,10 @@ def served_vbrpg(tmp_path: Path) -> Iterator[VbrpgApp]:
 
 
 @pytest.fixture
-def running_daemon(tmp_path: Path, served_vbrpg: VbrpgApp) -> Iterator[RunningDaemon]:
+def running_daemon(tmp_path: Path, served_vbrpg: VbrpgApp) -> Iterator[DaemonProcess]:
     port = free_port()
     config = write_daemon_config(tmp_path / "rollbackd.toml", served_vbrpg, port, served_vbrpg.create_room())
-    with running(config) as daemon:
+    with rollbackd_run(config) as daemon:
         yield daemon
 
 
@@ -236,7 +237,7 @@ def test_loop_lag_is_measured_on_each_tick(tmp_path: Path, caplog: pytest.LogCap
 
 @pytest.mark.e2e
 def test_rollbackd_run_probes_the_example_service_and_stops_cleanly_on_sigterm(
-    running_daemon: RunningDaemon,
+    running_daemon: DaemonProcess,
 ) -> None:
     exposition = running_daemon.scrape_with_every_probe()
     for name in ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "process"):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.rollbackd_process import daemon_toml, service_toml, wait_for
 from tests.probes.example_app import VbrpgApp
+from tests.support.rollbackd_config import daemon_toml, service_toml
+from tests.support.rollbackd_daemon import wait_for
 from tests.support.vbrpg_service import free_port
 
 NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]

@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,16 +38,26 @@ STOP_TIMEOUT_SECONDS = 10.0
 CLI_TIMEOUT_SECONDS = 120.0
 
 
-def run_cli(*arguments: object, timeout: float = CLI_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *arguments: object, timeout: float = CLI_TIMEOUT_SECONDS, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `vbrpg-example ARGUMENTS...` (each passed through str()) to completion; stdout and stderr are
     captured separately."""
+    return run_argv([*VBRPG_EXAMPLE, *arguments], timeout=timeout, cwd=cwd)
+
+
+def run_argv(
+    argv: Sequence[object], *, timeout: float = CLI_TIMEOUT_SECONDS, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (each part passed through str()) to completion, no stdin; stdout and stderr captured."""
     return subprocess.run(
-        [*VBRPG_EXAMPLE, *map(str, arguments)],
+        [str(part) for part in argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
+        cwd=cwd,
     )
 
 

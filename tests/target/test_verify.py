@@ -11,7 +11,7 @@ import pytest
 
 from rollbackd.config.model import ServiceConfig, SmokeStep, load_config
 from rollbackd.target.verify import Expectations, Verification, Verifier
-from tests.e2e.stack import Stack
+from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD
 
 

@@ -38,7 +38,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
 from rollbackd.replication.restore import NoPause, ReplicaRestoreError, adopt_copy, fetch_point, plan_point
-from rollbackd.replication.supervisor import ReplicationPause
+from rollbackd.replication.supervisor import ReplicationControlError, ReplicationPause
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
@@ -316,7 +316,10 @@ class Executor:
         if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
             log.warning("%s: %s is gone: creating it for the restored database", self.service.name, folder)
             folder.mkdir(parents=True, mode=0o770)
-        self.replication.pause()
+        try:
+            self.replication.pause()
+        except ReplicationControlError as error:
+            raise ActionFailed(f"replication could not be paused, nothing was swapped: {error}") from error
         try:
             return restore_backup(
                 self.service,

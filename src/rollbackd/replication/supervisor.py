@@ -141,6 +141,7 @@ class LitestreamSupervisor:
         self._attempted = asyncio.Event()  # the run loop started the child or failed to
         self._spawning = asyncio.Lock()
         self._paused = False
+        self._pauses = 0  # pauses held (pause_async minus resume_async); the child runs only at zero
         self._stopping = False
         self._stop_reason: str | None = None  # why the supervisor itself ended the current child
         self._last_line: tuple[str, float] | None = None
@@ -166,7 +167,11 @@ class LitestreamSupervisor:
         self.state = ChildState.STOPPED
 
     async def pause_async(self) -> None:
-        """Stop the child and keep it stopped until ``resume``; returns once it has exited."""
+        """Stop the child and keep it stopped until ``resume``; returns once it has exited.
+
+        Pauses are counted: a restore the daemon finishes for a `rollbackd restore` that died (its own pause)
+        inside the pause that restore's connection held must not start the child before both are over."""
+        self._pauses += 1
         self._paused = True
         self._changed.set()
         async with self._spawning:
@@ -179,6 +184,9 @@ class LitestreamSupervisor:
         started, or failed to start (then the reason is in ``last_error``)."""
         if not self._paused:
             return
+        self._pauses = max(0, self._pauses - 1)
+        if self._pauses:
+            return  # another pause is still held
         self._attempted.clear()
         self._paused = False
         self.failures = 0

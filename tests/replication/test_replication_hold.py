@@ -107,7 +107,7 @@ def test_a_pause_over_the_socket_waits_for_the_child_and_ends_with_its_holder(tm
 def test_a_daemon_that_does_not_pause_refuses_the_swap(tmp_path: Path) -> None:
     """A daemon that does not know the request (no handler for it) must not be taken for one that paused its
     child: the CLI swaps nothing."""
-    from rollbackd.replication.supervisor import ReplicationControlError
+    from rollbackd.replication.pause import ReplicationControlError
 
     socket_path = tmp_path / "s" / "rollbackd.sock"
     server = StatusServer(socket_path, lambda: asyncio.sleep(0, {"daemon": {"ready": True}}))

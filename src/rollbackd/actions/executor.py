@@ -37,8 +37,8 @@ from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
-from rollbackd.replication.restore import NoPause, ReplicaRestoreError, adopt_copy, fetch_point, plan_point
-from rollbackd.replication.supervisor import ReplicationControlError, ReplicationPause
+from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
+from rollbackd.replication.restore import ReplicaRestoreError, adopt_copy, fetch_point, plan_point
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays ligh
     from rollbackd.backup.catalog import BackupEntry
     from rollbackd.backup.restore import RestoreError, RestoreReport
     from rollbackd.config.model import Config, ServiceConfig
-    from rollbackd.replication.supervisor import ReplicationPause
+    from rollbackd.replication.pause import ReplicationPause
     from rollbackd.state.service_lock import ServiceLock
     from rollbackd.state.state_dir import StateDir
     from rollbackd.target.control import ServiceControl
@@ -490,7 +490,7 @@ def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPau
     """Litestream must never replicate across a swap it did not see: the operator's unit (managed = false) is
     stopped and started around it; the running daemon's own child is held paused over its socket for as long as
     this process's connection (it resumes by itself if this process dies); with no daemon, nothing runs."""
-    from rollbackd.replication.restore import NoPause
+    from rollbackd.replication.pause import NoPause
     from rollbackd.replication.supervisor import UnitReplication
     from rollbackd.runtime.replication_hold import DaemonReplicationPause
 
@@ -504,7 +504,7 @@ def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPau
 
 def _paused_replication(config: Config, service: ServiceConfig) -> ReplicationPause:
     """Replication paused for a swap by hand, or CommandFailed with nothing touched."""
-    from rollbackd.replication.supervisor import ReplicationControlError
+    from rollbackd.replication.pause import ReplicationControlError
 
     pause = _replication_pause(config, service)
     try:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
@@ -41,6 +41,10 @@ from rollbackd.replication.litestream import (
     prepare,
     redact,
 )
+
+# Re-exported: they were defined here before pause.py, and other code may still import them from here.
+from rollbackd.replication.pause import ReplicationControlError as ReplicationControlError
+from rollbackd.replication.pause import ReplicationPause as ReplicationPause
 from rollbackd.state.state_dir import StateDir
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,6 @@ CREDENTIAL_ERRORS = (
 )
 UNREACHABLE_ERRORS = ("connection refused", "no such host", "i/o timeout", "dial tcp", "connection reset")
 _TIME_PREFIX = re.compile(r"^time=\S+\s+")
-
-
-class ReplicationPause(Protocol):
-    """What a restore needs of replication: stop it before the swap, start it after (both blocking)."""
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
 
 
 class ChildState(enum.StrEnum):
@@ -471,10 +467,6 @@ class UnitReplication:
     @property
     def running(self) -> bool:
         return self.state is ChildState.RUNNING
-
-
-class ReplicationControlError(Exception):
-    """The operator's Litestream unit could not be stopped or started."""
 
 
 Replication = LitestreamSupervisor | UnitReplication

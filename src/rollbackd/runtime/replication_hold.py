@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollbackd.replication.supervisor import LitestreamSupervisor, ReplicationControlError
+from rollbackd.replication.pause import ReplicationControlError
+from rollbackd.replication.supervisor import LitestreamSupervisor
 from rollbackd.runtime.status_socket import StatusSocketError, connect, send_request
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
-from rollbackd.replication.supervisor import ReplicationPause
+from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock

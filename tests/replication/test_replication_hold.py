@@ -14,11 +14,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rollbackd.backup.snapshot import take_backup
+from rollbackd.config.model import load_config
+from rollbackd.exit_codes import ExitCode
 from rollbackd.metrics import Metrics
 from rollbackd.replication.supervisor import ChildState, LitestreamSupervisor
 from rollbackd.runtime.replication_hold import PAUSE_REQUEST, DaemonReplicationPause, Holdable, ReplicationHolds
 from rollbackd.runtime.status_socket import StatusServer, query_status
 from rollbackd.state.state_dir import StateDir
+from tests.backup.helpers import make_database, make_service, rollbackd
+from tests.backup.test_restore import control_log, marker_control
 from tests.replication.test_supervisor import eventually, service_with
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +127,31 @@ def test_a_daemon_that_does_not_pause_refuses_the_swap(tmp_path: Path) -> None:
             await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_restore_by_hand_swaps_nothing_when_the_daemon_does_not_pause(tmp_path: Path) -> None:
+    """`rollbackd restore` from a local backup, a daemon answering on the socket that does not pause: the
+    command ends with a clear error, the service was never stopped and the database is as it was."""
+    replication = f'replication = {{ replicas = [{{ type = "file", path = "{tmp_path / "offsite"}" }}] }}'
+    service = make_service(tmp_path, control=marker_control(tmp_path), extra=replication)
+    make_database(service.database, players=3)
+    take_backup(service, reason="manual")
+    before = service.database.read_bytes()
+    config = tmp_path / "rollbackd.toml"
+    socket_path = load_config(config).daemon.socket_path
+    server = StatusServer(socket_path, lambda: asyncio.sleep(0, {"daemon": {"ready": True}}))
+
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        await server.start()
+        try:
+            return await asyncio.to_thread(rollbackd, config, "restore", "--yes")
+        finally:
+            await server.close()
+
+    result = asyncio.run(scenario())
+
+    assert result.returncode == ExitCode.UNAVAILABLE, result.stdout + result.stderr
+    assert "did not pause its Litestream child" in result.stderr and "nothing was touched" in result.stderr
+    assert service.database.read_bytes() == before
+    assert control_log(tmp_path) == []  # never stopped
+    assert not list(service.database.parent.glob("*_corrupted_*"))

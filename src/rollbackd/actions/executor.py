@@ -263,6 +263,10 @@ class Executor:
         started: dict[str, Any] | None
         try:
             report = await asyncio.to_thread(self._swap_in, entry, code_rollback, context)
+        except ActionFailed:  # replication could not be paused: nothing was swapped
+            if code_rollback:
+                await self._control("start", commands)
+            raise
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)

@@ -7,6 +7,7 @@ allows; a bad write that breaks foreign keys is replicated like any write, which
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -127,3 +128,53 @@ def test_a_wiped_data_dir_is_restored_from_the_replica_hands_off(stack: Stack) -
     assert room_exists(stack, code)  # written after the first restore: replication went on from it
     assert stack.health() == 200
     assert wait_for(lambda: stack.state() == "ok", "the policy back to OK")
+
+
+def contents(database: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the example's tables (Litestream's own left out), to tell one database from another."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            table: connection.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()  # noqa: S608 - its own names
+            for table in sorted(tables)
+            if not table.startswith(("_litestream", "sqlite_"))
+        }
+
+
+def child_pid(stack: Stack) -> int | None:
+    replication = (stack.status() or {}).get("services", {}).get("vbrpg", {}).get("replication") or {}
+    return replication.get("pid") if replication.get("state") == "running" else None
+
+
+def test_restores_by_hand_pause_the_daemons_child_and_the_replica_follows_the_restored_file(stack: Stack) -> None:
+    """`rollbackd restore` (a local backup) and `restore --from-replica` with the daemon's child running: each
+    swap happens with the child stopped, and the replica goes on from the restored file, not the lineage before."""
+    taken = stack.rollbackd("backup", "--json")
+    assert taken.returncode == 0, taken.stderr
+    backup = Path(json.loads(taken.stdout)["path"]).name
+    new_room(stack, "written-before-the-restore-by-hand")
+    replica(stack).wait_replicated(stack.root, "written-before-the-restore-by-hand")
+    before = wait_for(lambda: child_pid(stack), "the daemon's child replicating")
+
+    restored = stack.rollbackd("restore", "--backup", backup, "--yes")
+
+    assert restored.returncode == 0, restored.stdout + restored.stderr + stack.log_tail()
+    assert "replication paused for pid" in stack.log_tail(200)
+    after = wait_for(lambda: child_pid(stack), "the daemon's child replicating again")
+    assert after != before  # stopped for the swap, started again on the restored file
+    code = new_room(stack, "written-after-the-restore-by-hand")
+    replica(stack).wait_replicated(stack.root, "written-after-the-restore-by-hand")
+    newest = replica(stack).players_in_replica(stack.root)
+    assert "written-before-the-restore-by-hand" not in newest, "the replica kept the lineage before the swap"
+    assert contents(stack.root / "probe.db") == contents(stack.database), "the replica is not the restored file"
+
+    # And a restore from the replica while the daemon replicates (refused before): the restored file plus the
+    # write made after it, nothing of the lineage before it.
+    from_replica = stack.rollbackd("restore", "--from-replica", "--yes", "--json")
+
+    assert from_replica.returncode == 0, from_replica.stdout + from_replica.stderr + stack.log_tail()
+    assert json.loads(from_replica.stdout)["ok"] is True
+    names = {str(row[0]) for row in stack.query("SELECT name FROM players")}
+    assert "written-after-the-restore-by-hand" in names and "written-before-the-restore-by-hand" not in names
+    assert room_exists(stack, code)
+    assert wait_for(lambda: child_pid(stack) not in (None, after), "the daemon's child replicating the new file")

@@ -68,6 +68,7 @@ def test_generated_config_is_private_and_holds_no_secret(tmp_path: Path) -> None
     assert "s3cr3t-value" not in text and "AKIAEXAMPLE" not in text
     [db] = json.loads(text)["dbs"]
     assert db["path"] == str(service.database)
+    assert db["monitor-interval"] == "1000ms"  # the WAL read as often as it is shipped: one period of lag, not two
     assert db["replica"] == {
         "type": "s3",
         "bucket": "b",
@@ -80,6 +81,17 @@ def test_generated_config_is_private_and_holds_no_secret(tmp_path: Path) -> None
     assert litestream.env["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-value"  # noqa: S105 - a test value
     assert litestream.env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
     assert "-no-expand-env" in litestream.replicate_argv()
+
+
+def test_sync_interval_sets_the_database_monitor_and_the_replica_sync(tmp_path: Path) -> None:
+    service = file_replica(tmp_path, sync_interval="200ms")
+    make_database(service.database)
+    litestream = prepare(service, StateDir(tmp_path / "state"))
+    [db] = json.loads(litestream.config.read_text())["dbs"]
+    assert db["monitor-interval"] == "200ms" and db["replica"]["sync-interval"] == "200ms"
+    # The real binary takes the key (an unknown or malformed one would fail the config load here).
+    once = litestream.run(litestream.argv("replicate", "-once", "-force-snapshot"), timeout=60)
+    assert once.ok, once.output_tail
 
 
 def test_aws_ca_bundle_is_dropped_only_for_plain_http_endpoints(tmp_path: Path) -> None:

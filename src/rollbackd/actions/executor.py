@@ -37,8 +37,8 @@ from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
-from rollbackd.replication.restore import NoPause, ReplicaRestoreError, adopt_copy, fetch_point, plan_point
-from rollbackd.replication.supervisor import ReplicationPause
+from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
+from rollbackd.replication.restore import ReplicaRestoreError, adopt_copy, fetch_point, plan_point
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
@@ -263,6 +263,10 @@ class Executor:
         started: dict[str, Any] | None
         try:
             report = await asyncio.to_thread(self._swap_in, entry, code_rollback, context)
+        except ActionFailed:  # replication could not be paused: nothing was swapped
+            if code_rollback:
+                await self._control("start", commands)
+            raise
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)
@@ -316,7 +320,10 @@ class Executor:
         if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
             log.warning("%s: %s is gone: creating it for the restored database", self.service.name, folder)
             folder.mkdir(parents=True, mode=0o770)
-        self.replication.pause()
+        try:
+            self.replication.pause()
+        except ReplicationControlError as error:
+            raise ActionFailed(f"replication could not be paused, nothing was swapped: {error}") from error
         try:
             return restore_backup(
                 self.service,

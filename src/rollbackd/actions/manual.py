@@ -23,7 +23,7 @@ from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import HOLD, Rule, Rung
-from rollbackd.replication.supervisor import ReplicationPause
+from rollbackd.replication.pause import ReplicationPause
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault

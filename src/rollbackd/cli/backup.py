@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays ligh
     from rollbackd.backup.catalog import BackupEntry
     from rollbackd.backup.restore import RestoreError, RestoreReport
     from rollbackd.config.model import Config, ServiceConfig
-    from rollbackd.replication.supervisor import ReplicationPause
+    from rollbackd.replication.pause import ReplicationPause
     from rollbackd.state.service_lock import ServiceLock
     from rollbackd.state.state_dir import StateDir
     from rollbackd.target.control import ServiceControl
@@ -402,10 +402,12 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
         except ValueError as error:
             raise CommandFailed(str(error), ExitCode.CONFIG) from error
     lock = None if args.dry_run else _lock(config, service, "rollbackd restore", changes_database=True)
+    pause = None
     try:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
             _confirm(service, entry)
+        pause = None if args.dry_run else _paused_replication(config, service)
         progress = ProgressBar("copying the backup", unit="bytes") if not args.json else None
         try:
             report = restore_backup(
@@ -424,6 +426,8 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     except RestoreError as error:
         raise _restore_failed(error) from error
     finally:
+        if pause is not None:
+            pause.resume()  # a new lineage from the restored file
         if lock is not None:
             lock.release()
     _print_report(report, args.json)
@@ -483,28 +487,31 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
 
 
 def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPause:
-    """The operator's Litestream unit (managed = false) is stopped and started around the swap. A running daemon's
-    own Litestream child cannot be paused from here, and must never replicate a file being replaced: refused."""
-    from rollbackd.replication.restore import NoPause
+    """Litestream must never replicate across a swap it did not see: the operator's unit (managed = false) is
+    stopped and started around it; the running daemon's own child is held paused over its socket for as long as
+    this process's connection (it resumes by itself if this process dies); with no daemon, nothing runs."""
+    from rollbackd.replication.pause import NoPause
     from rollbackd.replication.supervisor import UnitReplication
-    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+    from rollbackd.runtime.replication_hold import DaemonReplicationPause
 
     replication = service.replication
-    if replication is not None and not replication.managed:
-        return UnitReplication(service)
-    try:
-        status = query_status(config.daemon.socket_path)
-    except StatusSocketError:
-        return NoPause()  # no daemon: no Litestream runs against the database
-    child = status.get("services", {}).get(service.name, {}).get("replication") or {}
-    if child.get("state") in (None, "stopped", "refused"):
+    if replication is None:
         return NoPause()
-    raise CommandFailed(
-        f"the running daemon replicates {service.name} with its own Litestream child ({child.get('state')}), "
-        "which must not run while the database is replaced: stop rollbackd first (systemctl stop rollbackd), "
-        "restore, then start it again; nothing was touched",
-        ExitCode.UNAVAILABLE,
-    )
+    if not replication.managed:
+        return UnitReplication(service)
+    return DaemonReplicationPause(config.daemon.socket_path, service.name)
+
+
+def _paused_replication(config: Config, service: ServiceConfig) -> ReplicationPause:
+    """Replication paused for a swap by hand, or CommandFailed with nothing touched."""
+    from rollbackd.replication.pause import ReplicationControlError
+
+    pause = _replication_pause(config, service)
+    try:
+        pause.pause()
+    except ReplicationControlError as error:
+        raise CommandFailed(f"{error}; nothing was touched", ExitCode.UNAVAILABLE) from error
+    return pause
 
 
 def _confirm_replica(service: ServiceConfig, request: ManualRequest) -> None:

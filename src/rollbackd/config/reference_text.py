@@ -130,8 +130,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Python (`pip install 'rollbackd[litestream]'`), else `litestream` on PATH.",
     "service.replication.config": "managed = false: the operator's litestream.yml (required then).",
     "service.replication.unit": "managed = false: the operator's Litestream systemd unit (required then).",
-    "service.replication.sync_interval": "How often Litestream ships new WAL frames to the replica: the most writes "
-    "a restore from the replica can lose, beside the probe interval.",
+    "service.replication.sync_interval": "How often Litestream reads new WAL frames (its `monitor-interval`) and "
+    "ships them to the replica (`sync-interval`): the most writes a restore from the replica can lose, beside the "
+    "probe interval.",
     "service.replication.snapshot_interval": "How often Litestream writes a full snapshot to the replica.",
     "service.replication.retention": "How long the replica keeps snapshots and LTX files: the oldest point a "
     "restore can go back to.",

@@ -100,7 +100,12 @@ def _replica_entry(replica: FileReplica | S3Replica, sync_interval: float) -> di
 
 def litestream_config(service: ServiceConfig) -> dict[str, Any]:
     """Given a managed service, return the Litestream config for it: its database, its one replica, snapshot
-    interval and retention. No credentials: those go by environment (``child_environment``)."""
+    interval and retention. No credentials: those go by environment (``child_environment``).
+
+    ``sync_interval`` sets two of Litestream's periods: the database's ``monitor-interval`` (how often it reads new
+    WAL frames into a local LTX file; its default 1 s) and the replica's ``sync-interval`` (how often those files
+    are shipped). A commit waits for both, so with the monitor left at 1 s a shorter ``sync_interval`` could not
+    bring the lag under ~1 s (bench/RESULTS.md)."""
     replication = _replication(service)
     [replica] = replication.replicas
     return {
@@ -108,7 +113,13 @@ def litestream_config(service: ServiceConfig) -> dict[str, Any]:
             "interval": _go_duration(replication.snapshot_interval),
             "retention": _go_duration(replication.retention),
         },
-        "dbs": [{"path": str(service.database), "replica": _replica_entry(replica, replication.sync_interval)}],
+        "dbs": [
+            {
+                "path": str(service.database),
+                "monitor-interval": _go_duration(replication.sync_interval),
+                "replica": _replica_entry(replica, replication.sync_interval),
+            }
+        ],
     }
 
 

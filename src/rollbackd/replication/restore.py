@@ -36,6 +36,7 @@ from rollbackd.config.model import ServiceConfig
 from rollbackd.host.atomic_files import file_sha256, fsync_dir, fsync_file
 from rollbackd.host.commands import CommandResult
 from rollbackd.replication import litestream
+from rollbackd.replication.pause import NoPause as NoPause  # re-exported: it was defined here before pause.py
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target import database
 
@@ -56,16 +57,6 @@ class ReplicaRestoreError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class NoPause:
-    """For a process that runs no Litestream against the database (a CLI with no daemon running)."""
-
-    def pause(self) -> None:
-        return None
-
-    def resume(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
@@ -41,6 +41,10 @@ from rollbackd.replication.litestream import (
     prepare,
     redact,
 )
+
+# Re-exported: they were defined here before pause.py, and other code may still import them from here.
+from rollbackd.replication.pause import ReplicationControlError as ReplicationControlError
+from rollbackd.replication.pause import ReplicationPause as ReplicationPause
 from rollbackd.state.state_dir import StateDir
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,6 @@ CREDENTIAL_ERRORS = (
 )
 UNREACHABLE_ERRORS = ("connection refused", "no such host", "i/o timeout", "dial tcp", "connection reset")
 _TIME_PREFIX = re.compile(r"^time=\S+\s+")
-
-
-class ReplicationPause(Protocol):
-    """What a restore needs of replication: stop it before the swap, start it after (both blocking)."""
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
 
 
 class ChildState(enum.StrEnum):
@@ -141,6 +137,7 @@ class LitestreamSupervisor:
         self._attempted = asyncio.Event()  # the run loop started the child or failed to
         self._spawning = asyncio.Lock()
         self._paused = False
+        self._pauses = 0  # pauses held (pause_async minus resume_async); the child runs only at zero
         self._stopping = False
         self._stop_reason: str | None = None  # why the supervisor itself ended the current child
         self._last_line: tuple[str, float] | None = None
@@ -166,7 +163,11 @@ class LitestreamSupervisor:
         self.state = ChildState.STOPPED
 
     async def pause_async(self) -> None:
-        """Stop the child and keep it stopped until ``resume``; returns once it has exited."""
+        """Stop the child and keep it stopped until ``resume``; returns once it has exited.
+
+        Pauses are counted: a restore the daemon finishes for a `rollbackd restore` that died (its own pause)
+        inside the pause that restore's connection held must not start the child before both are over."""
+        self._pauses += 1
         self._paused = True
         self._changed.set()
         async with self._spawning:
@@ -179,6 +180,9 @@ class LitestreamSupervisor:
         started, or failed to start (then the reason is in ``last_error``)."""
         if not self._paused:
             return
+        self._pauses = max(0, self._pauses - 1)
+        if self._pauses:
+            return  # another pause is still held
         self._attempted.clear()
         self._paused = False
         self.failures = 0
@@ -463,10 +467,6 @@ class UnitReplication:
     @property
     def running(self) -> bool:
         return self.state is ChildState.RUNNING
-
-
-class ReplicationControlError(Exception):
-    """The operator's Litestream unit could not be stopped or started."""
 
 
 Replication = LitestreamSupervisor | UnitReplication

@@ -41,8 +41,9 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
-from rollbackd.replication.supervisor import Replication, replication_for
+from rollbackd.replication.supervisor import LitestreamSupervisor, Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.replication_hold import PAUSE_REQUEST, Holdable, ReplicationHolds
 from rollbackd.runtime.self_load import SelfLoad
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
@@ -243,7 +244,9 @@ class Daemon:
         for name, factory in self._task_factories:
             self._spawn(name, self._supervise(name, factory))
         if self.with_runtimes:
-            self._status_server = StatusServer(self.config.daemon.socket_path, self.status)
+            self._status_server = StatusServer(
+                self.config.daemon.socket_path, self.status, {PAUSE_REQUEST: ReplicationHolds(self._holdable)}
+            )
             try:
                 await self._status_server.start()
             except OSError as error:
@@ -515,6 +518,13 @@ class Daemon:
             age = f"last backup {humanize_age(now - backup.manifest.created_at)} ago" if backup else "no backup yet"
             parts.append(f"{name}: {state}, {age}")
         return "; ".join(parts) or "no services"
+
+    def _holdable(self, name: str) -> Holdable | None:
+        """The Litestream child a `rollbackd restore` pauses over the socket (the operator's unit it stops itself)."""
+        slot = self.services.get(name)
+        if slot is None or not isinstance(slot.replication, LitestreamSupervisor) or slot.runtime is None:
+            return None
+        return Holdable(slot.replication, slot.runtime.settle_orphaned_restore)
 
     async def status(self) -> dict[str, Any]:
         """The whole status document `rollbackd status` prints."""

@@ -36,7 +36,7 @@ from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
-from rollbackd.replication.supervisor import ReplicationPause
+from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
@@ -197,11 +197,26 @@ class ServiceRuntime:
         )
         self._resuming = True
         try:
-            await asyncio.to_thread(self._resume_restore)
+            await asyncio.to_thread(self._resume_restore_paused)
         finally:
             self._resuming = False
             self.policy.ignore_before = max(self.policy.ignore_before, self.clock())
             self.refresh_external()
+
+    def _resume_restore_paused(self) -> None:
+        """Finishing a swap is a swap: Litestream stands aside for it, as for every restore (a worker thread)."""
+        if self.replication is None:
+            self._resume_restore()
+            return
+        self.replication.pause()
+        try:
+            self._resume_restore()
+        finally:
+            self.replication.resume()
+
+    async def settle_orphaned_restore(self) -> None:
+        """Finish or undo a restore whose owner is gone, now (its pause of replication ended with it)."""
+        await self._resume_orphaned_restore()
 
     def _close_interrupted(self, *, resumed_now: bool) -> None:
         """What a killed daemon left open in the history: closed as interrupted, by what the journal says."""

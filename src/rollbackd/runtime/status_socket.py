@@ -2,6 +2,10 @@
 
 `rollbackd status` connects, reads one JSON document and closes; the daemon answers from memory (last
 observation of each probe, policy state, backups) plus the state DB (deploy window, incidents).
+
+A client may first send one JSON line naming a request (``{"request": "status"}``; others are registered by the
+daemon, e.g. ``replication-pause``, which keeps the connection for as long as it holds the pause). A client that
+sends nothing gets the status after ``REQUEST_WAIT``, as before requests existed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +26,13 @@ from rollbackd.host.private_dirs import make_private_dir
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+# A request's handler: the request's JSON object, then the connection, which it answers on and may keep open.
+RequestHandler = Callable[[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MAX_STATUS_BYTES = 8 * 1024 * 1024
+MAX_REQUEST_BYTES = 4096
+REQUEST_WAIT = 2.0  # seconds a client has to send its request line; then it gets the status
 SOCKET_MODE = 0o600
+STATUS_REQUEST = {"request": "status"}
 
 
 class StatusSocketError(Exception):
@@ -31,10 +40,14 @@ class StatusSocketError(Exception):
 
 
 class StatusServer:
-    def __init__(self, path: Path, provider: StatusProvider) -> None:
+    def __init__(
+        self, path: Path, provider: StatusProvider, requests: Mapping[str, RequestHandler] | None = None
+    ) -> None:
         self.path = path
         self.provider = provider
+        self.requests = dict(requests or {})
         self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()  # cancelled at close: a held request must not outlive us
 
     async def start(self) -> None:
         """Bind the socket owner-only (0600) from the first instant, replacing a stale one. Raise OSError.
@@ -68,34 +81,67 @@ class StatusServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._connections):
+                task.cancel()
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
-            status = await self.provider()
-            writer.write(json.dumps(status, default=str).encode() + b"\n")
+            request = await _read_request(reader)
+            name = request.get("request", "status")
+            if name == "status":
+                status = await self.provider()
+                writer.write(json.dumps(status, default=str).encode() + b"\n")
+            elif name in self.requests:
+                await self.requests[name](request, reader, writer)
+            else:
+                writer.write(json.dumps({"ok": False, "error": f"unknown request {name!r}"}).encode() + b"\n")
             await writer.drain()
+        except ConnectionError:
+            pass  # the client went away; its request handler has already seen that
         except Exception:
             log.exception("status request failed")
         finally:
+            if task is not None:
+                self._connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
 
+def connect(path: Path, timeout: float) -> socket.socket:
+    """A connection to the daemon on ``path``. Raise StatusSocketError when nobody answers."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(timeout)
+    try:
+        client.connect(str(path))
+    except FileNotFoundError:
+        client.close()
+        raise StatusSocketError(f"no daemon socket at {path}: is `rollbackd run` running?") from None
+    except (ConnectionRefusedError, PermissionError, OSError) as error:
+        client.close()
+        raise StatusSocketError(f"cannot reach the daemon at {path}: {error.strerror or error}") from error
+    return client
+
+
+def send_request(client: socket.socket, request: dict[str, Any]) -> None:
+    """Send one request line. Raise StatusSocketError when the daemon is gone."""
+    try:
+        client.sendall(json.dumps(request).encode() + b"\n")
+    except OSError as error:
+        raise StatusSocketError(f"the daemon closed the connection: {error.strerror or error}") from error
+
+
 def query_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
     """Ask the daemon on ``path`` for its status. Raise StatusSocketError when nobody answers."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout)
-        try:
-            client.connect(str(path))
-        except FileNotFoundError:
-            raise StatusSocketError(f"no daemon socket at {path}: is `rollbackd run` running?") from None
-        except (ConnectionRefusedError, PermissionError, OSError) as error:
-            raise StatusSocketError(f"cannot reach the daemon at {path}: {error.strerror or error}") from error
+    with connect(path, timeout) as client:
+        send_request(client, STATUS_REQUEST)
         chunks = []
         received = 0
         while True:
@@ -113,6 +159,21 @@ def query_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StatusSocketError("the daemon's status answer is not a JSON object")
     return data
+
+
+async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The client's request line; the status request when it sends none in time, or closes at once."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), REQUEST_WAIT)
+    except (TimeoutError, ValueError):  # ValueError: a line longer than the stream's limit
+        return dict(STATUS_REQUEST)
+    if not line.strip():
+        return dict(STATUS_REQUEST)
+    try:
+        request = json.loads(line[:MAX_REQUEST_BYTES])
+    except ValueError:
+        return {"request": "?"}
+    return request if isinstance(request, dict) else {"request": "?"}
 
 
 def _answers(path: Path) -> bool:

@@ -14,8 +14,16 @@ from collections.abc import Callable
 
 import pytest
 
+from rollbackd.backup.catalog import PARTIAL_SUFFIX
+from rollbackd.backup.manifest import MANIFEST_SUFFIX
 from tests.support.systemd_container import Container
-from tests.systemd.conftest import CONFIG, WATCHDOG_SECONDS, container_config
+from tests.systemd.conftest import (
+    CONFIG,
+    DATA_DIR,
+    DATABASE,
+    WATCHDOG_SECONDS,
+    container_config,
+)
 
 # The first test carries the session's set-up (the .deb built with --no-cache-dir, the boot, the install): up
 # to ~8 minutes on a loaded 2-core machine, beyond the default per-test timeout.
@@ -27,6 +35,7 @@ pytestmark = [
 ]
 
 UNIT = "rollbackd.service"
+BACKUP_DIR = f"{DATA_DIR}/backups"
 
 
 def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
@@ -187,6 +196,70 @@ def test_security_exposure_inside_is_what_the_readme_states(systemd_container: C
     match = re.search(r"Overall exposure level for rollbackd\.service: (\d+\.\d) (\w+)", output)
     assert match, output
     assert (float(match[1]), match[2]) == (1.3, "OK")
+
+
+def sql(container: Container, query: str) -> str:
+    """One query on the live database as the service's user (as root, SQLite could create files root owns)."""
+    return container.check("runuser", "-u", "vbrpg", "--", "sqlite3", DATABASE, query).strip()
+
+
+def write_config(container: Container, text: str) -> None:
+    container.write(CONFIG, text, mode=0o640)
+    container.check("chgrp", "rollbackd", CONFIG)
+
+
+def test_stop_during_a_backup_of_a_large_database_ends_cleanly_and_keeps_no_partial_copy(
+    systemd_container: Container,
+) -> None:
+    container = systemd_container
+    # ~512 MiB of ballast in the live database (in 8 commits, so the WAL is checkpointed as it goes): a copy of
+    # it takes seconds, far longer than the 10 ms this config gives a stop before a running copy gives up.
+    batch = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1024) "
+        "INSERT INTO ballast SELECT randomblob(65536) FROM n;\n"
+    )
+    grow = container.run(
+        "runuser", "-u", "vbrpg", "--", "sqlite3", DATABASE,
+        input_text="CREATE TABLE IF NOT EXISTS ballast (data BLOB);\n" + batch * 8, timeout=600,
+    )  # fmt: skip
+    assert grow.returncode == 0, grow.stderr
+    backups = container.path(BACKUP_DIR)
+    kept_before = sorted(path.name for path in backups.glob("vbrpg_backup_*.db"))
+    since = now_inside(container)
+    try:
+        # A reload starts the service's backups afresh: the newest backup is older than 5 s, so one starts at once.
+        write_config(
+            container,
+            container_config()
+            .replace('every = "1h"', 'every = "5s"')
+            .replace('shutdown_timeout = "30s"', 'shutdown_timeout = "10ms"'),
+        )
+        container.check("systemctl", "reload", UNIT)
+
+        def copying() -> bool:
+            return any(PARTIAL_SUFFIX in path.name for path in backups.iterdir())
+
+        deadline = time.monotonic() + 120
+        while not copying():  # the copy runs for seconds: a 20 ms poll of the host's view of the dir sees it
+            assert time.monotonic() < deadline, "no backup started after the reload"
+            time.sleep(0.02)
+        container.check("systemctl", "stop", UNIT, timeout=120)
+
+        state = container.show(UNIT, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+        assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
+        log = container.check("journalctl", "--no-pager", "-o", "cat", "-u", UNIT, "--since", since)
+        assert re.search(r"vbrpg: \w+ backup abandoned: rollbackd is stopping; the copy was at", log), log[-3000:]
+        for sign in ("SIGKILL", "Killing process", "timed out", "Failed with result"):
+            assert sign not in log, log[-3000:]
+        # Nothing of the abandoned copy is left: no temp file, no backup without a manifest, no new backup.
+        names = sorted(path.name for path in backups.iterdir())
+        assert not [name for name in names if name.startswith(".")], names
+        kept = sorted(path.name for path in backups.glob("vbrpg_backup_*.db"))
+        assert kept == kept_before, names
+        assert all(f"{name}{MANIFEST_SUFFIX}" in names for name in kept), names
+    finally:
+        write_config(container, container_config())
+        container.check("systemctl", "start", UNIT, timeout=120)
 
 
 def test_no_system_call_was_refused_and_nothing_crashed_over_the_suite(systemd_container: Container) -> None:

@@ -18,9 +18,11 @@ from rollbackd.backup.catalog import PARTIAL_SUFFIX
 from rollbackd.backup.manifest import MANIFEST_SUFFIX
 from tests.support.systemd_container import Container
 from tests.systemd.conftest import (
+    APP_DIR,
     CONFIG,
     DATA_DIR,
     DATABASE,
+    VBRPG,
     WATCHDOG_SECONDS,
     container_config,
 )
@@ -203,9 +205,114 @@ def sql(container: Container, query: str) -> str:
     return container.check("runuser", "-u", "vbrpg", "--", "sqlite3", DATABASE, query).strip()
 
 
+def rollbackd_uid(container: Container) -> str:
+    return container.check("id", "-u", "rollbackd").strip()
+
+
 def write_config(container: Container, text: str) -> None:
     container.write(CONFIG, text, mode=0o640)
     container.check("chgrp", "rollbackd", CONFIG)
+
+
+def last_incident(container: Container) -> int:
+    return max((row["incident"] for row in json.loads(history(container, "--all"))), default=0)
+
+
+def wait_for_recovered_incident(container: Container, after: int) -> None:
+    """Until an incident newer than ``after`` is in the history as recovered (the runbook's checklist passed)."""
+
+    def recovered() -> bool:
+        rows = json.loads(history(container, "--all"))
+        return any(row["incident"] > after and row["outcome"] == "recovered" for row in rows)
+
+    wait_until(recovered, 120, "the incident to close as recovered")
+
+
+def action_records(container: Container, action: str, since: str) -> list[dict[str, str]]:
+    """The journal's records of finished ``action`` rungs ("vbrpg: <rung> success: ...", ACTION=<action>)."""
+    return [
+        entry
+        for entry in journal(container, f"ACTION={action}", since=since)
+        if re.search(r" (success|failed): ", entry["MESSAGE"])
+    ]
+
+
+def test_data_loss_migration_is_restored_by_the_sandboxed_daemon(systemd_container: Container) -> None:
+    container = systemd_container
+    since = now_inside(container)
+    revision = sql(container, "SELECT version_num FROM alembic_version")
+    players = sql(container, "SELECT count(*) FROM players")
+    incident = last_incident(container)
+    try:
+        # A deploy of the botched cleanup migration (root deploys; the code stays read-only to rollbackd): the
+        # daemon takes the pre-deploy backup when the script arrives, sees the rows gone, restores that backup.
+        container.check(VBRPG, "fault", "data-loss", "--db", DATABASE, "--app-dir", APP_DIR, timeout=120)
+        wait_for_recovered_incident(container, incident)
+        [restore] = action_records(container, "restore", since)
+        assert " success: " in restore["MESSAGE"], restore["MESSAGE"]
+        assert restore["_UID"] == rollbackd_uid(container)
+        assert sql(container, "SELECT version_num FROM alembic_version") == revision
+        assert sql(container, "SELECT count(*) FROM players") == players
+        # The damaged file is kept beside it, group vbrpg from the setgid dir (the sandbox filters chown).
+        kept = container.check("find", DATA_DIR, "-maxdepth", "1", "-name", "vbrpg_corrupted_*.db", "-group", "vbrpg")
+        assert kept.strip(), container.check("ls", "-la", DATA_DIR)
+        # Moving the blocked script out of the read-only code is refused by the sandbox: one line, no crash.
+        log = container.check("journalctl", "--no-pager", "-o", "cat", "-u", UNIT, "--since", since)
+        assert "cannot be moved aside (" in log and "Read-only file system" in log, log[-3000:]
+        assert container.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    finally:
+        container.check(VBRPG, "fault", "reset", "--app-dir", APP_DIR)
+
+
+def test_schema_ahead_of_the_code_is_downgraded_by_the_services_alembic_under_the_sandbox(
+    systemd_container: Container,
+) -> None:
+    container = systemd_container
+    since = now_inside(container)
+    revision = sql(container, "SELECT version_num FROM alembic_version")
+    incident = last_incident(container)
+    try:
+        # A reversible migration applied, then its script removed: the daemon saw the script arrive (and kept it
+        # in its vault), so it can run /opt/vbrpg/venv/bin/alembic downgrade as user rollbackd.
+        container.check(VBRPG, "fault", "schema-skew", "--db", DATABASE, "--app-dir", APP_DIR, timeout=120)
+        assert sql(container, "SELECT version_num FROM alembic_version") != revision
+        wait_for_recovered_incident(container, incident)
+        [downgrade] = action_records(container, "downgrade", since)
+        assert " success: " in downgrade["MESSAGE"], downgrade["MESSAGE"]
+        assert downgrade["_UID"] == rollbackd_uid(container)
+        assert sql(container, "SELECT version_num FROM alembic_version") == revision
+        assert container.check("curl", "-sf", "http://127.0.0.1:8000/health")
+    finally:
+        container.check(VBRPG, "fault", "reset", "--app-dir", APP_DIR)
+
+
+def test_a_backup_dir_outside_read_write_paths_fails_with_one_clear_line(systemd_container: Container) -> None:
+    container = systemd_container
+    outside = "/srv/vbrpg-backups"
+    # Owned by rollbackd: only the sandbox (ProtectSystem=strict, no drop-in naming it) stands in the way.
+    container.check("install", "-d", "-o", "rollbackd", "-g", "rollbackd", "-m", "0700", outside)
+    pid = main_pid(container)
+    since = now_inside(container)
+    try:
+        write_config(container, container_config().replace('dir = "data/backups"', f'dir = "{outside}"'))
+        container.check("systemctl", "reload", UNIT)
+        # One line, the backup's reason aside ("startup": the reload started the service's backups afresh).
+        expected = re.compile(
+            rf"vbrpg: \w+ backup failed \(dir_unwritable\): backup dir {outside} is on a read-only file system "
+            r"here: under systemd, add it to ReadWritePaths= in a drop-in of rollbackd\.service"
+        )
+        wait_until(
+            lambda: any(expected.search(entry["MESSAGE"]) for entry in journal(container, since=since)),
+            60,
+            "the failed backup in the journal",
+        )
+        assert container.check("ls", "-A", outside) == ""
+        state = container.show(UNIT, "ActiveState", "MainPID")
+        assert (state["ActiveState"], int(state["MainPID"])) == ("active", pid), state
+    finally:
+        write_config(container, container_config())
+        container.check("systemctl", "reload", UNIT)
+        container.check("rm", "-rf", outside)
 
 
 def test_stop_during_a_backup_of_a_large_database_ends_cleanly_and_keeps_no_partial_copy(

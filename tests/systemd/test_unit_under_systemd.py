@@ -379,3 +379,31 @@ def test_no_system_call_was_refused_and_nothing_crashed_over_the_suite(systemd_c
     # made 0600 by a process-wide umask: both showed here only.
     assert "Traceback" not in daemon_log
     assert "Permission denied" not in daemon_log
+
+
+def test_purge_keeps_a_user_that_still_owns_files_and_removes_one_that_does_not(systemd_container: Container) -> None:
+    # After the rest of the suite (it removes the package): the backups and the restored database rollbackd made
+    # in the data dir are its files, and that dir is named by the drop-in's ReadWritePaths=.
+    container = systemd_container
+    owned = container.check("find", DATA_DIR, "-user", "rollbackd").split()
+    assert owned, "the suite left no file of rollbackd's in the data dir"
+    purge = container.run("apt-get", "purge", "-y", "-q", "rollbackd", timeout=300)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    output = purge.stdout + purge.stderr
+    assert "rollbackd: keeping the system user and group rollbackd: they still own files outside" in output, output
+    assert any(f"  {path}" in output for path in owned), output
+    assert container.run("getent", "passwd", "rollbackd").returncode == 0
+    for path in ("/var/lib/rollbackd", "/etc/rollbackd", "/opt/rollbackd"):
+        assert not container.path(path).exists(), path
+
+    # Given to the service's user, nothing holds the user back: reinstalled and purged again, it goes.
+    container.check("chown", "-R", "vbrpg:vbrpg", DATA_DIR)
+    [deb] = container.path("/root/install").glob("rollbackd_*.deb")
+    container.check(
+        "apt-get", "install", "-y", "-q", "--no-install-recommends", f"/root/install/{deb.name}", timeout=300
+    )
+    again = container.run("apt-get", "purge", "-y", "-q", "rollbackd", timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "keeping the system user" not in again.stdout + again.stderr
+    assert container.run("getent", "passwd", "rollbackd").returncode != 0
+    assert container.run("getent", "group", "rollbackd").returncode != 0

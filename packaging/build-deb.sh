@@ -102,6 +102,9 @@ install -d -m 0755 "$root/usr/share/man/man1"
 "$root$venv/bin/python" -B "$here/manpage.py" | gzip -9n >"$root/usr/share/man/man1/rollbackd.1.gz"
 chmod 0644 "$root/usr/share/man/man1/rollbackd.1.gz"
 install -D -m 0644 "$repo/systemd/rollbackd.service" "$root/lib/systemd/system/rollbackd.service"
+# The unit names no monitored service; the example config's data dir comes in this drop-in, installed by the
+# operator (README, "Operations").
+install -D -m 0644 "$repo/systemd/examples/vbrpg.conf" "$root/usr/share/doc/rollbackd/examples/vbrpg.conf"
 install -D -m 0640 "$repo/config/rollbackd.toml" "$root/etc/rollbackd/rollbackd.toml"
 install -D -m 0644 "$here/polkit/50-rollbackd.rules" "$root/usr/share/polkit-1/rules.d/50-rollbackd.rules"
 install -D -m 0644 "$repo/README.md" "$root/usr/share/doc/rollbackd/README.md"

@@ -247,3 +247,30 @@ def test_metrics_after_a_backup(tmp_path: Path, metrics: Metrics) -> None:
     assert metrics.registry.get_sample_value("rollbackd_backup_size_bytes", labels) == result.manifest.size_bytes
     assert metrics.registry.get_sample_value("rollbackd_backup_last_success_timestamp_seconds", labels) >= FIXED_NOW
     assert metrics.registry.get_sample_value("rollbackd_backup_duration_seconds_count", labels) == 1
+
+
+@pytest.mark.root
+def test_a_backup_dir_on_a_read_only_mount_is_reported_as_outside_read_write_paths(tmp_path: Path) -> None:
+    # What ProtectSystem=strict makes of every path no ReadWritePaths= names: a read-only mount, whatever the
+    # owner and mode (tests/systemd proves the same line under the real unit).
+    mount_point = tmp_path / "read-only"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({result.stderr.strip()})")
+    try:
+        make_database(make_service(tmp_path).database)
+        for backup_dir, expected in (
+            (mount_point, f"backup dir {mount_point} is on a read-only file system here: under systemd, add it"),
+            (mount_point / "backups", f"cannot create backup dir {mount_point / 'backups'} on a read-only file"),
+        ):
+            service = make_service(tmp_path, backups={"dir": str(backup_dir)})
+            with pytest.raises(BackupError) as caught:
+                take_backup(service, reason="scheduled")
+            assert caught.value.reason == "dir_unwritable"
+            assert str(caught.value).startswith(expected), caught.value
+            assert "ReadWritePaths= in a drop-in of rollbackd.service" in str(caught.value)
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

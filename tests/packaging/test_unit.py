@@ -19,6 +19,7 @@ from rollbackd.config.model import DaemonConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd/rollbackd.service"
+EXAMPLE_DROP_IN = REPO / "systemd/examples/vbrpg.conf"  # packaged in /usr/share/doc/rollbackd/examples
 EXPOSURE_RECORDED = 1.3  # README "Operations" and the report; lower it here when the unit gets stricter
 
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
@@ -95,16 +96,24 @@ def test_stop_timeout_leaves_room_for_the_daemons_own_shutdown_timeout() -> None
     assert stop_timeout > DaemonConfig().shutdown_timeout
 
 
-def test_only_the_monitored_data_dir_is_writable_and_it_holds_db_and_backups() -> None:
+def test_the_unit_names_no_service_and_the_example_drop_in_gives_the_shipped_configs_data_dir() -> None:
+    # Generic: another service is added by a drop-in of its own, never by editing the unit.
     settings = unit_settings()
     assert settings["Service.ProtectSystem"] == ["strict"]
-    [writable] = settings["Service.ReadWritePaths"]
+    assert "Service.ReadWritePaths" not in settings
+    assert "Service.SupplementaryGroups" not in settings
+    assert "vbrpg" not in "".join(value for values in settings.values() for value in values)
     config = load_config(REPO / "config/rollbackd.toml")
+    assert config.daemon.state_dir == Path("/var/lib/") / settings["Service.StateDirectory"][0]
+
+    drop_in = unit_settings(EXAMPLE_DROP_IN)
+    assert set(drop_in) == {"Service.SupplementaryGroups", "Service.ReadWritePaths"}
+    [writable] = drop_in["Service.ReadWritePaths"]
     [service] = config.service
     data_dir = Path(writable)
     assert service.database.parent == data_dir
     assert data_dir in service.backups.dir.parents
-    assert config.daemon.state_dir == Path("/var/lib/") / settings["Service.StateDirectory"][0]
+    assert drop_in["Service.SupplementaryGroups"] == ["vbrpg"]
 
 
 def test_polkit_rule_names_the_unit_the_shipped_config_controls() -> None:

@@ -2,8 +2,9 @@
 
 Everything inside is what an operator would do after `apt-get install ./rollbackd_*.deb` (README,
 "Operations"): the example VBRPG backend as the real unit `vbrpg-backend.service` (user vbrpg, UMask=0007, the
-data dir group-writable and setgid), rollbackd's shipped unit with one drop-in (SupplementaryGroups=vbrpg, as
-the README says, and a short WatchdogSec= for the watchdog test), the shipped config with faster probes.
+data dir group-writable and setgid), rollbackd's shipped unit with the packaged example drop-in installed as the
+README says (SupplementaryGroups=vbrpg, ReadWritePaths= the data dir) and one of the test's own (a short
+WatchdogSec= for the watchdog test), the shipped config with faster probes.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ WantedBy=multi-user.target
 
 ROLLBACKD_DROP_IN = f"""\
 [Service]
-SupplementaryGroups=vbrpg
 WatchdogSec={WATCHDOG_SECONDS}s
 """
+EXAMPLE_DROP_IN = "/usr/share/doc/rollbackd/examples/vbrpg.conf"
+VBRPG = "/opt/vbrpg/venv/bin/vbrpg-example"
+APP_DIR = "/opt/vbrpg/backend"
+DATABASE = f"{DATA_DIR}/vbrpg.db"
 
 
 def container_config() -> str:
@@ -97,15 +101,17 @@ def install_inside(container: Container, deb: Path, wheels: Path) -> None:
         "/opt/vbrpg/venv/bin/pip", "install", "-q", "--no-index", "--find-links", "/root/install/wheels",
         "vbrpg-example", timeout=300,
     )  # fmt: skip
-    vbrpg = "/opt/vbrpg/venv/bin/vbrpg-example"
-    database = f"{DATA_DIR}/vbrpg.db"
-    container.check(vbrpg, "init-app", "/opt/vbrpg/backend")
-    container.check(vbrpg, "migrate", "--db", database, "--app-dir", "/opt/vbrpg/backend")
-    container.check(vbrpg, "seed", "--db", database, "--rooms", "20", "--players", "40")
+    container.check(VBRPG, "init-app", APP_DIR)
+    container.check(VBRPG, "migrate", "--db", DATABASE, "--app-dir", APP_DIR)
+    container.check(VBRPG, "seed", "--db", DATABASE, "--rooms", "20", "--players", "40")
     container.check("chown", "-R", "vbrpg:vbrpg", DATA_DIR)
     container.check("chmod", "-R", "g+rwX", DATA_DIR)
     container.check("chmod", "g+s", DATA_DIR)
     container.write("/etc/systemd/system/vbrpg-backend.service", VBRPG_UNIT)
+    # The unit names no service: the example's data dir comes from the packaged drop-in, as the README says.
+    container.check(
+        "install", "-D", "-m", "0644", EXAMPLE_DROP_IN, "/etc/systemd/system/rollbackd.service.d/vbrpg.conf"
+    )
     container.write("/etc/systemd/system/rollbackd.service.d/test.conf", ROLLBACKD_DROP_IN)
     container.write(CONFIG, container_config(), mode=0o640)
     container.check("chgrp", "rollbackd", CONFIG)

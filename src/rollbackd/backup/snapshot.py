@@ -223,13 +223,33 @@ def remove_stale_partials(backup_dir: Path, stem: str) -> list[Path]:
     return removed
 
 
+# Under rollbackd.service (ProtectSystem=strict) every path outside the state dir and the drop-ins'
+# ReadWritePaths= is a read-only mount, whatever its owner and mode: say so, not just "not writable".
+READ_ONLY_HINT = "under systemd, add it to ReadWritePaths= in a drop-in of rollbackd.service"
+
+
 def _prepare_dir(backup_dir: Path) -> None:
     try:
         backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
+        if error.errno == errno.EROFS:
+            raise BackupError(
+                "dir_unwritable", f"cannot create backup dir {backup_dir} on a read-only file system: {READ_ONLY_HINT}"
+            ) from error
         raise BackupError("dir_unwritable", f"cannot create backup dir {backup_dir}: {error.strerror}") from error
     if not os.access(backup_dir, os.W_OK | os.X_OK):
+        if _on_read_only_mount(backup_dir):
+            raise BackupError(
+                "dir_unwritable", f"backup dir {backup_dir} is on a read-only file system here: {READ_ONLY_HINT}"
+            )
         raise BackupError("dir_unwritable", f"backup dir {backup_dir} is not writable")
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _copy(source: Path, temp: Path, *, timeout: float, progress: Progress | None, deadline: float) -> str:
@@ -320,7 +340,11 @@ def _as_backup_error(error: Exception, source: Path, backup_dir: Path) -> Backup
     if isinstance(error, OSError):
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             return BackupError("disk_full", f"backup dir {backup_dir} is full; the partial copy was removed")
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if error.errno == errno.EROFS:
+            return BackupError(
+                "dir_unwritable", f"backup dir {backup_dir} is on a read-only file system: {READ_ONLY_HINT}"
+            )
+        if error.errno in (errno.EACCES, errno.EPERM):
             return BackupError("dir_unwritable", f"cannot write in backup dir {backup_dir}: {error.strerror}")
         return BackupError("io_error", f"backup failed: {error}")
     if isinstance(error, sqlite3.Error):

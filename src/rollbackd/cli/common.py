@@ -22,6 +22,7 @@ from rollbackd.config.config_path import (
 )
 from rollbackd.exit_codes import ExitCode
 from rollbackd.state.ownership import refuse_root_in_foreign_state_dir
+from rollbackd.units import parse_duration
 
 if TYPE_CHECKING:
     from rollbackd.config.model import Config, ServiceConfig
@@ -85,6 +86,29 @@ def state_db_unreadable(command: str, path: Path, problem: str) -> ExitCode:
     """One line for a state DB that cannot be read (corrupt, truncated, another user's), and exit 4."""
     print(f"rollbackd {command}: cannot read the state DB {path}: {problem}", file=sys.stderr)
     return ExitCode.UNAVAILABLE
+
+
+def seconds(text: str) -> float:
+    """An argparse ``type=`` for a duration flag: "2m", "1h30m", "500ms" as the config writes them, or plain
+    seconds ("120", "0.5"). Raise ArgumentTypeError naming the accepted forms."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error}, or plain seconds") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration of 0 or more, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """As ``seconds``, for a duration that must be more than zero (a window, a wait that cannot be skipped)."""
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration of more than 0, got {text!r}")
+    return value
 
 
 def print_json(data: Any) -> None:

@@ -187,7 +187,7 @@ def _entry_json(entry: BackupEntry) -> dict[str, Any]:
         "path": str(entry.path),
         "status": entry.status,
         "problem": entry.problem,
-        "created_at": datetime.fromtimestamp(entry.created_at, UTC).isoformat(),
+        "created_at": entry.created_at,  # print_json: ISO 8601 and created_at_epoch
         "size_bytes": entry.size_bytes,
         "manifest": entry.manifest.to_json() if entry.manifest else None,
     }

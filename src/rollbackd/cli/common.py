@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollbackd.cli.times import with_iso_times
 from rollbackd.config.config_path import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
@@ -112,4 +113,5 @@ def positive_seconds(text: str) -> float:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+    """Print for scripts; every moment as ISO 8601 with its offset plus ``<key>_epoch`` (cli/times.py)."""
+    print(json.dumps(with_iso_times(data), indent=2, sort_keys=False, default=str))

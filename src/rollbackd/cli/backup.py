@@ -11,10 +11,10 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.times import table_time
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays light (cli/__init__.py)
@@ -169,8 +169,8 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(moment: float, utc: bool) -> str:
+    return table_time(moment, utc=utc, seconds=True)
 
 
 def _size(size: int) -> str:
@@ -272,9 +272,9 @@ def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
         reason = manifest.reason if manifest else "?"
         drill = ""
         if manifest is not None and manifest.drill is not None:
-            drill = f" drill {'ok' if manifest.drill.ok else 'FAILED'} {_when(manifest.drill.at)}"
+            drill = f" drill {'ok' if manifest.drill.ok else 'FAILED'} {_when(manifest.drill.at, args.utc)}"
         print(
-            f"{entry.name}  {_when(entry.created_at)}  {reason:<11}  revision {entry.revision}  "
+            f"{entry.name}  {_when(entry.created_at, args.utc)}  {reason:<11}  revision {entry.revision}  "
             f"{_size(entry.size_bytes)}  {status}{drill}"
         )
     for path in listing.orphan_manifests:
@@ -405,7 +405,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     try:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
-            _confirm(service, entry)
+            _confirm(service, entry, args.utc)
         progress = ProgressBar("copying the backup", unit="bytes") if not args.json else None
         try:
             report = restore_backup(
@@ -554,9 +554,9 @@ def _choose(service: ServiceConfig, name: str | None, before: float | None, revi
         raise CommandFailed(str(error), ExitCode.UNAVAILABLE) from error
 
 
-def _confirm(service: ServiceConfig, entry: BackupEntry) -> None:
+def _confirm(service: ServiceConfig, entry: BackupEntry, utc: bool) -> None:
     question = (
-        f"Restore {entry.name} (revision {entry.revision}, {_when(entry.created_at)}) over {service.database}?\n"
+        f"Restore {entry.name} (revision {entry.revision}, {_when(entry.created_at, utc)}) over {service.database}?\n"
         "The service will be stopped and the current files kept as *_corrupted_*. [y/N] "
     )
     if not sys.stdin.isatty():

@@ -32,6 +32,9 @@ Handler = Callable[[argparse.Namespace], ExitCode]
 Subcommands = Any  # argparse's _SubParsersAction is private; this is what add_subparsers() returns
 
 
+UTC_HELP = "print times in UTC (default: local time, with its zone named); JSON is always UTC"
+
+
 def global_options() -> argparse.ArgumentParser:
     """The options every subcommand also accepts after its name (``rollbackd status --config X``).
 
@@ -43,6 +46,9 @@ def global_options() -> argparse.ArgumentParser:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH}); also accepted before COMMAND",
+    )
+    options.add_argument(
+        "--utc", action="store_true", default=argparse.SUPPRESS, help=UTC_HELP + "; also accepted before COMMAND"
     )
     return options
 

@@ -1,9 +1,13 @@
-"""One time format in every ``--json``: ISO 8601 with its offset, and the epoch beside it as ``<key>_epoch``
-for scripts. Real subprocesses against a real state DB, a real database and a real backup."""
+"""Times as the CLI prints them: in every ``--json`` ISO 8601 with its offset and the epoch beside it as
+``<key>_epoch``; in tables local time with the zone named, or UTC with ``--utc``; history cells cut with an
+ellipsis and a note, whole with ``--full``. Real subprocesses against a real state DB, database and backup."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +17,7 @@ import pytest
 
 from rollbackd.cli.times import with_iso_times
 from rollbackd.state.history import History
-from tests.backup.helpers import make_database, make_service, rollbackd
+from tests.backup.helpers import make_database, make_service
 
 OPENED = 1796169346.25  # 2026-12-01T23:55:46.25+00:00
 LONG_REASON = "health failing for 45s after the deploy of a1b2c3d4 (HTTP 503 from /health, 9 of 9 probes)"
@@ -37,6 +41,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         history.close()
     yield config
+
+
+def rollbackd(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rollbackd", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+
+
+def in_zone(zone: str) -> dict[str, str]:
+    return {**os.environ, "TZ": zone}
 
 
 def json_of(config: Path, *args: str) -> Any:
@@ -87,3 +102,33 @@ def test_text_and_none_under_a_moment_key_are_left_alone() -> None:
         "closed_at": "never",
         "ok": True,
     }
+
+
+def test_history_table_is_in_local_time_and_names_the_zone(installed: Path) -> None:
+    berlin = rollbackd(installed, "history", env=in_zone("Europe/Berlin"))
+    assert berlin.returncode == 0, berlin.stderr
+    assert "2026-12-02 00:55 CET" in berlin.stdout
+    for utc in (
+        rollbackd(installed, "history", "--utc", env=in_zone("Europe/Berlin")),
+        rollbackd(installed, "--utc", "history", env=in_zone("Europe/Berlin")),
+    ):
+        assert "2026-12-01 23:55 UTC" in utc.stdout and "CET" not in utc.stdout
+
+
+def test_history_cuts_a_long_reason_with_an_ellipsis_and_says_how_to_see_it(installed: Path) -> None:
+    table = rollbackd(installed, "history").stdout
+    assert LONG_REASON not in table
+    assert LONG_REASON[:59] + "…" in table
+    assert "rollbackd history --full" in table
+    for flag in ("--full", "-l"):
+        whole = rollbackd(installed, "history", flag).stdout
+        assert LONG_REASON in whole and "…" not in whole
+    assert LONG_REASON in rollbackd(installed, "history", "--markdown").stdout
+
+
+def test_backups_and_status_tables_name_the_zone(installed: Path) -> None:
+    listed = rollbackd(installed, "backups", env=in_zone("America/New_York")).stdout
+    assert " EST " in listed and "UTC" not in listed
+    status = rollbackd(installed, "status", env=in_zone("Asia/Kolkata"))
+    assert "2026-12-02 05:25 IST" in status.stdout, status.stdout
+    assert "2026-12-01 23:55 UTC" in rollbackd(installed, "status", "--utc", env=in_zone("Asia/Kolkata")).stdout

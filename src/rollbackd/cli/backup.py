@@ -11,16 +11,18 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.progress import PhaseProgress
 from rollbackd.cli.times import table_time
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays light (cli/__init__.py)
     from rollbackd.actions.manual import ManualRequest
     from rollbackd.backup.catalog import BackupEntry
-    from rollbackd.backup.restore import RestoreError, RestoreReport
+    from rollbackd.backup.restore import RestoreError, RestoreReport, RestoreStep
     from rollbackd.config.model import Config, ServiceConfig
     from rollbackd.replication.supervisor import ReplicationPause
     from rollbackd.state.service_lock import ServiceLock
@@ -142,33 +144,6 @@ def _lock(config: Config, service: ServiceConfig, purpose: str, *, changes_datab
     return lock
 
 
-class ProgressBar:
-    """A carriage-return progress line on a terminal; silent when the stream is not one (cron, CI, pipes)."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "pages") -> None:
-        self.stream = stream or sys.stderr
-        self.label = label
-        self.unit = unit
-        self.enabled = self.stream.isatty()
-        self._last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        percent = int(100 * done / total)
-        if percent == self._last:
-            return
-        self._last = percent
-        bar = "#" * (percent // 4)
-        self.stream.write(f"\r{self.label} [{bar:<25}] {percent:3d}%")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last >= 0:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 def _when(moment: float, utc: bool) -> str:
     return table_time(moment, utc=utc, seconds=True)
 
@@ -205,9 +180,15 @@ def run_backup(args: argparse.Namespace) -> ExitCode:
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
     lock = _lock(config, service, f"rollbackd backup --reason {args.reason}")
-    progress = ProgressBar(f"backing up {service.database.name}", unit="pages") if not args.json else None
+    progress = PhaseProgress() if not args.json else None
+    scale = _page_size(service.database)  # the copy reports pages; the line shows bytes
+
+    def phase(name: str) -> None:
+        if progress is not None:
+            progress.phase(name, scale=scale)
+
     try:
-        result = take_backup(service, reason=args.reason, progress=progress)
+        result = take_backup(service, reason=args.reason, progress=progress, phase=phase)
     except BackupError as error:
         code = ExitCode.UNAVAILABLE if error.reason in UNAVAILABLE_REASONS else ExitCode.FAILED
         raise CommandFailed(f"{error} [{error.reason}]", code) from error
@@ -406,7 +387,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
             _confirm(service, entry, args.utc)
-        progress = ProgressBar("copying the backup", unit="bytes") if not args.json else None
+        progress = PhaseProgress() if not args.json else None
         try:
             report = restore_backup(
                 service,
@@ -417,6 +398,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
                 dry_run=args.dry_run,
                 service_stopped=args.service_stopped,
                 progress=progress,
+                on_step=None if progress is None else _step_printer(progress),
             )
         finally:
             if progress is not None:
@@ -426,8 +408,36 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     finally:
         if lock is not None:
             lock.release()
-    _print_report(report, args.json)
+    _print_report(report, args.json, steps_printed=progress is not None and not args.dry_run)
     return ExitCode.OK
+
+
+def _page_size(database: Path) -> int:
+    """The database's page size from its header (bytes 16-17; 1 means 65536), to show pages copied as bytes."""
+    try:
+        with database.open("rb") as handle:
+            header = handle.read(18)
+    except OSError:
+        return 4096
+    size = int.from_bytes(header[16:18], "big") if len(header) == 18 else 4096
+    return 65536 if size == 1 else size or 4096
+
+
+def _step_printer(progress: PhaseProgress) -> Callable[[str, RestoreStep | None], None]:
+    """Each restore step as it happens: its phase on the live line, then its line on stdout when it ends."""
+
+    def on_step(name: str, step: RestoreStep | None) -> None:
+        if step is None:
+            progress.phase(name)
+        else:
+            progress.close()
+            progress.print_line(_step_line(step))
+
+    return on_step
+
+
+def _step_line(step: RestoreStep) -> str:
+    return f"{step.name}: {step.seconds:.2f}s{' (' + step.detail + ')' if step.detail else ''}"
 
 
 def _restore_from_replica(args: argparse.Namespace, config: Config, service: ServiceConfig) -> ExitCode:
@@ -524,11 +534,19 @@ def _resume(
     from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
 
     lock = _lock(config, service, "rollbackd restore --resume", changes_database=True)
+    progress = None if as_json else PhaseProgress()
     try:
-        report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
+        report = resume_interrupted_restore(
+            service,
+            control=control,
+            state_dir=state_dir,
+            on_step=None if progress is None else _step_printer(progress),
+        )
     except RestoreError as error:
         raise _restore_failed(error) from error
     finally:
+        if progress is not None:
+            progress.close()
         lock.release()
     if report is None:
         if as_json:
@@ -536,7 +554,7 @@ def _resume(
         else:
             print(f"no interrupted restore of {service.name}")
         return ExitCode.OK
-    _print_report(report, as_json)
+    _print_report(report, as_json, steps_printed=progress is not None)
     return ExitCode.OK
 
 
@@ -571,14 +589,16 @@ def _restore_failed(error: RestoreError) -> CommandFailed:
     return CommandFailed(str(error), code)
 
 
-def _print_report(report: RestoreReport, as_json: bool) -> None:
+def _print_report(report: RestoreReport, as_json: bool, *, steps_printed: bool = False) -> None:
+    """The report; its steps only when they were not already printed as they happened."""
     if as_json:
         print_json(report.to_json())
         return
     for line in report.plan:
         print(f"plan: {line}")
-    for step in report.steps:
-        print(f"{step.name}: {step.seconds:.2f}s{' (' + step.detail + ')' if step.detail else ''}")
+    if not steps_printed:
+        for step in report.steps:
+            print(_step_line(step))
     for path in report.quarantined:
         print(f"kept the previous file as {path}")
     if report.outcome == "restored":

@@ -55,6 +55,8 @@ def test_restore_prints_each_step_as_it_happens(backed_up: Path) -> None:
     positions = [next(i for i, line in enumerate(lines) if line.startswith(start)) for start in order]
     assert positions == sorted(positions), lines
     assert sum(line.startswith("copy backup beside the database: ") for line in lines) == 1  # not again at the end
+    restored = next(line for line in lines if line.startswith("restored "))
+    assert restored.endswith("rows: game_room_participants 10, game_rooms 2, players 10"), restored  # no dict
 
 
 def test_restore_on_a_terminal_shows_phase_bytes_and_rate(backed_up: Path) -> None:

@@ -602,5 +602,6 @@ def _print_report(report: RestoreReport, as_json: bool, *, steps_printed: bool =
     for path in report.quarantined:
         print(f"kept the previous file as {path}")
     if report.outcome == "restored":
-        print(f"restored {report.backup} to {report.database}: revision {report.revision}, rows {report.row_counts}")
+        rows = ", ".join(f"{table} {'?' if count is None else count}" for table, count in report.row_counts.items())
+        print(f"restored {report.backup} to {report.database}: revision {report.revision}, rows: {rows or 'none'}")
     print(report.message)

@@ -465,10 +465,17 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
     pause = None if args.dry_run else _replication_pause(config, service)
     if not args.dry_run and not args.yes:
         _confirm_replica(service, request)
+    progress = None if args.json or args.dry_run else PhaseProgress()
+    on_phase = None if progress is None else progress.phase
     try:
-        result = asyncio.run(manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause))
+        result = asyncio.run(
+            manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause, on_phase=on_phase)
+        )
     except LookupError as error:
         raise CommandFailed(str(error.args[0]), ExitCode.CONFIG) from error
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print_json(result.as_dict())
     else:

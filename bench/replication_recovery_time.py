@@ -80,7 +80,7 @@ def new_room(stack: Stack, host: str) -> str:
 def proven_good_since(stack: Stack, moment: float) -> bool:
     status = stack.status() or {}
     integrity = status.get("services", {}).get("vbrpg", {}).get("probes", {}).get("integrity", {})
-    return bool(integrity.get("ok")) and float(integrity.get("at", 0)) > moment
+    return bool(integrity.get("ok")) and float(integrity.get("at_epoch", 0)) > moment
 
 
 def break_foreign_keys(database: Path) -> None:

@@ -30,6 +30,10 @@ esac
     echo "build-deb: $target_python has no venv module (apt-get install ${python_name}-venv)" >&2
     exit 2
 }
+"$BUILD_PYTHON" -c 'import shtab' 2>/dev/null || {
+    echo "build-deb: $BUILD_PYTHON lacks the 'shtab' package (pip install -e '.[test]'): it writes the completions" >&2
+    exit 2
+}
 "$BUILD_PYTHON" -c 'import build' 2>/dev/null || {
     echo "build-deb: $BUILD_PYTHON lacks the 'build' package (pip install -e '.[test]')" >&2
     exit 2
@@ -101,6 +105,18 @@ ln -s "$venv/bin/rollbackd" "$root/usr/bin/rollbackd"
 install -d -m 0755 "$root/usr/share/man/man1"
 "$root$venv/bin/python" -B "$here/manpage.py" | gzip -9n >"$root/usr/share/man/man1/rollbackd.1.gz"
 chmod 0644 "$root/usr/share/man/man1/rollbackd.1.gz"
+# bash and zsh completion from the same parser, by shtab at build time (a build tool: not in the package). The
+# parser imports no heavy library (tests/cli/test_import_budget.py), so this tree's source is all it needs.
+install -d -m 0755 "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions"
+for shell in bash zsh; do
+    case $shell in
+    bash) target=$root/usr/share/bash-completion/completions/rollbackd ;;
+    zsh) target=$root/usr/share/zsh/vendor-completions/_rollbackd ;;
+    esac
+    PYTHONPATH="$repo/src" "$BUILD_PYTHON" -B -m shtab --shell="$shell" --prog rollbackd \
+        rollbackd.cli.build_parser >"$target"
+    chmod 0644 "$target"
+done
 install -D -m 0644 "$repo/systemd/rollbackd.service" "$root/lib/systemd/system/rollbackd.service"
 # The unit names no monitored service; the example config's data dir comes in this drop-in, installed by the
 # operator (README, "Operations").

@@ -80,3 +80,28 @@ def humanize_age(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def human_size(size: float) -> str:
+    """Return a size for people, in the largest binary unit under 1024 of it: "80.6 MiB", "512 B"."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # not reached: the loop returns at TiB
+
+
+def human_duration(seconds: float) -> str:
+    """Return a duration for people: "12 ms", "1.25 s", "2m5s" (a probe's latency, a step's time)."""
+    if seconds <= 0:
+        return "0 s"
+    if seconds < 0.001:
+        return f"{seconds * 1_000_000:.0f} µs"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    return format_duration(round(seconds))

@@ -22,7 +22,8 @@ def test_backup_prints_one_line_and_json_for_scripts(tmp_path: Path) -> None:
     assert human.returncode == 0, human.stderr
     assert human.stdout.count("\n") == 1
     assert "revision e6093b7a4c18" in human.stdout and "quick_check ok" in human.stdout
-    assert human.stderr == ""  # no progress bar when stderr is not a terminal
+    # Not a terminal: each phase one plain line, no bar.
+    assert human.stderr == "copying vbrpg.db ...\nverifying the copy (quick_check, sha256) ...\n"
     scripted = rollbackd(config, "backup", "vbrpg", "--json")
     assert scripted.returncode == 0
     manifest = json.loads(scripted.stdout)
@@ -31,7 +32,7 @@ def test_backup_prints_one_line_and_json_for_scripts(tmp_path: Path) -> None:
     assert [backup["status"] for backup in listed["backups"]] == ["verified", "verified"]
 
 
-def test_backup_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+def test_backup_shows_phase_bytes_and_rate_on_a_terminal(tmp_path: Path) -> None:
     service = make_service(tmp_path)
     make_database(service.database)
     grow_database(service.database, 2)
@@ -54,7 +55,9 @@ def test_backup_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         output += chunk
     os.close(leader)
     assert process.wait(timeout=60) == 0
-    assert b"\rbacking up vbrpg.db [" in output and b"100%" in output
+    assert b"\r\x1b[Kcopying vbrpg.db: [" in output and b"100%" in output
+    assert b" of 2." in output and b"MiB/s" in output  # bytes and rate
+    assert b"verifying the copy (quick_check, sha256) ..." in output
 
 
 def test_errors_are_one_line_with_a_named_exit_code(tmp_path: Path) -> None:

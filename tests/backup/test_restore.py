@@ -125,6 +125,7 @@ def test_restore_with_command_control_on_the_real_example_service(tmp_path: Path
     assert [step["name"] for step in report["steps"]] == [
         "stop service",
         "copy backup beside the database",
+        "verify the copy",
         "quarantine old files and swap in the backup",
         "check the restored database",
         "start service",

@@ -84,3 +84,12 @@ def test_rollback_to_an_unknown_revision_is_refused_before_anything_is_touched(s
     # A revision the scripts know, by a unique prefix, still goes through the plan.
     plan = stack.rollbackd("rollback", "vbrpg", "--to", CLEAN_HEAD[:6], "--dry-run")
     assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+def test_a_restore_by_hand_says_each_phase_as_it_begins(stack: Stack) -> None:
+    assert stack.rollbackd("backup", "vbrpg").returncode == 0
+    result = stack.rollbackd("rollback", "vbrpg", "--restore")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Not a terminal: one plain line per phase on stderr, no bar; the report on stdout.
+    assert result.stderr == "restore: carrying out the plan ...\nverifying checklist ...\n"
+    assert "[  ok] " in result.stdout and "recovered (rollbackd history)" in result.stdout

@@ -8,6 +8,7 @@ D-Bus system bus started by the test.
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import shutil
@@ -15,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -59,8 +61,9 @@ def skip_unless_packaging_works() -> None:
             pytest.skip(f"{tool} is not installed (Debian only)")
     if run("/usr/bin/python3", "-c", "import venv").returncode != 0:
         pytest.skip("/usr/bin/python3 with venv (python3-venv) is what the package is built against")
-    if run(sys.executable, "-c", "import build").returncode != 0:
-        pytest.skip("the 'build' package is missing: pip install -e '.[test]'")
+    for module in ("build", "shtab"):
+        if run(sys.executable, "-c", f"import {module}").returncode != 0:
+            pytest.skip(f"the {module!r} package is missing: pip install -e '.[test]'")
     if package_state() not in ("not-installed", "config-files") or user_exists("rollbackd"):
         pytest.skip("a rollbackd package or user is already on this machine; not touching it")
 
@@ -139,6 +142,19 @@ def test_package_installs_runs_and_removes_without_leftovers(installed: Path) ->
     assert not user_exists("rollbackd")
     assert run("getent", "group", "rollbackd").returncode != 0
     assert package_state() == "not-installed"
+
+
+def test_the_package_carries_bash_and_zsh_completion(deb: Path) -> None:
+    """From the built .deb's own file tree, without installing it: both scripts, readable, for `rollbackd`."""
+    tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, timeout=120, check=True)
+    with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as archive:
+        bash = archive.getmember("./usr/share/bash-completion/completions/rollbackd")
+        zsh = archive.getmember("./usr/share/zsh/vendor-completions/_rollbackd")
+        assert (bash.mode, zsh.mode) == (0o644, 0o644)
+        bash_text = archive.extractfile(bash).read().decode()  # type: ignore[union-attr]
+        zsh_text = archive.extractfile(zsh).read().decode()  # type: ignore[union-attr]
+    assert "complete -o bashdefault -F _shtab_rollbackd rollbackd" in bash_text
+    assert zsh_text.startswith("#compdef rollbackd") and "status:'" in zsh_text
 
 
 # ---- polkit: a real polkitd evaluates the installed rule --------------------------------------------------

@@ -74,7 +74,7 @@ def wipe(folder: Path) -> None:
 def proven_good_since(stack: Stack, moment: float) -> bool:
     status = stack.status() or {}
     integrity = status.get("services", {}).get("vbrpg", {}).get("probes", {}).get("integrity", {})
-    return bool(integrity.get("ok")) and float(integrity.get("at", 0)) > moment
+    return bool(integrity.get("ok")) and float(integrity.get("at_epoch", 0)) > moment
 
 
 def room_exists(stack: Stack, code: str) -> bool:

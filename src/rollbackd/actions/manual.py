@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,9 +100,11 @@ async def manual_rollback(
     *,
     dry_run: bool,
     replication: ReplicationPause | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> ManualResult:
     """Plan, and unless ``dry_run``, carry out one rollback by hand, verify it and record it. ``replication``:
-    the service's Litestream, paused around a restore's swap."""
+    the service's Litestream, paused around a restore's swap. ``on_phase``: told when the action and the
+    checklist begin, so the command line can say what it is waiting for."""
     state_dir = StateDir(config.daemon.state_dir)
     state_dir.ensure()
     history = History(state_dir.history_db)
@@ -139,6 +142,8 @@ async def manual_rollback(
         context = ActionContext(
             service.name, incident_id, decision, automatic=False, code_rollback=code, action_id=action_id
         )
+        if on_phase is not None:
+            on_phase(f"{rung.kind}: carrying out the plan")
         outcome = await executor.execute(rung, context)
         history.finish_action(
             action_id,
@@ -148,6 +153,8 @@ async def manual_rollback(
         )
         verification = None
         if outcome.ok:
+            if on_phase is not None:
+                on_phase("verifying checklist")
             async with httpx.AsyncClient(trust_env=False) as client:
                 verification = await Verifier(service, client).verify(outcome.expectations)
             history.record_verification(service.name, incident_id, action_id, verification.ok, verification.as_dicts())

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 SIDECARS = ("-wal", "-shm", "-journal")
 
 CopyProgress = Callable[[int, int], None]  # (bytes copied, bytes total)
+# A step begun (name, None) or ended (name, the step with its time): the CLI prints each step as it happens.
+StepEvents = Callable[[str, "RestoreStep | None"], None]
 
 
 class RestoreError(Exception):
@@ -118,6 +120,7 @@ def restore_backup(
     progress: CopyProgress | None = None,
     incident_id: int | None = None,
     action_id: int | None = None,
+    on_step: StepEvents | None = None,
 ) -> RestoreReport:
     """Restore ``backup`` over the service's database. Raise RestoreError (``touched`` False: nothing changed).
 
@@ -169,7 +172,7 @@ def restore_backup(
             plan=tuple(_plan_lines(journal, db)),
             message="dry run: nothing was touched",
         )
-    runner = _Runner(journal, state_dir.service_dir(service.name), control, clock, progress)
+    runner = _Runner(journal, state_dir.service_dir(service.name), control, clock, progress, on_step)
     return runner.run()
 
 
@@ -179,6 +182,7 @@ def resume_interrupted_restore(
     control: ServiceControl | None,
     state_dir: StateDir,
     clock: Callable[[], float] = time.time,
+    on_step: StepEvents | None = None,
 ) -> RestoreReport | None:
     """Finish or undo a restore that was interrupted (kill -9, power loss). None when there is none.
 
@@ -188,7 +192,7 @@ def resume_interrupted_restore(
     journal = pending_restore(service, state_dir)
     if journal is None:
         return None
-    runner = _Runner(journal, state_dir.service_dir(service.name), control, clock, None)
+    runner = _Runner(journal, state_dir.service_dir(service.name), control, clock, None, on_step)
     return runner.resume()
 
 
@@ -268,8 +272,10 @@ class _Runner:
         control: ServiceControl | None,
         clock: Callable[[], float],
         progress: CopyProgress | None,
+        on_step: StepEvents | None = None,
     ) -> None:
         self.journal = journal
+        self.on_step = on_step
         self.service_dir = service_dir
         self.control = control
         self.clock = clock
@@ -286,9 +292,13 @@ class _Runner:
 
     @contextlib.contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[None]:
+        if self.on_step is not None:
+            self.on_step(name, None)
         started = time.monotonic()
         yield
         self.steps.append(RestoreStep(name, time.monotonic() - started, detail))
+        if self.on_step is not None:
+            self.on_step(name, self.steps[-1])
 
     # -- fresh restore -------------------------------------------------------------------------------------
     def run(self) -> RestoreReport:
@@ -303,7 +313,9 @@ class _Runner:
         self.record("copying")
         try:
             with self.step("copy backup beside the database", self.journal.temp):
-                temp_sha256 = self._copy()
+                self._copy()
+            with self.step("verify the copy", "sha256, journal mode, fsync"):
+                temp_sha256 = self._seal_copy()
         except (OSError, RestoreError) as error:
             report = self.undo(f"copying the backup failed: {error}")
             reason = "no_space" if isinstance(error, OSError) and error.errno == errno.ENOSPC else "io_error"
@@ -403,8 +415,8 @@ class _Runner:
         else:
             self.control.start()
 
-    def _copy(self) -> str:
-        """Copy the backup to the temp name (mode and owner of the database it replaces); return its sha256."""
+    def _copy(self) -> None:
+        """Copy the backup to the temp name (mode and owner of the database it replaces), as its manifest says."""
         source = Path(self.journal.backup_path)
         _remove(self.temp)
         mode, owner = 0o600, None
@@ -414,6 +426,10 @@ class _Runner:
         sha256 = copy_hashed(source, self.temp, mode=mode, owner=owner, progress=self.progress)
         if sha256 != self.journal.backup_sha256:
             raise RestoreError("corrupt", f"the copy of {source.name} does not match its manifest's sha256")
+
+    def _seal_copy(self) -> str:
+        """Give the copy the journal mode of the database it replaces, make it durable; return its sha256 as read
+        back from the disk (a step of its own: on a large file it takes as long as the copy)."""
         if self.journal.journal_mode == "wal":
             # The service's database was in WAL mode (persistent in the file header); keep it so.
             connection = sqlite3.connect(self.temp)

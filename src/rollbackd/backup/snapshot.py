@@ -50,6 +50,7 @@ SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
 Progress = Callable[[int, int], None]  # (pages copied, pages total)
+Phase = Callable[[str], None]  # a phase begins ("copying vbrpg.db", "verifying the copy ..."): for the CLI's line
 
 
 class BackupError(Exception):
@@ -87,6 +88,7 @@ def take_backup(
     progress: Progress | None = None,
     metrics: Metrics | None = None,
     check: str = "quick_check",
+    phase: Phase | None = None,
 ) -> BackupResult:
     """Back up the service's database into its backup dir, with a manifest. Raise BackupError.
 
@@ -105,6 +107,7 @@ def take_backup(
             clock=clock,
             progress=progress,
             check=check,
+            phase=phase,
         )
     except BackupError as error:
         if metrics is not None and error.reason != "stopping":  # given up at shutdown: not a failed backup
@@ -131,6 +134,7 @@ def snapshot_database(
     clock: Callable[[], float] = time.time,
     progress: Progress | None = None,
     check: str = "quick_check",
+    phase: Phase | None = None,
 ) -> BackupResult:
     """Copy ``source`` consistently into ``backup_dir`` and verify the copy. Raise BackupError."""
     created_at = clock()
@@ -144,7 +148,11 @@ def snapshot_database(
     temp = backup_dir / f".{backup_name(stem, created_at)}.{os.getpid()}{PARTIAL_SUFFIX}"
     final: Path | None = None
     try:
+        if phase is not None:
+            phase(f"copying {source.name}")
         journal_mode = _copy(source, temp, timeout=timeout, progress=progress, deadline=started + timeout)
+        if phase is not None:
+            phase(f"verifying the copy ({check}, sha256)")
         fsync_file(temp)
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(file_sha256, temp)  # hashing overlaps the check: both are read-bound

@@ -29,7 +29,7 @@ from rollbackd.cli import (
     unblock,
     verify,
 )
-from rollbackd.cli.common import Handler, Subcommands
+from rollbackd.cli.common import UTC_HELP, Handler, Subcommands
 from rollbackd.config.config_path import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from rollbackd.exit_codes import ExitCode
 from rollbackd.state.ownership import StateDirOwnedByOther
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH})"
     )
+    parser.add_argument("--utc", action="store_true", help=UTC_HELP)
     commands: Subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.register(commands)
     status.register(commands)

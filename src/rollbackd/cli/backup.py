@@ -11,16 +11,18 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.progress import PhaseProgress
+from rollbackd.cli.times import table_time
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays light (cli/__init__.py)
     from rollbackd.actions.manual import ManualRequest
     from rollbackd.backup.catalog import BackupEntry
-    from rollbackd.backup.restore import RestoreError, RestoreReport
+    from rollbackd.backup.restore import RestoreError, RestoreReport, RestoreStep
     from rollbackd.config.model import Config, ServiceConfig
     from rollbackd.replication.pause import ReplicationPause
     from rollbackd.state.service_lock import ServiceLock
@@ -142,35 +144,8 @@ def _lock(config: Config, service: ServiceConfig, purpose: str, *, changes_datab
     return lock
 
 
-class ProgressBar:
-    """A carriage-return progress line on a terminal; silent when the stream is not one (cron, CI, pipes)."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "pages") -> None:
-        self.stream = stream or sys.stderr
-        self.label = label
-        self.unit = unit
-        self.enabled = self.stream.isatty()
-        self._last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        percent = int(100 * done / total)
-        if percent == self._last:
-            return
-        self._last = percent
-        bar = "#" * (percent // 4)
-        self.stream.write(f"\r{self.label} [{bar:<25}] {percent:3d}%")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last >= 0:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(moment: float, utc: bool) -> str:
+    return table_time(moment, utc=utc, seconds=True)
 
 
 def _size(size: int) -> str:
@@ -187,7 +162,7 @@ def _entry_json(entry: BackupEntry) -> dict[str, Any]:
         "path": str(entry.path),
         "status": entry.status,
         "problem": entry.problem,
-        "created_at": datetime.fromtimestamp(entry.created_at, UTC).isoformat(),
+        "created_at": entry.created_at,  # print_json: ISO 8601 and created_at_epoch
         "size_bytes": entry.size_bytes,
         "manifest": entry.manifest.to_json() if entry.manifest else None,
     }
@@ -205,9 +180,15 @@ def run_backup(args: argparse.Namespace) -> ExitCode:
     service = _service(config, args.service)
     state_dir = StateDir(config.daemon.state_dir)
     lock = _lock(config, service, f"rollbackd backup --reason {args.reason}")
-    progress = ProgressBar(f"backing up {service.database.name}", unit="pages") if not args.json else None
+    progress = PhaseProgress() if not args.json else None
+    scale = _page_size(service.database)  # the copy reports pages; the line shows bytes
+
+    def phase(name: str) -> None:
+        if progress is not None:
+            progress.phase(name, scale=scale)
+
     try:
-        result = take_backup(service, reason=args.reason, progress=progress)
+        result = take_backup(service, reason=args.reason, progress=progress, phase=phase)
     except BackupError as error:
         code = ExitCode.UNAVAILABLE if error.reason in UNAVAILABLE_REASONS else ExitCode.FAILED
         raise CommandFailed(f"{error} [{error.reason}]", code) from error
@@ -272,9 +253,9 @@ def _list(service: ServiceConfig, args: argparse.Namespace) -> ExitCode:
         reason = manifest.reason if manifest else "?"
         drill = ""
         if manifest is not None and manifest.drill is not None:
-            drill = f" drill {'ok' if manifest.drill.ok else 'FAILED'} {_when(manifest.drill.at)}"
+            drill = f" drill {'ok' if manifest.drill.ok else 'FAILED'} {_when(manifest.drill.at, args.utc)}"
         print(
-            f"{entry.name}  {_when(entry.created_at)}  {reason:<11}  revision {entry.revision}  "
+            f"{entry.name}  {_when(entry.created_at, args.utc)}  {reason:<11}  revision {entry.revision}  "
             f"{_size(entry.size_bytes)}  {status}{drill}"
         )
     for path in listing.orphan_manifests:
@@ -406,9 +387,9 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     try:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
-            _confirm(service, entry)
+            _confirm(service, entry, args.utc)
         pause = None if args.dry_run else _paused_replication(config, service)
-        progress = ProgressBar("copying the backup", unit="bytes") if not args.json else None
+        progress = PhaseProgress() if not args.json else None
         try:
             report = restore_backup(
                 service,
@@ -419,6 +400,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
                 dry_run=args.dry_run,
                 service_stopped=args.service_stopped,
                 progress=progress,
+                on_step=None if progress is None else _step_printer(progress),
             )
         finally:
             if progress is not None:
@@ -430,8 +412,36 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
             pause.resume()  # a new lineage from the restored file
         if lock is not None:
             lock.release()
-    _print_report(report, args.json)
+    _print_report(report, args.json, steps_printed=progress is not None and not args.dry_run)
     return ExitCode.OK
+
+
+def _page_size(database: Path) -> int:
+    """The database's page size from its header (bytes 16-17; 1 means 65536), to show pages copied as bytes."""
+    try:
+        with database.open("rb") as handle:
+            header = handle.read(18)
+    except OSError:
+        return 4096
+    size = int.from_bytes(header[16:18], "big") if len(header) == 18 else 4096
+    return 65536 if size == 1 else size or 4096
+
+
+def _step_printer(progress: PhaseProgress) -> Callable[[str, RestoreStep | None], None]:
+    """Each restore step as it happens: its phase on the live line, then its line on stdout when it ends."""
+
+    def on_step(name: str, step: RestoreStep | None) -> None:
+        if step is None:
+            progress.phase(name)
+        else:
+            progress.close()
+            progress.print_line(_step_line(step))
+
+    return on_step
+
+
+def _step_line(step: RestoreStep) -> str:
+    return f"{step.name}: {step.seconds:.2f}s{' (' + step.detail + ')' if step.detail else ''}"
 
 
 def _restore_from_replica(args: argparse.Namespace, config: Config, service: ServiceConfig) -> ExitCode:
@@ -459,10 +469,17 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
     pause = None if args.dry_run else _replication_pause(config, service)
     if not args.dry_run and not args.yes:
         _confirm_replica(service, request)
+    progress = None if args.json or args.dry_run else PhaseProgress()
+    on_phase = None if progress is None else progress.phase
     try:
-        result = asyncio.run(manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause))
+        result = asyncio.run(
+            manual_rollback(config, service, request, dry_run=args.dry_run, replication=pause, on_phase=on_phase)
+        )
     except LookupError as error:
         raise CommandFailed(str(error.args[0]), ExitCode.CONFIG) from error
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print_json(result.as_dict())
     else:
@@ -531,11 +548,19 @@ def _resume(
     from rollbackd.backup.restore import RestoreError, resume_interrupted_restore
 
     lock = _lock(config, service, "rollbackd restore --resume", changes_database=True)
+    progress = None if as_json else PhaseProgress()
     try:
-        report = resume_interrupted_restore(service, control=control, state_dir=state_dir)
+        report = resume_interrupted_restore(
+            service,
+            control=control,
+            state_dir=state_dir,
+            on_step=None if progress is None else _step_printer(progress),
+        )
     except RestoreError as error:
         raise _restore_failed(error) from error
     finally:
+        if progress is not None:
+            progress.close()
         lock.release()
     if report is None:
         if as_json:
@@ -543,7 +568,7 @@ def _resume(
         else:
             print(f"no interrupted restore of {service.name}")
         return ExitCode.OK
-    _print_report(report, as_json)
+    _print_report(report, as_json, steps_printed=progress is not None)
     return ExitCode.OK
 
 
@@ -561,9 +586,9 @@ def _choose(service: ServiceConfig, name: str | None, before: float | None, revi
         raise CommandFailed(str(error), ExitCode.UNAVAILABLE) from error
 
 
-def _confirm(service: ServiceConfig, entry: BackupEntry) -> None:
+def _confirm(service: ServiceConfig, entry: BackupEntry, utc: bool) -> None:
     question = (
-        f"Restore {entry.name} (revision {entry.revision}, {_when(entry.created_at)}) over {service.database}?\n"
+        f"Restore {entry.name} (revision {entry.revision}, {_when(entry.created_at, utc)}) over {service.database}?\n"
         "The service will be stopped and the current files kept as *_corrupted_*. [y/N] "
     )
     if not sys.stdin.isatty():
@@ -578,16 +603,19 @@ def _restore_failed(error: RestoreError) -> CommandFailed:
     return CommandFailed(str(error), code)
 
 
-def _print_report(report: RestoreReport, as_json: bool) -> None:
+def _print_report(report: RestoreReport, as_json: bool, *, steps_printed: bool = False) -> None:
+    """The report; its steps only when they were not already printed as they happened."""
     if as_json:
         print_json(report.to_json())
         return
     for line in report.plan:
         print(f"plan: {line}")
-    for step in report.steps:
-        print(f"{step.name}: {step.seconds:.2f}s{' (' + step.detail + ')' if step.detail else ''}")
+    if not steps_printed:
+        for step in report.steps:
+            print(_step_line(step))
     for path in report.quarantined:
         print(f"kept the previous file as {path}")
     if report.outcome == "restored":
-        print(f"restored {report.backup} to {report.database}: revision {report.revision}, rows {report.row_counts}")
+        rows = ", ".join(f"{table} {'?' if count is None else count}" for table, count in report.row_counts.items())
+        print(f"restored {report.backup} to {report.database}: revision {report.revision}, rows: {rows or 'none'}")
     print(report.message)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollbackd.cli.times import with_iso_times
 from rollbackd.config.config_path import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
@@ -22,12 +23,16 @@ from rollbackd.config.config_path import (
 )
 from rollbackd.exit_codes import ExitCode
 from rollbackd.state.ownership import refuse_root_in_foreign_state_dir
+from rollbackd.units import parse_duration
 
 if TYPE_CHECKING:
     from rollbackd.config.model import Config, ServiceConfig
 
 Handler = Callable[[argparse.Namespace], ExitCode]
 Subcommands = Any  # argparse's _SubParsersAction is private; this is what add_subparsers() returns
+
+
+UTC_HELP = "print times in UTC (default: local time, with its zone named); JSON is always UTC"
 
 
 def global_options() -> argparse.ArgumentParser:
@@ -41,6 +46,9 @@ def global_options() -> argparse.ArgumentParser:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH}); also accepted before COMMAND",
+    )
+    options.add_argument(
+        "--utc", action="store_true", default=argparse.SUPPRESS, help=UTC_HELP + "; also accepted before COMMAND"
     )
     return options
 
@@ -87,5 +95,29 @@ def state_db_unreadable(command: str, path: Path, problem: str) -> ExitCode:
     return ExitCode.UNAVAILABLE
 
 
+def seconds(text: str) -> float:
+    """An argparse ``type=`` for a duration flag: "2m", "1h30m", "500ms" as the config writes them, or plain
+    seconds ("120", "0.5"). Raise ArgumentTypeError naming the accepted forms."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error}, or plain seconds") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration of 0 or more, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """As ``seconds``, for a duration that must be more than zero (a window, a wait that cannot be skipped)."""
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration of more than 0, got {text!r}")
+    return value
+
+
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+    """Print for scripts; every moment as ISO 8601 with its offset plus ``<key>_epoch`` (cli/times.py)."""
+    print(json.dumps(with_iso_times(data), indent=2, sort_keys=False, default=str))

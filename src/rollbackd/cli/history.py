@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import TYPE_CHECKING
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, state_db_unreadable
+from rollbackd.cli.times import table_time
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from rollbackd.state.history import HistoryRow
 
 COLUMNS = ("Date", "Version Rolled Back", "Reason", "Time to Recover", "Notes")
+CELL_WIDTH = 60  # a cell longer than this is cut with an ellipsis in the text table, unless --full
+ELLIPSIS = "…"
 
 
 def register(commands: Subcommands) -> None:
@@ -24,6 +26,12 @@ def register(commands: Subcommands) -> None:
     command.add_argument("--limit", type=_positive, default=50, help="newest N incidents (default 50)")
     command.add_argument(
         "--all", action="store_true", help="include alert-only and dry-run incidents, not just rollbacks"
+    )
+    command.add_argument(
+        "-l",
+        "--full",
+        action="store_true",
+        help=f"print every cell whole (the table cuts cells longer than {CELL_WIDTH} characters with {ELLIPSIS})",
     )
 
 
@@ -61,17 +69,17 @@ def run(args: argparse.Namespace) -> ExitCode:
     if args.json:
         print_json([row.as_dict() for row in rows])
     elif args.markdown:
-        print(render_markdown(rows))
+        print(render_markdown(rows, utc=args.utc))
     else:
-        print(render_text(rows) if rows else "no rollbacks recorded yet")
+        print(render_text(rows, utc=args.utc, full=args.full) if rows else "no rollbacks recorded yet")
     return ExitCode.OK
 
 
-def _cells(row: HistoryRow) -> tuple[str, str, str, str, str]:
+def _cells(row: HistoryRow, utc: bool) -> tuple[str, str, str, str, str]:
     recover = "-" if row.time_to_recover is None else _seconds(row.time_to_recover)
     outcome = "" if row.outcome == "recovered" else f" [{row.outcome}]"
     return (
-        time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.date)),
+        table_time(row.date, utc=utc),
         row.version_rolled_back,
         row.reason + outcome,
         recover,
@@ -85,19 +93,35 @@ def _seconds(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes"
 
 
-def render_markdown(rows: list[HistoryRow]) -> str:
+def render_markdown(rows: list[HistoryRow], *, utc: bool = False) -> str:
+    """The runbook's table, every cell whole (Markdown wraps by itself)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _cells(row)) + " |")
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _cells(row, utc)) + " |")
     return "\n".join(lines)
 
 
-def render_text(rows: list[HistoryRow]) -> str:
-    table = [COLUMNS, *(_cells(row) for row in rows)]
-    widths = [min(max(len(line[column]) for line in table), 60) for column in range(len(COLUMNS))]
+def render_text(rows: list[HistoryRow], *, utc: bool = False, full: bool = False) -> str:
+    """Aligned columns for a terminal. A cell longer than CELL_WIDTH ends in an ellipsis, and a last line says
+    how to see it whole (as systemctl's -l); with ``full`` nothing is cut."""
+    table = [COLUMNS, *(_cells(row, utc) for row in rows)]
+    limit = None if full else CELL_WIDTH
+    widths = [max(len(line[column]) for line in table) for column in range(len(COLUMNS))]
+    if limit is not None:
+        widths = [min(width, limit) for width in widths]
     out = []
+    cut = False
     for index, line in enumerate(table):
-        out.append("  ".join(cell[:60].ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        cells = []
+        for cell, width in zip(line, widths, strict=True):
+            if len(cell) > width:
+                cell, cut = cell[: width - 1] + ELLIPSIS, True
+            cells.append(cell.ljust(width))
+        out.append("  ".join(cells).rstrip())
         if index == 0:
             out.append("  ".join("-" * width for width in widths))
+    if cut:
+        out.append(
+            f"(cells cut at {CELL_WIDTH} characters end in {ELLIPSIS}: `rollbackd history --full` prints them whole)"
+        )
     return "\n".join(out)

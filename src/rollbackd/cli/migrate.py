@@ -12,10 +12,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, positive_seconds, print_json
 from rollbackd.cli.rehearse import one_service
 from rollbackd.exit_codes import ExitCode
-from rollbackd.units import parse_duration
 
 if TYPE_CHECKING:
     from rollbackd.config.model import ServiceConfig
@@ -40,16 +39,17 @@ def register(commands: Subcommands) -> None:
     command.add_argument("--no-restart", action="store_true", help="do not restart the service after the upgrade")
     command.add_argument(
         "--window",
-        type=_seconds,
-        metavar="SECONDS",
-        help="how long to watch the service after the upgrade (default: [service.policy] verify_timeout)",
+        type=positive_seconds,
+        metavar="DURATION",
+        help="how long to watch the service after the upgrade, e.g. 2m or 120 (default: [service.policy] "
+        "verify_timeout)",
     )
     command.add_argument(
         "--lock-wait",
-        type=_seconds,
+        type=positive_seconds,
         default=LOCK_WAIT,
-        metavar="SECONDS",
-        help=f"how long to wait while the daemon acts on the service (default {LOCK_WAIT:.0f})",
+        metavar="DURATION",
+        help=f"how long to wait while the daemon acts on the service, e.g. 30s (default {LOCK_WAIT:.0f}s)",
     )
     command.add_argument("--json", action="store_true", help="print the report as JSON (steps go to stderr)")
 
@@ -116,19 +116,6 @@ async def _migrate(
         finally:
             for number in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(number)
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return seconds
 
 
 def _fail(args: argparse.Namespace, message: str, code: ExitCode) -> ExitCode:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
+from rollbackd.cli.progress import PhaseProgress
 from rollbackd.exit_codes import ExitCode
 
 
@@ -53,7 +54,20 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"rollbackd rollback: name the service to roll back ({names})", file=sys.stderr)
         return ExitCode.CONFIG
     request = ManualRequest(args.steps, args.to, args.restore, args.backup, args.code)
-    result = asyncio.run(manual_rollback(config, services[0], request, dry_run=args.dry_run))
+    progress = None if args.json or args.dry_run else PhaseProgress()
+    try:
+        result = asyncio.run(
+            manual_rollback(
+                config,
+                services[0],
+                request,
+                dry_run=args.dry_run,
+                on_phase=None if progress is None else progress.phase,
+            )
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     if result.refused is not None:  # checked before anything was recorded, backed up or stopped
         if args.json:
             print_json(result.as_dict())

@@ -8,7 +8,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from rollbackd.cli.common import Subcommands, add_command, cli_config_path, load_cli_config, print_json, select_services
+from rollbackd.cli.times import is_moment_key, table_time
 from rollbackd.exit_codes import ExitCode
+from rollbackd.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from rollbackd.config.model import ServiceConfig
@@ -87,7 +89,7 @@ def probe_once(args: argparse.Namespace) -> ExitCode:
         print_json([observation.as_dict() for observation in observations])
     else:
         for observation in observations:
-            print(render(observation))
+            print(render(observation, utc=args.utc))
     return ExitCode.OK if all(observation.ok for observation in observations) else ExitCode.FAILED
 
 
@@ -105,13 +107,30 @@ async def observe_services(services: list[ServiceConfig], state_dir: StateDir) -
         return list(await asyncio.gather(*(observe(probe) for probe in probes)))
 
 
-def render(observation: Observation) -> str:
-    """Two lines for a person: verdict and values, then the detail as compact JSON."""
+def render(observation: Observation, *, utc: bool = False) -> str:
+    """Two lines for a person: verdict, how long the probe took and its values in human units, then the detail as
+    compact JSON. ``--json`` keeps the raw numbers."""
     verdict = "ok" if observation.ok else f"FAIL {observation.reason}"
-    values = " ".join(f"{key}={_number(value)}" for key, value in observation.values.items())
-    head = f"{observation.service:<12} {observation.probe:<12} {verdict:<28} {values}".rstrip()
+    values = " ".join(human_value(key, value, utc=utc) for key, value in observation.values.items())
+    took = human_duration(observation.duration)
+    head = f"{observation.service:<12} {observation.probe:<12} {verdict:<28} {took:>8}  {values}".rstrip()
     detail = json.dumps(dict(observation.detail), default=str, separators=(", ", ": "))
     return f"{head}\n{'':<12} {detail}"
+
+
+def human_value(key: str, value: float, *, utc: bool = False) -> str:
+    """``key=value`` in the unit its name says: bytes as MiB, seconds as ms or s, epochs as a local time with its
+    zone, ratios as percent (``rss=80.6 MiB``, ``latency=12 ms``, ``start_time=2026-12-01 23:50:02 UTC``)."""
+    name = key.rsplit(":", 1)[-1]  # per-path values are "<path>:<name>"
+    if name.endswith("_bytes"):
+        return f"{key.removesuffix('_bytes')}={human_size(value)}"
+    if is_moment_key(name):
+        return f"{key}={table_time(value, utc=utc, seconds=True)}"
+    if name.endswith("_seconds") or name in ("latency", "p50", "p95", "p99", "sum"):
+        return f"{key}={human_duration(value)}"
+    if name.endswith("_ratio") or "_ratio_" in name:
+        return f"{key}={value * 100:.1f}%"
+    return f"{key}={_number(value)}"
 
 
 def _number(value: float) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, state_db_unreadable
+from rollbackd.cli.times import clock_time, table_time
 from rollbackd.config.config_path import resolve_config_path
 from rollbackd.config.secrets import redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
@@ -88,7 +89,7 @@ def _show(args: argparse.Namespace, status: dict[str, Any], secrets: Sequence[st
     if args.json:
         print_json(redact_data(status, secrets))
     else:
-        print(redact_text(render(status, time.time()), secrets))
+        print(redact_text(render(status, time.time(), utc=getattr(args, "utc", False)), secrets))
 
 
 def recorded_status(config: Config) -> dict[str, Any]:
@@ -155,7 +156,8 @@ def wal_line(wal: dict[str, Any]) -> str:
     return line
 
 
-def render(status: dict[str, Any], now: float) -> str:
+def render(status: dict[str, Any], now: float, *, utc: bool = False) -> str:
+    """The status for a person; moments in local time with the zone named (``utc``: in UTC)."""
     lines = []
     daemon = status.get("daemon")
     if daemon:
@@ -199,10 +201,8 @@ def render(status: dict[str, Any], now: float) -> str:
             lines.append(f"  replication: {replication_line(entry['replication'], now)}")
         window = entry.get("deploy_window")
         if window:
-            closes = time.strftime("%H:%M:%S", time.gmtime(float(window["closes_at"])))
-            lines.append(
-                f"  deploy window: open until {closes} UTC ({window['trigger']}, from {window['from_revision']})"
-            )
+            closes = clock_time(float(window["closes_at"]), utc=utc)
+            lines.append(f"  deploy window: open until {closes} ({window['trigger']}, from {window['from_revision']})")
         pending = entry.get("pending_restore")
         if pending:
             lines.append(f"  {_pending_line(pending)}")
@@ -215,7 +215,7 @@ def render(status: dict[str, Any], now: float) -> str:
         if incidents:
             lines.append("  recent incidents:")
             for incident in incidents:
-                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(incident["date"])))
+                when = table_time(float(incident["date"]), utc=utc)
                 recover = incident.get("time_to_recover")
                 took = f", {recover:.1f} s" if isinstance(recover, int | float) else ""
                 lines.append(f"    {when} {incident['outcome']}{took}: {incident['reason']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, select_services
+from rollbackd.cli.common import Subcommands, add_command, load_cli_config, print_json, seconds, select_services
 from rollbackd.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -17,7 +17,13 @@ def register(commands: Subcommands) -> None:
     command = add_command(commands, "verify", "run the runbook's verification checklist now", run)
     command.add_argument("service", nargs="?", help="the service (default: all)")
     command.add_argument("--expect-revision", metavar="REV", help="fail unless `alembic current` is REV")
-    command.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for health first")
+    command.add_argument(
+        "--wait",
+        type=seconds,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for health first, e.g. 2m, 90s or 120 (default: do not wait)",
+    )
     command.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -38,12 +38,14 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 
 def daemon_modules(tmp_path: Path) -> set[str]:
     database = make_game_database(tmp_path / "vbrpg.db")
+    # The migrations are found as a user's are: through alembic.ini (read without importing Alembic).
+    (tmp_path / "alembic" / "versions").mkdir(parents=True)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
     config = tmp_path / "rollbackd.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nmetrics_listen = ""\n\n'
         f'[[service]]\nname = "vbrpg"\nworkdir = "{tmp_path}"\ndatabase = "{database}"\n'
         'base_url = "http://127.0.0.1:9"\n'
-        f'[service.deploy]\nversions_dir = "{tmp_path / "alembic" / "versions"}"\n'
     )
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(config), str(tmp_path / "notify.sock")],

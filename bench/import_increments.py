@@ -9,6 +9,7 @@ imported above it (issue 13: where the daemon's memory goes).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from pathlib import Path
@@ -39,4 +40,6 @@ def main(steps: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("steps", nargs="+", help="module names to import, or load:PATH of a rollbackd config")
+    sys.exit(main(parser.parse_args().steps))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import rollbackd.state.history
-from rollbackd.state.history import STATE_SCHEMA_HEAD, History, StateUpgradeError
+from rollbackd.state.history import STATE_SCHEMA_HEAD, History, RecordNotFound, StateUpgradeError
 
 
 def test_schema_head_constant_matches_the_migration_scripts() -> None:
@@ -102,3 +103,94 @@ def test_history_rows_read_like_the_runbook_table(tmp_path: Path) -> None:
         assert history.blocked_revisions("vbrpg") == {}
     finally:
         history.close()
+
+
+def test_many_threads_writing_at_once_each_get_their_turn(tmp_path: Path) -> None:
+    """The daemon calls the history from its worker threads and now and then from its event loop: one shared
+    connection, every call one whole transaction, none lost or interleaved."""
+    history = History(tmp_path / "rollbackd.db")
+    try:
+        history.upgrade()
+
+        def recover(service: str) -> None:
+            for attempt in range(15):
+                incident = history.open_incident(service, "rule", "signal", f"attempt {attempt}", {"n": attempt})
+                action = history.start_action(service, "restart", incident, detail={"attempt": attempt})
+                history.finish_action(action, "success", commands=[{"argv": ["true"]}], detail={"done": True})
+                history.close_incident(incident, "recovered")
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(recover, [f"service{number}" for number in range(6)]))
+        for number in range(6):
+            incidents = history.incidents(f"service{number}", limit=100)
+            assert sorted(incident.evidence["n"] for incident in incidents) == list(range(15))
+            assert all(incident.outcome == "recovered" for incident in incidents)
+            assert all(
+                [action.detail["attempt"] for action in incident.actions] == [incident.evidence["n"]]
+                for incident in incidents
+            )
+            assert history.automatic_actions_since(f"service{number}", 0) == 15
+    finally:
+        history.close()
+
+
+def test_records_read_back_with_their_types_and_unknown_ids_are_refused(tmp_path: Path) -> None:
+    history = History(tmp_path / "rollbackd.db", clock=lambda: 1_000.0)
+    try:
+        history.upgrade()
+        incident_id = history.open_incident("vbrpg", "rule", "signal", "why", {"rows": {"players": 3}}, dry_run=True)
+        action_id = history.start_action("vbrpg", "restore", incident_id, automatic=False, detail={"a": 1})
+        history.interrupt_action(action_id, {"interrupted": {"end_state": "gone"}})
+        incident = history.incident(incident_id)
+        assert (incident.outcome, incident.dry_run, incident.automatic) == ("dry_run", True, True)
+        assert incident.evidence == {"rows": {"players": 3}}
+        [action] = incident.actions
+        assert action.automatic is False and action.outcome == "interrupted" and action.duration == 0.0
+        assert action.detail == {"a": 1, "interrupted": {"end_state": "gone"}}
+        assert history.automatic_actions_since("vbrpg", 0) == 0  # manual actions do not count against the guard
+
+        deploy_id = history.open_deploy("vbrpg", "migrate", 60.0, from_revision="r1", detail={"k": "v"})
+        history.update_deploy(deploy_id, to_revision="r2", outcome="ok")
+        [deploy] = history.deploys("vbrpg")
+        assert (deploy.to_revision, deploy.outcome, deploy.closes_at, deploy.detail) == (
+            "r2",
+            "ok",
+            1_060.0,
+            {"k": "v"},
+        )
+        with pytest.raises(TypeError, match="no column"):
+            history.update_deploy(deploy_id, **{"outcome = 'ok'; --": "x"})
+        with pytest.raises(RecordNotFound):
+            history.update_deploy(deploy_id + 1, outcome="ok")
+        with pytest.raises(RecordNotFound):
+            history.incident(incident_id + 1)
+        with pytest.raises(RecordNotFound):
+            history.close_incident(incident_id + 1, "recovered")
+    finally:
+        history.close()
+
+
+def test_hold_survives_and_a_resume_is_asked_for_only_in_hold(tmp_path: Path) -> None:
+    now = [10.0]
+    history = History(tmp_path / "rollbackd.db", clock=lambda: now[0])
+    try:
+        history.upgrade()
+        assert history.load_state("vbrpg") is None
+        assert not history.request_resume("vbrpg")
+        history.save_state("vbrpg", "hold", "restore failed")
+        now[0] = 20.0
+        assert history.request_resume("vbrpg")
+        history.save_state("vbrpg", "hold", "restore failed again")  # same state: since and the request stay
+        state = history.load_state("vbrpg")
+        assert state is not None and (state.since, state.resume_requested_at) == (10.0, 20.0)
+        history.save_state("vbrpg", "ok", "resumed")
+        state = history.load_state("vbrpg")
+        assert state is not None and (state.state, state.since, state.resume_requested_at) == ("ok", 20.0, None)
+    finally:
+        history.close()
+
+
+def test_the_state_db_module_loads_without_sqlalchemy() -> None:
+    code = "import sys, rollbackd.state.history; print(sorted(m for m in sys.modules if m.startswith('sqlalchemy')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import NoResultFound
 
 from rollbackd.actions.executor import Executor
 from rollbackd.config.model import Config, ServiceConfig
@@ -25,7 +24,7 @@ from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import HOLD, Rule, Rung
 from rollbackd.replication.pause import ReplicationPause
-from rollbackd.state.history import History
+from rollbackd.state.history import History, RecordNotFound
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
 from rollbackd.target.control import ServiceControl
@@ -178,7 +177,7 @@ def _incident_evidence(history: History, service: str, incident_id: int | None) 
         return {}
     try:
         incident = history.incident(incident_id)
-    except NoResultFound as error:
+    except RecordNotFound as error:
         raise LookupError(f"no incident {incident_id} in the history") from error
     if incident.service != service:
         raise LookupError(f"incident {incident_id} is about {incident.service!r}, not {service!r}")

@@ -644,21 +644,20 @@ class Config(_Model):
 
 
 def _script_location_from_ini(ini: Path, pyproject: Path | None = None) -> Path:
-    """Ask Alembic's own ``Config`` for ``script_location``: from alembic.ini first, else from ``[tool.alembic]``
-    in the workdir's pyproject.toml (Alembic >= 1.16), with ``%(here)s`` expanded as Alembic does.
+    """``script_location`` as Alembic reads it: from alembic.ini first, else from ``[tool.alembic]`` in the
+    workdir's pyproject.toml (Alembic >= 1.16), with ``%(here)s`` expanded as Alembic does.
 
-    Reading alembic.ini with configparser by hand missed the pyproject.toml form. Without either, Alembic's
-    default layout: ``alembic/`` beside the ini.
+    Read without importing Alembic (config/alembic_options.py: the daemon would carry Alembic and SQLAlchemy for
+    its whole life); a test holds it to Alembic's own ``Config``. Without either, Alembic's default layout:
+    ``alembic/`` beside the ini.
     """
     import configparser
 
-    from alembic.config import Config as AlembicFileConfig
+    from rollbackd.config.alembic_options import alembic_option
 
     toml_file = pyproject if pyproject is not None and pyproject.is_file() else None
     try:
-        alembic_config = AlembicFileConfig(file_=ini if ini.is_file() else None, toml_file=toml_file)
-        location = alembic_config.get_alembic_option("script_location")
-        from_ini = alembic_config.file_config.has_option(alembic_config.config_ini_section, "script_location")
+        location, from_ini = alembic_option("script_location", ini if ini.is_file() else None, toml_file)
     except (configparser.Error, OSError, ValueError):  # unreadable ini, or a pyproject.toml that is not TOML
         location, from_ini = None, True
     if not isinstance(location, str) or not location:

@@ -3,37 +3,25 @@
 The runbook ends with a "Rollback History" table kept by hand; this is that table, written by the daemon and the
 CLI as they act. Its schema is managed by rollbackd's own Alembic migrations (``migrations/``), upgraded
 at start, so a newer rollbackd reads an older state DB. Calls block: the daemon runs them via ``to_thread``.
+
+The queries go through the standard library's ``sqlite3``: SQLAlchemy (Core alone ~28 MiB of the daemon's RSS,
+bench/RESULTS.md) is imported only by ``upgrade()``, which Alembic needs and the daemon runs in a child process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from rollbackd.host.private_dirs import make_private_dir
 
@@ -46,135 +34,141 @@ _UPGRADE_IN_CHILD = (
     "import sys; from pathlib import Path; from rollbackd.state.history import History; "
     "History(Path(sys.argv[1])).upgrade()"
 )
+BUSY_TIMEOUT = 15.0  # seconds a call waits for another process's write (the CLI's, the daemon's) to end
 
 
 class StateUpgradeError(Exception):
     """The state DB could not be brought to this version's schema."""
 
 
+class RecordNotFound(LookupError):
+    """No row with that id in the state DB (an incident, action or deploy the caller named)."""
+
+
 # What reading the state DB raises when the file is corrupt, truncated or not ours to read: a CLI command turns
 # these into one line and exit 4 (describe_state_db_error), never a traceback.
-STATE_DB_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, sqlite3.Error, OSError, StateUpgradeError)
+STATE_DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, StateUpgradeError)
 
 
 def describe_state_db_error(error: BaseException) -> str:
-    """The error's own words without SQLAlchemy's wrapping ("file is not a database", "Permission denied")."""
-    original = getattr(error, "orig", None) or error
-    if isinstance(original, OSError) and original.strerror:
-        return f"{original.strerror}: {original.filename}" if original.filename else original.strerror
-    return str(original).splitlines()[0] if str(original) else type(original).__name__
+    """The error's own words in one line ("file is not a database", "Permission denied: PATH")."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-class Base(DeclarativeBase):
-    pass
+# The rows, as the tables of migrations/versions hold them. JSON columns are TEXT, booleans 0/1.
 
 
-class Incident(Base):
-    __tablename__ = "incidents"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    service: Mapped[str] = mapped_column(String(64), index=True)
-    rule: Mapped[str] = mapped_column(String(64))
-    signal: Mapped[str] = mapped_column(String(64))
-    explanation: Mapped[str] = mapped_column(Text)
-    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    opened_at: Mapped[float] = mapped_column(Float, index=True)
-    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # open | recovered | hold | failed | dry_run | alerted | interrupted
-    outcome: Mapped[str] = mapped_column(String(16), default="open")
-    automatic: Mapped[bool] = mapped_column(Boolean, default=True)
-    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    in_deploy_window: Mapped[bool] = mapped_column(Boolean, default=False)
-    revision_before: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    revision_after: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    backup_used: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    time_to_recover: Mapped[float | None] = mapped_column(Float, nullable=True)
-    notes: Mapped[str] = mapped_column(Text, default="")
-
-    actions: Mapped[list[ActionRecord]] = relationship(back_populates="incident", order_by="ActionRecord.id")
-    verifications: Mapped[list[VerificationRecord]] = relationship(
-        back_populates="incident", order_by="VerificationRecord.id"
-    )
-
-
-class ActionRecord(Base):
-    __tablename__ = "actions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True, index=True)
-    service: Mapped[str] = mapped_column(String(64), index=True)
-    action: Mapped[str] = mapped_column(String(32))
-    automatic: Mapped[bool] = mapped_column(Boolean, default=True)
-    started_at: Mapped[float] = mapped_column(Float, index=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+@dataclass(frozen=True)
+class ActionRecord:
+    id: int
+    incident_id: int | None
+    service: str
+    action: str
+    automatic: bool
+    started_at: float
+    finished_at: float | None
     # running | success | failed | dry_run | refused | interrupted (its process died; closed at the next start)
-    outcome: Mapped[str] = mapped_column(String(16), default="running")
-    commands: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-    incident: Mapped[Incident | None] = relationship(back_populates="actions")
+    outcome: str
+    commands: list[dict[str, Any]]
+    detail: dict[str, Any]
 
     @property
     def duration(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
 
-class VerificationRecord(Base):
-    __tablename__ = "verifications"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True, index=True)
-    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"), nullable=True)
-    service: Mapped[str] = mapped_column(String(64))
-    at: Mapped[float] = mapped_column(Float)
-    ok: Mapped[bool] = mapped_column(Boolean)
-    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-
-    incident: Mapped[Incident | None] = relationship(back_populates="verifications")
+@dataclass(frozen=True)
+class VerificationRecord:
+    id: int
+    incident_id: int | None
+    action_id: int | None
+    service: str
+    at: float
+    ok: bool
+    items: list[dict[str, Any]]
 
 
-class BlockedRevision(Base):
-    __tablename__ = "blocked_revisions"
-    __table_args__ = (UniqueConstraint("service", "revision"),)
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    service: str
+    rule: str
+    signal: str
+    explanation: str
+    evidence: dict[str, Any]
+    opened_at: float
+    closed_at: float | None
+    # open | recovered | hold | failed | dry_run | alerted | interrupted
+    outcome: str
+    automatic: bool
+    dry_run: bool
+    in_deploy_window: bool
+    revision_before: str | None
+    revision_after: str | None
+    backup_used: str | None
+    time_to_recover: float | None
+    notes: str
+    # Not columns: read with the incident, oldest first.
+    actions: list[ActionRecord] = field(default_factory=list)
+    verifications: list[VerificationRecord] = field(default_factory=list)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    service: Mapped[str] = mapped_column(String(64))
-    revision: Mapped[str] = mapped_column(String(128))
-    reason: Mapped[str] = mapped_column(Text)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True)
-    blocked_at: Mapped[float] = mapped_column(Float)
-    unblocked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+@dataclass(frozen=True)
+class BlockedRevision:
+    id: int
+    service: str
+    revision: str
+    reason: str
+    incident_id: int | None
+    blocked_at: float
+    unblocked_at: float | None
 
 
-class ServiceStateRecord(Base):
+@dataclass(frozen=True)
+class ServiceStateRecord:
     """The policy state that must survive a daemon restart: above all, HOLD."""
 
-    __tablename__ = "service_states"
-
-    service: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text, default="")
-    since: Mapped[float] = mapped_column(Float)
-    resume_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    service: str
+    state: str
+    reason: str
+    since: float
+    resume_requested_at: float | None
 
 
-class DeployRecord(Base):
+@dataclass(frozen=True)
+class DeployRecord:
     """A deploy window: opened by a new migration, a revision change, or `rollbackd migrate`."""
 
-    __tablename__ = "deploys"
+    id: int
+    service: str
+    trigger: str  # migration_arrived | revision_change | migrate
+    opened_at: float
+    closes_at: float
+    from_revision: str | None
+    to_revision: str | None
+    pre_deploy_backup: str | None
+    code_commit: str | None
+    outcome: str  # open | ok | rolled_back | failed | aborted
+    incident_id: int | None
+    detail: dict[str, Any]
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    service: Mapped[str] = mapped_column(String(64), index=True)
-    trigger: Mapped[str] = mapped_column(String(32))  # migration_arrived | revision_change | migrate
-    opened_at: Mapped[float] = mapped_column(Float)
-    closes_at: Mapped[float] = mapped_column(Float)
-    from_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    to_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    pre_deploy_backup: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    code_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default="open")  # open | ok | rolled_back | failed | aborted
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True)
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+_CHILDREN = ("actions", "verifications")
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    table: tuple(item.name for item in fields(record) if item.name not in _CHILDREN)
+    for table, record in (
+        ("incidents", Incident),
+        ("actions", ActionRecord),
+        ("verifications", VerificationRecord),
+        ("blocked_revisions", BlockedRevision),
+        ("service_states", ServiceStateRecord),
+        ("deploys", DeployRecord),
+    )
+}
+_JSON_COLUMNS = frozenset({"evidence", "commands", "detail", "items"})
+_BOOLEAN_COLUMNS = frozenset({"automatic", "dry_run", "in_deploy_window", "ok"})
 
 
 @dataclass(frozen=True)
@@ -204,20 +198,24 @@ class HistoryRow:
 
 
 class History:
-    """The state DB. One instance per process; each method is one short transaction."""
+    """The state DB. One instance per process; each method is one short transaction.
+
+    One connection, opened at the first call, shared by the threads that call (the daemon's ``to_thread``
+    workers, now and then its event loop) and taken in turn under a lock: the calls are a few a minute and
+    each is milliseconds, so turns cost nothing, and one connection is one page cache, not one per thread."""
 
     def __init__(self, path: Path, clock: Clock = time.time) -> None:
         self.path = path
         self.clock = clock
-        self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 15})
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
     def upgrade(self) -> None:
         """Bring the state DB's schema to this version's head (creates it on first start).
 
-        Alembic is imported only when there is something to upgrade: the daemon's memory is better spent on
-        the probes than on a migration framework it needs once per release."""
+        Alembic (and SQLAlchemy under it) is imported only when there is something to upgrade: the daemon's
+        memory is better spent on the probes than on a migration framework it needs once per release.
+        Raise StateUpgradeError when Alembic refuses (a state DB from a newer release, a failed migration)."""
         make_private_dir(self.path.parent)
         if not self.path.exists():
             self.path.touch(mode=0o600)
@@ -225,18 +223,28 @@ class History:
             return
         from alembic import command
         from alembic.config import Config as AlembicConfig
+        from alembic.util import CommandError
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.exc import SQLAlchemyError
 
         settings = AlembicConfig()
         settings.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": BUSY_TIMEOUT})
+        event.listen(engine, "connect", lambda connection, _record: _set_pragmas(connection))
         alembic_log = logging.getLogger("alembic")
         level = alembic_log.level
         alembic_log.setLevel(logging.WARNING)  # its plugin and context lines are noise in the daemon's log
         try:
-            with self.engine.begin() as connection:
+            with engine.begin() as connection:
                 settings.attributes["connection"] = connection
                 command.upgrade(settings, "head")
+        except CommandError as error:
+            raise StateUpgradeError(str(error)) from error
+        except SQLAlchemyError as error:
+            raise StateUpgradeError(describe_state_db_error(getattr(error, "orig", None) or error)) from error
         finally:
             alembic_log.setLevel(level)
+            engine.dispose()
 
     def upgrade_in_child(self) -> None:
         """upgrade() in a child process when there is anything to do, for the long-running daemon: Alembic's
@@ -263,19 +271,47 @@ class History:
         """The state DB's own Alembic revision, or None before the first upgrade."""
         if not self.path.exists():
             return None
-        with self.engine.connect() as connection:
+        with self._transaction() as connection:
             try:
-                return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            except OperationalError:
-                return None
+                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            except sqlite3.OperationalError as error:
+                if "no such table" in str(error):
+                    return None
+                raise
+            return None if row is None else str(row[0])
 
     def close(self) -> None:
-        self.engine.dispose()
+        """Close the connection; a later call opens a new one."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+    def _transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction on the shared connection, in this thread's turn. A write begins IMMEDIATE: it waits
+        for another writer at BEGIN (busy_timeout) instead of failing when it upgrades a read to a write."""
+        with self._lock:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield connection
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            try:
+                _set_pragmas(connection)
+            except BaseException:
+                connection.close()
+                raise
+            connection.row_factory = sqlite3.Row
+            self._connection = connection
+        return self._connection
 
     # Incidents and actions
 
@@ -292,23 +328,23 @@ class History:
         in_deploy_window: bool = False,
         revision_before: str | None = None,
     ) -> int:
-        with self.session() as session:
-            incident = Incident(
+        with self._transaction(write=True) as connection:
+            return _insert(
+                connection,
+                "incidents",
                 service=service,
                 rule=rule,
                 signal=signal,
                 explanation=explanation,
                 evidence=evidence,
                 opened_at=self.clock(),
+                outcome="dry_run" if dry_run else "open",
                 automatic=automatic,
                 dry_run=dry_run,
                 in_deploy_window=in_deploy_window,
                 revision_before=revision_before,
-                outcome="dry_run" if dry_run else "open",
+                notes="",
             )
-            session.add(incident)
-            session.flush()
-            return incident.id
 
     def close_incident(
         self,
@@ -319,114 +355,123 @@ class History:
         backup_used: str | None = None,
         notes: str = "",
     ) -> None:
-        with self.session() as session:
-            incident = session.get_one(Incident, incident_id)
-            incident.closed_at = self.clock()
-            incident.outcome = outcome
-            incident.revision_after = revision_after
+        with self._transaction(write=True) as connection:
+            incident = _one(connection, "incidents", "id", incident_id)
+            closed_at = self.clock()
+            changes: dict[str, Any] = {"closed_at": closed_at, "outcome": outcome, "revision_after": revision_after}
             if backup_used:
-                incident.backup_used = backup_used
+                changes["backup_used"] = backup_used
             if notes:
-                incident.notes = notes
+                changes["notes"] = notes
             if outcome == "recovered":
-                incident.time_to_recover = incident.closed_at - incident.opened_at
+                changes["time_to_recover"] = closed_at - incident["opened_at"]
+            _update(connection, "incidents", "id", incident_id, changes)
 
     def start_action(
         self, service: str, action: str, incident_id: int | None, *, automatic: bool = True, detail: dict[str, Any]
     ) -> int:
-        with self.session() as session:
-            record = ActionRecord(
+        with self._transaction(write=True) as connection:
+            return _insert(
+                connection,
+                "actions",
                 service=service,
                 action=action,
                 incident_id=incident_id,
                 automatic=automatic,
                 started_at=self.clock(),
+                outcome="running",
+                commands=[],
                 detail=detail,
             )
-            session.add(record)
-            session.flush()
-            return record.id
 
     def finish_action(
         self, action_id: int, outcome: str, *, commands: Sequence[Mapping[str, Any]] = (), detail: dict[str, Any]
     ) -> None:
-        with self.session() as session:
-            record = session.get_one(ActionRecord, action_id)
-            record.finished_at = self.clock()
-            record.outcome = outcome
-            record.commands = [dict(command) for command in commands]
-            record.detail = {**record.detail, **detail}
+        with self._transaction(write=True) as connection:
+            record = _one(connection, "actions", "id", action_id)
+            _update(
+                connection,
+                "actions",
+                "id",
+                action_id,
+                {
+                    "finished_at": self.clock(),
+                    "outcome": outcome,
+                    "commands": [dict(command) for command in commands],
+                    "detail": {**record["detail"], **detail},
+                },
+            )
 
     def interrupt_action(self, action_id: int, detail: dict[str, Any]) -> None:
         """Close an action whose process died while it ran: ``interrupted``, now, with what is known of its end."""
-        with self.session() as session:
-            record = session.get_one(ActionRecord, action_id)
-            record.finished_at = self.clock()
-            record.outcome = "interrupted"
-            record.detail = {**record.detail, **detail}
+        with self._transaction(write=True) as connection:
+            record = _one(connection, "actions", "id", action_id)
+            _update(
+                connection,
+                "actions",
+                "id",
+                action_id,
+                {"finished_at": self.clock(), "outcome": "interrupted", "detail": {**record["detail"], **detail}},
+            )
 
     def unfinished(self, service: str) -> tuple[list[Incident], list[ActionRecord]]:
         """The incidents still ``open`` and the actions still ``running`` of ``service``, oldest first: what a killed
         process left behind (or what a live one is doing: the caller knows which)."""
-        with self.session() as session:
-            incidents = list(
-                session.scalars(
-                    select(Incident)
-                    .where(Incident.service == service, Incident.outcome == "open")
-                    .order_by(Incident.id)
-                )
+        with self._transaction() as connection:
+            incidents = _incidents(
+                connection,
+                connection.execute(
+                    "SELECT * FROM incidents WHERE service = ? AND outcome = 'open' ORDER BY id", (service,)
+                ),
             )
-            for incident in incidents:
-                _ = incident.actions
-            actions = list(
-                session.scalars(
-                    select(ActionRecord)
-                    .where(ActionRecord.service == service, ActionRecord.outcome == "running")
-                    .order_by(ActionRecord.id)
-                )
+            actions = connection.execute(
+                "SELECT * FROM actions WHERE service = ? AND outcome = 'running' ORDER BY id", (service,)
             )
-            return incidents, actions
+            return incidents, [ActionRecord(**_values(row, "actions")) for row in actions]
 
     def record_verification(
         self, service: str, incident_id: int | None, action_id: int | None, ok: bool, items: list[dict[str, Any]]
     ) -> int:
-        with self.session() as session:
-            record = VerificationRecord(
-                service=service, incident_id=incident_id, action_id=action_id, at=self.clock(), ok=ok, items=items
+        with self._transaction(write=True) as connection:
+            return _insert(
+                connection,
+                "verifications",
+                service=service,
+                incident_id=incident_id,
+                action_id=action_id,
+                at=self.clock(),
+                ok=ok,
+                items=items,
             )
-            session.add(record)
-            session.flush()
-            return record.id
 
     def automatic_actions_since(self, service: str, since: float) -> int:
         """Count automatic actions that really ran (not dry-run, not refused): the flap guard's measure."""
-        with self.session() as session:
-            rows = session.scalars(
-                select(ActionRecord.id).where(
-                    ActionRecord.service == service,
-                    ActionRecord.automatic.is_(True),
-                    ActionRecord.started_at >= since,
-                    ActionRecord.outcome.in_(("running", "success", "failed")),
-                )
-            ).all()
-            return len(rows)
+        with self._transaction() as connection:
+            [count] = connection.execute(
+                "SELECT count(*) FROM actions WHERE service = ? AND automatic = 1 AND started_at >= ?"
+                " AND outcome IN ('running', 'success', 'failed')",
+                (service, since),
+            ).fetchone()
+            return int(count)
 
     def incident(self, incident_id: int) -> Incident:
-        with self.session() as session:
-            incident = session.get_one(Incident, incident_id)
-            _ = incident.actions, incident.verifications  # load while the session is open
+        """The incident with its actions and verifications. Raise RecordNotFound for an unknown id."""
+        with self._transaction() as connection:
+            row = _one(connection, "incidents", "id", incident_id)
+            [incident] = _incidents(connection, [row])
             return incident
 
     def incidents(self, service: str | None = None, limit: int = 50) -> list[Incident]:
         """Return recent incidents, newest first, with their actions and verifications loaded."""
-        with self.session() as session:
-            query = select(Incident).order_by(Incident.opened_at.desc(), Incident.id.desc()).limit(limit)
+        with self._transaction() as connection:
             if service:
-                query = query.where(Incident.service == service)
-            incidents = list(session.scalars(query))
-            for incident in incidents:
-                _ = incident.actions, incident.verifications
-            return incidents
+                rows = connection.execute(
+                    "SELECT * FROM incidents WHERE service = ? ORDER BY opened_at DESC, id DESC LIMIT ?",
+                    (service, limit),
+                )
+            else:
+                rows = connection.execute("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT ?", (limit,))
+            return _incidents(connection, rows)
 
     def history_rows(self, service: str | None = None, limit: int = 50) -> list[HistoryRow]:
         return [_history_row(incident) for incident in self.incidents(service, limit)]
@@ -434,72 +479,74 @@ class History:
     # Blocked revisions
 
     def block_revision(self, service: str, revision: str, reason: str, incident_id: int | None) -> None:
-        with self.session() as session:
-            existing = session.scalars(
-                select(BlockedRevision).where(BlockedRevision.service == service, BlockedRevision.revision == revision)
-            ).first()
+        with self._transaction(write=True) as connection:
+            existing = connection.execute(
+                "SELECT id FROM blocked_revisions WHERE service = ? AND revision = ?", (service, revision)
+            ).fetchone()
             if existing is None:
-                session.add(
-                    BlockedRevision(
-                        service=service,
-                        revision=revision,
-                        reason=reason,
-                        incident_id=incident_id,
-                        blocked_at=self.clock(),
-                    )
+                _insert(
+                    connection,
+                    "blocked_revisions",
+                    service=service,
+                    revision=revision,
+                    reason=reason,
+                    incident_id=incident_id,
+                    blocked_at=self.clock(),
                 )
             else:
-                existing.reason, existing.incident_id = reason, incident_id
-                existing.blocked_at, existing.unblocked_at = self.clock(), None
+                changes = {
+                    "reason": reason,
+                    "incident_id": incident_id,
+                    "blocked_at": self.clock(),
+                    "unblocked_at": None,
+                }
+                _update(connection, "blocked_revisions", "id", existing["id"], changes)
 
     def unblock_revision(self, service: str, revision: str) -> bool:
-        with self.session() as session:
-            existing = session.scalars(
-                select(BlockedRevision).where(
-                    BlockedRevision.service == service,
-                    BlockedRevision.revision == revision,
-                    BlockedRevision.unblocked_at.is_(None),
-                )
-            ).first()
+        with self._transaction(write=True) as connection:
+            existing = connection.execute(
+                "SELECT id FROM blocked_revisions WHERE service = ? AND revision = ? AND unblocked_at IS NULL",
+                (service, revision),
+            ).fetchone()
             if existing is None:
                 return False
-            existing.unblocked_at = self.clock()
+            _update(connection, "blocked_revisions", "id", existing["id"], {"unblocked_at": self.clock()})
             return True
 
     def blocked_revisions(self, service: str) -> dict[str, BlockedRevision]:
-        with self.session() as session:
-            rows = session.scalars(
-                select(BlockedRevision).where(
-                    BlockedRevision.service == service, BlockedRevision.unblocked_at.is_(None)
-                )
+        with self._transaction() as connection:
+            rows = connection.execute(
+                "SELECT * FROM blocked_revisions WHERE service = ? AND unblocked_at IS NULL", (service,)
             )
-            return {row.revision: row for row in rows}
+            return {row["revision"]: BlockedRevision(**_values(row, "blocked_revisions")) for row in rows}
 
     # Service state (HOLD survives restarts)
 
     def save_state(self, service: str, state: str, reason: str) -> None:
-        with self.session() as session:
-            record = session.get(ServiceStateRecord, service)
+        with self._transaction(write=True) as connection:
+            record = connection.execute("SELECT * FROM service_states WHERE service = ?", (service,)).fetchone()
             if record is None:
-                session.add(ServiceStateRecord(service=service, state=state, reason=reason, since=self.clock()))
-            else:
-                if record.state != state:
-                    record.since = self.clock()
-                record.state, record.reason = state, reason
-                if state != "hold":
-                    record.resume_requested_at = None
+                _insert(connection, "service_states", service=service, state=state, reason=reason, since=self.clock())
+                return
+            changes: dict[str, Any] = {"state": state, "reason": reason}
+            if record["state"] != state:
+                changes["since"] = self.clock()
+            if state != "hold":
+                changes["resume_requested_at"] = None
+            _update(connection, "service_states", "service", service, changes)
 
     def load_state(self, service: str) -> ServiceStateRecord | None:
-        with self.session() as session:
-            return session.get(ServiceStateRecord, service)
+        with self._transaction() as connection:
+            row = connection.execute("SELECT * FROM service_states WHERE service = ?", (service,)).fetchone()
+            return None if row is None else ServiceStateRecord(**_values(row, "service_states"))
 
     def request_resume(self, service: str) -> bool:
         """Ask the daemon to lift HOLD (read at its next tick). Return False when the service is not in HOLD."""
-        with self.session() as session:
-            record = session.get(ServiceStateRecord, service)
-            if record is None or record.state != "hold":
+        with self._transaction(write=True) as connection:
+            record = connection.execute("SELECT state FROM service_states WHERE service = ?", (service,)).fetchone()
+            if record is None or record["state"] != "hold":
                 return False
-            record.resume_requested_at = self.clock()
+            _update(connection, "service_states", "service", service, {"resume_requested_at": self.clock()})
             return True
 
     # Deploy windows
@@ -516,8 +563,10 @@ class History:
         detail: dict[str, Any] | None = None,
     ) -> int:
         now = self.clock()
-        with self.session() as session:
-            record = DeployRecord(
+        with self._transaction(write=True) as connection:
+            return _insert(
+                connection,
+                "deploys",
                 service=service,
                 trigger=trigger,
                 opened_at=now,
@@ -525,41 +574,124 @@ class History:
                 from_revision=from_revision,
                 pre_deploy_backup=pre_deploy_backup,
                 code_commit=code_commit,
+                outcome="open",
                 detail=detail or {},
             )
-            session.add(record)
-            session.flush()
-            return record.id
 
     def update_deploy(self, deploy_id: int, **changes: Any) -> None:
-        with self.session() as session:
-            record = session.get_one(DeployRecord, deploy_id)
-            for key, value in changes.items():
-                setattr(record, key, value)
+        """Set the named columns of deploy ``deploy_id``. Raise RecordNotFound for an unknown id."""
+        with self._transaction(write=True) as connection:
+            if changes:
+                _update(connection, "deploys", "id", deploy_id, changes)
+            else:
+                _one(connection, "deploys", "id", deploy_id)
 
     def open_deploy_window(self, service: str) -> DeployRecord | None:
         """Return the newest deploy whose window has not closed, if any."""
-        with self.session() as session:
-            return session.scalars(
-                select(DeployRecord)
-                .where(DeployRecord.service == service, DeployRecord.closes_at > self.clock())
-                .order_by(DeployRecord.opened_at.desc(), DeployRecord.id.desc())
-            ).first()
+        with self._transaction() as connection:
+            row = connection.execute(
+                "SELECT * FROM deploys WHERE service = ? AND closes_at > ? ORDER BY opened_at DESC, id DESC LIMIT 1",
+                (service, self.clock()),
+            ).fetchone()
+            return None if row is None else DeployRecord(**_values(row, "deploys"))
 
     def deploys(self, service: str | None = None, limit: int = 20) -> list[DeployRecord]:
-        with self.session() as session:
-            query = select(DeployRecord).order_by(DeployRecord.opened_at.desc(), DeployRecord.id.desc()).limit(limit)
+        with self._transaction() as connection:
             if service:
-                query = query.where(DeployRecord.service == service)
-            return list(session.scalars(query))
+                rows = connection.execute(
+                    "SELECT * FROM deploys WHERE service = ? ORDER BY opened_at DESC, id DESC LIMIT ?", (service, limit)
+                )
+            else:
+                rows = connection.execute("SELECT * FROM deploys ORDER BY opened_at DESC, id DESC LIMIT ?", (limit,))
+            return [DeployRecord(**_values(row, "deploys")) for row in rows]
 
 
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+def _set_pragmas(connection: Any) -> None:
+    """The state DB's settings on every connection (sqlite3's, or the DBAPI one under Alembic's engine)."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA busy_timeout = 15000")
+    cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
     cursor.close()
+
+
+def _encode(column: str, value: Any) -> Any:
+    return json.dumps(value) if column in _JSON_COLUMNS else value
+
+
+def _values(row: sqlite3.Row, table: str) -> dict[str, Any]:
+    """A row's columns as the record's fields: JSON decoded, 0/1 as booleans."""
+    values = {}
+    for column in _COLUMNS[table]:
+        value = row[column]
+        if column in _JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        elif column in _BOOLEAN_COLUMNS and value is not None:
+            value = bool(value)
+        values[column] = value
+    return values
+
+
+def _checked(table: str, columns: Sequence[str]) -> None:
+    """Only this module's column names are ever put into a statement's text."""
+    unknown = [column for column in columns if column not in _COLUMNS[table]]
+    if unknown:
+        raise TypeError(f"{table} has no column {', '.join(unknown)}")
+
+
+def _insert(connection: sqlite3.Connection, table: str, **values: Any) -> int:
+    _checked(table, list(values))
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    cursor = connection.execute(
+        f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608 - names checked against _COLUMNS
+        [_encode(column, value) for column, value in values.items()],
+    )
+    if cursor.lastrowid is None:
+        raise sqlite3.DatabaseError(f"no row id for the new {table} row")
+    return cursor.lastrowid
+
+
+def _update(connection: sqlite3.Connection, table: str, key: str, key_value: Any, changes: Mapping[str, Any]) -> None:
+    _checked(table, [key, *changes])
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    cursor = connection.execute(
+        f"UPDATE {table} SET {assignments} WHERE {key} = ?",  # noqa: S608 - names checked against _COLUMNS
+        [*(_encode(column, value) for column, value in changes.items()), key_value],
+    )
+    if cursor.rowcount == 0:
+        raise RecordNotFound(f"no row {key} = {key_value!r} in {table}")
+
+
+def _one(connection: sqlite3.Connection, table: str, key: str, key_value: Any) -> dict[str, Any]:
+    """The row of ``table`` whose ``key`` is ``key_value``, decoded. Raise RecordNotFound when there is none."""
+    _checked(table, [key])
+    row = connection.execute(
+        f"SELECT * FROM {table} WHERE {key} = ?",  # noqa: S608 - names checked against _COLUMNS
+        (key_value,),
+    ).fetchone()
+    if row is None:
+        raise RecordNotFound(f"no row {key} = {key_value!r} in {table}")
+    return _values(row, table)
+
+
+def _incidents(connection: sqlite3.Connection, rows: Iterator[Any] | Sequence[Any]) -> list[Incident]:
+    """Incidents from their rows (sqlite3.Row or decoded dicts), each with its actions and verifications."""
+    incidents = []
+    for row in list(rows):
+        values = row if isinstance(row, dict) else _values(row, "incidents")
+        actions = connection.execute("SELECT * FROM actions WHERE incident_id = ? ORDER BY id", (values["id"],))
+        verifications = connection.execute(
+            "SELECT * FROM verifications WHERE incident_id = ? ORDER BY id", (values["id"],)
+        )
+        incidents.append(
+            Incident(
+                **values,
+                actions=[ActionRecord(**_values(action, "actions")) for action in actions],
+                verifications=[VerificationRecord(**_values(item, "verifications")) for item in verifications],
+            )
+        )
+    return incidents
 
 
 def _history_row(incident: Incident) -> HistoryRow:

@@ -5,9 +5,7 @@ Run in-process by ``History.upgrade()`` with a connection passed in ``config.att
 
 from alembic import context
 
-from rollbackd.state.history import Base
-
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=None, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

@@ -23,6 +23,11 @@ from tests.e2e.stack import Stack  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument(
+        "--rollbackd-command",
+        default=f"{sys.executable} -m rollbackd",
+        help="rollbackd's argv, shell-quoted (e.g. under `py-spy record ... --` to profile it)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-footprint-") as root:
         stack = Stack(Path(root), rooms=2000, players=4000)
@@ -43,7 +48,7 @@ def main() -> int:
                         "--file",
                         str(stack.database),
                         "--rollbackd-command",
-                        f"{sys.executable} -m rollbackd",
+                        args.rollbackd_command,
                         "--rollbackd-config",
                         str(stack.config_path),
                     ],

@@ -109,3 +109,43 @@ def test_litestream_state_and_a_file_replica_inside_the_code_dir_are_not_deploys
     ]
     events = watch(config, [*noise, ("src/app.py", b"print('deployed')\n")])
     assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]
+
+
+def test_files_moved_in_from_outside_are_a_deploy_and_reading_files_is_not(tmp_path: Path) -> None:
+    """The observer is told to report changes only (no opens, no read-only closes): a script renamed into the
+    versions dir and a directory of code moved into the code dir (a release swapped in by rename) still arrive,
+    and the daemon's own reads in the tree (the schema probe reading scripts) stay silent."""
+    config = service(tmp_path)
+    incoming = tmp_path / "incoming"
+    (incoming / "package").mkdir(parents=True)
+    (incoming / "abc123_add_column.py").write_text(MIGRATION)
+    (incoming / "package" / "module.py").write_text("x = 1\n")
+    (config.workdir / "src" / "existing.py").write_text("y = 2\n")
+    events: list[DeployEvent] = []
+
+    async def main() -> None:
+        delivered = asyncio.Event()
+
+        def on_event(event: DeployEvent) -> None:
+            events.append(event)
+            delivered.set()
+
+        watcher = DeployWatcher(config, on_event, debounce=0.3)
+        watcher.start()
+        try:
+            for _ in range(5):
+                (config.workdir / "src" / "existing.py").read_text()
+            await asyncio.sleep(1.0)
+            assert events == []  # reads are not changes
+            (incoming / "abc123_add_column.py").rename(config.versions_dir / "abc123_add_column.py")
+            (incoming / "package").rename(config.workdir / "src" / "package")
+            await asyncio.wait_for(delivered.wait(), 30)
+            await asyncio.sleep(1.0)
+        finally:
+            watcher.stop()
+
+    asyncio.run(main())
+    paths = {path for event in events for path in event.paths}
+    assert str(config.versions_dir / "abc123_add_column.py") in paths
+    assert str(config.workdir / "src" / "package" / "module.py") in paths
+    assert "migration" in {event.kind for event in events}

@@ -49,6 +49,7 @@ from rollbackd.runtime.status_socket import StatusServer
 from rollbackd.runtime.systemd import Notifier, configure_logging
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
+from rollbackd.target.watch import SharedObserver
 from rollbackd.units import humanize_age
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class Daemon:
         self._reload_task: asyncio.Task[None] | None = None
         # Its own load, measured: failures it causes are inconclusive, decisions wait, intervals stretch.
         self.self_load = SelfLoad(self.metrics)
+        # One file-watch observer for every service's deploy watcher (services sharing a code dir share its watch).
+        self.watch_observer = SharedObserver()
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -281,6 +284,7 @@ class Daemon:
                 clock=self.clock,
                 replication=replication,
                 overload=self.self_load,
+                watch_observer=self.watch_observer,
             )
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes, replication=replication)
@@ -470,6 +474,7 @@ class Daemon:
         for slot in self.services.values():
             if slot.runtime is not None:
                 slot.runtime.stop()
+        self.watch_observer.stop()
         replicas = [slot.replication.stop() for slot in self.services.values() if slot.replication is not None]
         if replicas:
             await asyncio.gather(*replicas)

@@ -86,6 +86,8 @@ def main() -> int:
                     args.rollbackd_command,
                     "--rollbackd-config",
                     str(config),
+                    "--metrics-url",
+                    f"http://127.0.0.1:{stack.metrics_port}/metrics",
                 ],
                 check=True,
             )

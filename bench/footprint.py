@@ -169,17 +169,23 @@ def cadence_report(
     intervals: dict[tuple[str, str], float],
     wall: float,
 ) -> list[str]:
-    """Per probe, over all services: runs per second as a share of 1/interval (1.00 = on schedule), min and max.
-    The interval is the one exported at the end: stretched by the daemon itself while it was overloaded."""
-    shares: dict[str, list[float]] = defaultdict(list)
+    """Per probe, over all services: runs per second, min and max, and as a share of 1/interval (1.00 = on
+    schedule). The interval is the one exported at the end: stretched by the daemon itself while it was
+    overloaded (a service that had not started its probes when the measurement began is left out)."""
+    runs: dict[str, list[tuple[float, float]]] = defaultdict(list)  # probe -> (runs/s, interval) per service
     for key, count in after.items():
         if key in before and intervals.get(key):
-            shares[key[1]].append((count - before[key]) / wall * intervals[key])
-    return [
-        f"  {probe:<12} every {min(intervals[k] for k in intervals if k[1] == probe):g} s: runs/s x interval "
-        f"min {min(values):.2f} max {max(values):.2f} over {len(values)} service(s)"
-        for probe, values in sorted(shares.items())
-    ]
+            runs[key[1]].append(((count - before[key]) / wall, intervals[key]))
+    lines = []
+    for probe, pairs in sorted(runs.items()):
+        rates = [rate for rate, _ in pairs]
+        shares = [rate * interval for rate, interval in pairs]
+        every = "/".join(f"{value:g}" for value in sorted({interval for _, interval in pairs}))
+        lines.append(
+            f"  {probe:<12} every {every} s: runs/s {min(rates):.3f}-{max(rates):.3f}, "
+            f"x interval {min(shares):.2f}-{max(shares):.2f}, {len(pairs)} service(s)"
+        )
+    return lines
 
 
 def measure(runs: list[Sampled], seconds: float, warmup: float, sample_every: float) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from rollbackd.host.commands import run_command
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
-from rollbackd.probes.proc_locks import PROC_LOCKS, FileLock, file_id, read_proc_locks
+from rollbackd.probes.proc_locks import PROC_LOCKS, FileLock, SharedProcLocks, file_id
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class SqliteLockProbe:
         self.timeout = DEFAULT_TIMEOUT
         self.database = service.database
         self.proc_locks = proc_locks
+        self._table = context.proc_locks if proc_locks == context.proc_locks.path else SharedProcLocks(proc_locks)
+        self._table_read_at = -math.inf  # when the lock table this probe last used was read
         self.held_threshold = held_threshold
         self._clock: Callable[[], float] = context.clock
         self._holders: tuple[int, ...] | None = None  # None: free at the last run
@@ -144,7 +147,9 @@ class SqliteLockProbe:
         journal_mode = self._journal_mode(database_stat, shm_stat is not None or wal_stat is not None)
         journal_before = _journal_signature(journal)
         try:
-            locks = read_proc_locks(self.proc_locks)
+            # A journal's presence asks for a read taken after it was seen (the hot-journal test below brackets
+            # the lock read); otherwise a read another service's probe took a moment ago will do.
+            self._table_read_at, locks = self._table.read(None if journal_before is not None else self._table_read_at)
         except OSError:
             held = self._begin_immediate_held()
             wal_size = wal_stat.st_size if wal_stat else 0

@@ -41,6 +41,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
+from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.replication.supervisor import Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.self_load import SelfLoad
@@ -156,6 +157,8 @@ class Daemon:
         self.self_load = SelfLoad(self.metrics)
         # One file-watch observer for every service's deploy watcher (services sharing a code dir share its watch).
         self.watch_observer = SharedObserver()
+        # One /proc/locks reader for every service's lock probe (a read taken within 0.25 s is shared).
+        self.proc_locks = SharedProcLocks()
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -265,6 +268,7 @@ class Daemon:
             clock=self.clock,
             stopping=self._stopping,
             replication=replication,
+            proc_locks=self.proc_locks,
         )
         try:
             probes = self._probe_builder(service, context)

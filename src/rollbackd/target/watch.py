@@ -243,6 +243,8 @@ class DeployWatcher:
     def _from_thread(self, path: str) -> None:
         """On the observer thread: drop noise here (pure path checks), so the service's own database writes
         never wake the event loop; hand the rest over."""
+        if path.endswith(IGNORED_SUFFIXES + SQLITE_SUFFIXES):
+            return  # is_ignored's own name test, before building a Path: most events here are the service's log and WAL
         kind = self.classify(Path(path))
         loop = self.loop
         if kind is None or loop is None or loop.is_closed():

@@ -5,7 +5,9 @@ rollback-journal mode write-locks byte 0x40000001 (RESERVED) of the database fil
 its way to EXCLUSIVE; WAL mode write-locks byte 120 of the ``-shm`` file (WAL_WRITE_LOCK). The kernel lists them
 in /proc/locks with the holder's pid, so this probe reads that table and never touches the database: opening and
 closing any fd of it would drop the POSIX locks of the daemon's own SQLite connections (backups, checks), and even
-a brief read transaction can make a writer's commit fail with SQLITE_BUSY in rollback-journal mode.
+a brief read transaction can make a writer's commit fail with SQLITE_BUSY in rollback-journal mode. The daemon's
+lock probes share their reads of the table (proc_locks.SharedProcLocks): one may see a read up to 0.25 s old that
+another service's probe took, never the one it used itself last time.
 
 Where /proc/locks cannot be read, a short-lived subprocess tries ``BEGIN IMMEDIATE`` with no busy timeout and
 rolls back at once (method ``begin_immediate`` in the detail); that does take the lock for an instant and cannot

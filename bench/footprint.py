@@ -28,7 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+import urllib.request
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -144,6 +145,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def probe_runs(metrics_url: str) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """From rollbackd's /metrics: per (service, probe), runs so far and the interval it is scheduled at now."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 - the daemon's own listener
+        text = response.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    intervals: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        for name, into in (
+            ("rollbackd_probe_duration_seconds_count{", counts),
+            ("rollbackd_probe_interval_seconds{", intervals),
+        ):
+            if line.startswith(name):
+                labels, value = line[len(name) :].rsplit("} ", 1)
+                fields = dict(part.split("=", 1) for part in labels.split(","))
+                into[(fields["service"].strip('"'), fields["probe"].strip('"'))] = float(value)
+    return counts, intervals
+
+
+def cadence_report(
+    before: dict[tuple[str, str], float],
+    after: dict[tuple[str, str], float],
+    intervals: dict[tuple[str, str], float],
+    wall: float,
+) -> list[str]:
+    """Per probe, over all services: runs per second, min and max, and as a share of 1/interval (1.00 = on
+    schedule). The interval is the one exported at the end: stretched by the daemon itself while it was
+    overloaded (a service that had not started its probes when the measurement began is left out)."""
+    runs: dict[str, list[tuple[float, float]]] = defaultdict(list)  # probe -> (runs/s, interval) per service
+    for key, count in after.items():
+        if key in before and intervals.get(key):
+            runs[key[1]].append(((count - before[key]) / wall, intervals[key]))
+    lines = []
+    for probe, pairs in sorted(runs.items()):
+        rates = [rate for rate, _ in pairs]
+        shares = [rate * interval for rate, interval in pairs]
+        every = "/".join(f"{value:g}" for value in sorted({interval for _, interval in pairs}))
+        lines.append(
+            f"  {probe:<12} every {every} s: runs/s {min(rates):.3f}-{max(rates):.3f}, "
+            f"x interval {min(shares):.2f}-{max(shares):.2f}, {len(pairs)} service(s)"
+        )
+    return lines
+
+
 def measure(runs: list[Sampled], seconds: float, warmup: float, sample_every: float) -> float:
     """Sample every run; return the measured wall time (after warm-up)."""
     time.sleep(warmup)
@@ -176,6 +220,9 @@ def main() -> int:
     parser.add_argument("--file", action="append", type=Path, dest="files", help="files Monit checks (the DB)")
     parser.add_argument("--rollbackd-command", default="rollbackd", help="rollbackd's argv, shell-quoted")
     parser.add_argument("--rollbackd-config", type=Path, help="config to run rollbackd with (omit: Monit alone)")
+    parser.add_argument(
+        "--metrics-url", help="rollbackd's /metrics: report each probe's runs per second against its interval"
+    )
     args = parser.parse_args()
     if shutil.which("monit") is None:
         print("monit is not installed (Debian package monit)", file=sys.stderr)
@@ -208,7 +255,15 @@ def main() -> int:
             if args.rollbackd_config:
                 argv = [*shlex.split(args.rollbackd_command), "--config", str(args.rollbackd_config), "run"]
                 runs.append(Sampled("rollbackd", start(argv, folder / "rollbackd.out")))
-            wall = measure(runs, args.seconds, args.warmup, args.sample_every)
+            if args.metrics_url:
+                time.sleep(args.warmup)
+                before, _ = probe_runs(args.metrics_url)
+                wall = measure(runs, args.seconds, 0.0, args.sample_every)
+                after, intervals = probe_runs(args.metrics_url)
+                cadence = cadence_report(before, after, intervals, wall)
+            else:
+                wall = measure(runs, args.seconds, args.warmup, args.sample_every)
+                cadence = []
         finally:
             for run in runs:
                 stop(run.process)
@@ -234,6 +289,9 @@ def main() -> int:
         print(f"{run.name:<10} {cpu:>18.2f} {mean:>13.1f} {peak:>12.1f} {rate:>11}")
     if not args.rollbackd_config:
         print(f"{'rollbackd':<10} {'not run (pass --rollbackd-config)':>18}")
+    if cadence:
+        print("\nprobe cadence (rollbackd_probe_duration_seconds_count over the measured time):")
+        print("\n".join(cadence))
     return 0
 
 

@@ -52,6 +52,11 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, default=15, help="seconds before measuring (start-up backs up every database)"
     )
+    parser.add_argument(
+        "--rollbackd-command",
+        default=f"{sys.executable} -m rollbackd",
+        help="rollbackd's argv, shell-quoted (e.g. under `py-spy record ... --` to profile it)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-footprint-services-") as root:
         stack = Stack(Path(root), rooms=2000, players=4000, dry_run=True)
@@ -78,9 +83,11 @@ def main() -> int:
                     "--file",
                     str(stack.database),
                     "--rollbackd-command",
-                    f"{sys.executable} -m rollbackd",
+                    args.rollbackd_command,
                     "--rollbackd-config",
                     str(config),
+                    "--metrics-url",
+                    f"http://127.0.0.1:{stack.metrics_port}/metrics",
                 ],
                 check=True,
             )

@@ -23,6 +23,11 @@ from tests.support.stack import Stack  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument(
+        "--rollbackd-command",
+        default=f"{sys.executable} -m rollbackd",
+        help="rollbackd's argv, shell-quoted (e.g. under `py-spy record ... --` to profile it)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-footprint-") as root:
         stack = Stack(Path(root), rooms=2000, players=4000)
@@ -43,9 +48,11 @@ def main() -> int:
                         "--file",
                         str(stack.database),
                         "--rollbackd-command",
-                        f"{sys.executable} -m rollbackd",
+                        args.rollbackd_command,
                         "--rollbackd-config",
                         str(stack.config_path),
+                        "--metrics-url",
+                        f"http://127.0.0.1:{stack.metrics_port}/metrics",
                     ],
                     check=True,
                 )

@@ -6,6 +6,8 @@ here knows what a probe does.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -54,21 +56,31 @@ class ObservationLog:
         self.max_per_probe = max_per_probe
         self.max_age = max_age
         self._entries: dict[tuple[str, str], deque[Observation]] = {}
+        # Probes whose entries are not in start order (the wall clock stepped back): recent() filters them all.
+        self._unordered: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def append(self, observation: Observation) -> None:
         key = (observation.service, observation.probe)
         with self._lock:
             entries = self._entries.setdefault(key, deque(maxlen=self.max_per_probe))
+            if entries and observation.started_at < entries[-1].started_at:
+                self._unordered.add(key)
             entries.append(observation)
             horizon = observation.started_at - self.max_age
             while entries and entries[0].started_at < horizon:
                 entries.popleft()
 
     def recent(self, service: str, probe: str, since: float | None = None) -> list[Observation]:
-        """Return the observations of one probe, oldest first, started at or after ``since``."""
+        """Return the observations of one probe, oldest first, started at or after ``since``. The policy asks
+        after every observation, for windows of hundreds: in start order they are found by bisection."""
+        key = (service, probe)
         with self._lock:
-            entries = list(self._entries.get((service, probe), ()))
+            stored = self._entries.get(key, ())
+            if since is not None and key not in self._unordered:
+                first = bisect.bisect_left(stored, since, key=_started_at)
+                return list(itertools.islice(stored, first, None))
+            entries = list(stored)
         if since is None:
             return entries
         return [entry for entry in entries if entry.started_at >= since]
@@ -89,3 +101,8 @@ class ObservationLog:
         with self._lock:
             for key in [key for key in self._entries if key[0] == service]:
                 del self._entries[key]
+                self._unordered.discard(key)
+
+
+def _started_at(observation: Observation) -> float:
+    return observation.started_at

@@ -110,6 +110,20 @@ def test_slow_after_index_drop_needs_both_latency_and_the_vanished_index(service
     assert evaluate(slow, view(114, DEPLOY, latency=fast, integrity=integrity)) is None
 
 
+def test_latency_reads_the_slowest_path_whether_the_run_gives_its_summary_or_only_its_paths(
+    service: ServiceConfig,
+) -> None:
+    """The latency probe gives each run's slowest path as ``latency``; the rule reads that, and the paths'
+    own values when it is absent, to the same p95."""
+    paths = {"/api/rooms/ABC123:latency": 0.2, "/api/players:latency": 6.0}
+    only_paths = [observe("latency", 100 + s, True, values=dict(paths)) for s in range(70)]
+    summarised = [observe("latency", 100 + s, True, values={**paths, "latency": 6.0}) for s in range(70)]
+    slow = rule(service, "slow-after-deploy")
+    by_paths, by_summary = (evaluate(slow, view(169, DEPLOY, latency=runs)) for runs in (only_paths, summarised))
+    assert by_paths is not None and by_summary is not None
+    assert by_paths.evidence == by_summary.evidence and by_summary.evidence["p95"] == 6.0
+
+
 def test_latency_jitter_under_the_threshold_is_quiet(service: ServiceConfig) -> None:
     jitter = [
         observe("latency", 100 + s, True, values={"/api/rooms/ABC123:latency": 0.3 if s % 7 else 4.0})

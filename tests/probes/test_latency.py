@@ -61,6 +61,7 @@ def test_room_lookup_window_fills_from_real_requests(tmp_path: Path, served_vbrp
     assert last.values[f"{path}:samples"] == 5
     assert 0 < last.values[f"{path}:p50"] <= last.values[f"{path}:p99"]
     assert last.values["p95"] == last.values[f"{path}:p95"]
+    assert last.values["latency"] == last.values[f"{path}:latency"] > 0  # the slowest path of this run
     assert last.values["error_ratio"] == 0
     sample = metrics.registry.get_sample_value
     assert sample("rollbackd_http_request_duration_seconds_count", {"service": "vbrpg", "path": path}) == 5

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.probes import ProbeContext, observe
-from rollbackd.probes.proc_locks import TO_END, parse_proc_locks
+from rollbackd.probes.proc_locks import TO_END, SharedProcLocks, parse_proc_locks
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
 from tests.probes.example_app import VbrpgApp
 from tests.probes.probe_support import run_once, service_config
@@ -207,3 +207,51 @@ def test_example_lock_fault_is_seen_with_its_pid(tmp_path: Path, context: ProbeC
     assert [entry["pid"] for entry in held.detail["holders"]] == [holder.pid]
     assert held.detail["journal_mode"] == "wal"
     assert free.values["held"] == 0
+
+
+def test_two_services_sharing_one_lock_table_each_see_a_real_holder_come_and_go(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    """The daemon's lock probes share /proc/locks reads (SharedProcLocks): a write lock held by a real process
+    is still seen, with its pid, by the probes of both services, and once it is released each probe's next run
+    sees it free: a probe never reuses the read it used last."""
+    first_db, second_db = tmp_path / "first.db", tmp_path / "second.db"
+    create_database(first_db, "wal")
+    create_database(second_db, "wal")
+    shared = ProbeContext(http=context.http, state_dir=context.state_dir, proc_locks=SharedProcLocks(max_age=60.0))
+    first, second = lock_probe(tmp_path, shared, first_db), lock_probe(tmp_path, shared, second_db)
+    with write_lock_held(first_db, "wal") as holder:
+        held = run_once(first)
+        free = run_once(second)  # within max_age of the first probe's read: that read serves it too
+        assert held.values["held"] == 1 and [entry["pid"] for entry in held.detail["holders"]] == [holder.pid]
+        assert free.values["held"] == 0
+    released = run_once(first)
+    assert released.values["held"] == 0 and released.detail["holders"] == []
+    with write_lock_held(second_db, "wal") as holder:
+        # What sharing costs: a read up to max_age old (60 s here, 0.25 s in the daemon), taken for the other
+        # service before this lock was taken, may serve one run; the probe's next run reads afresh.
+        stale = run_once(second)
+        assert stale.values["held"] == 0
+        now_held = run_once(second)
+        assert [entry["pid"] for entry in now_held.detail["holders"]] == [holder.pid]
+
+
+def test_a_shared_lock_table_read_serves_others_only_while_young_and_never_the_same_caller_twice(
+    tmp_path: Path,
+) -> None:
+    table_file = tmp_path / "locks"
+    table_file.write_text("1: POSIX  ADVISORY  WRITE 7054 fe:00:2149410 120 120\n")
+    now = [100.0]
+    table = SharedProcLocks(table_file, max_age=0.25, clock=lambda: now[0])
+    read_at, locks = table.read(None)
+    assert [lock.pid for lock in locks] == [7054]
+    table_file.write_text("")
+    now[0] += 0.1
+    assert table.read(read_at - 1.0) == (read_at, locks)  # another caller, within max_age: the same read
+    later, fresh = table.read(read_at)  # the caller that used it: a new read
+    assert later > read_at and fresh == []
+    table_file.write_text("1: POSIX  ADVISORY  WRITE 7060 fe:00:2149410 120 120\n")
+    now[0] += 0.3
+    assert [lock.pid for lock in table.read(read_at)[1]] == [7060]  # older than max_age: read again
+    table_file.write_text("")
+    assert table.read(None)[1] == []  # None: always a new read

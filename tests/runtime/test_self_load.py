@@ -132,6 +132,31 @@ def test_work_queued_for_a_worker_thread_is_the_daemons_delay_too() -> None:
         executor.shutdown(wait=True)
 
 
+def test_only_waits_of_jobs_started_since_the_run_began_count_against_it() -> None:
+    """A job that waited 2 s for a thread long ago does not make a later run inconclusive; one that waited
+    after the run began does."""
+    clock = Clock()
+    load, _metrics = make_load(clock)
+    executor = MeasuredExecutor(clock, max_workers=1)
+    load.executor = executor
+    try:
+        release = threading.Event()
+        busy = executor.submit(release.wait, 10)
+        late = executor.submit(lambda: "late")
+        clock.now += 2.0
+        release.set()
+        assert busy.result(timeout=10) is True and late.result(timeout=10) == "late"
+        clock.now += 10.0
+        run_began = clock.now
+        assert executor.submit(lambda: "quick").result(timeout=10) == "quick"
+        assert executor.worst_wait_since(run_began) == 0.0
+        assert load.judge(0.0, run_began) == ""
+        assert executor.worst_wait_since(run_began - 11.0) >= 1.99  # the slow one, seen from before it began
+        assert "lagged 2.00s" in load.judge(0.0, run_began - 11.0)
+    finally:
+        executor.shutdown(wait=True)
+
+
 class FailingProbe:
     """A probe at the boundary: it reports what the test says, as a real probe's run() would."""
 

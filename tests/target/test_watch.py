@@ -8,8 +8,11 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
 from rollbackd.config.model import ServiceConfig, parse_config
-from rollbackd.target.watch import DeployEvent, DeployWatcher
+from rollbackd.target.watch import DeployEvent, DeployWatcher, SharedObserver
 
 MIGRATION = '"""add a column"""\nrevision = "abc123"\ndown_revision = None\n'
 
@@ -109,3 +112,91 @@ def test_litestream_state_and_a_file_replica_inside_the_code_dir_are_not_deploys
     ]
     events = watch(config, [*noise, ("src/app.py", b"print('deployed')\n")])
     assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]
+
+
+def test_files_moved_in_from_outside_are_a_deploy_and_reading_files_is_not(tmp_path: Path) -> None:
+    """The observer is told to report changes only (no opens, no read-only closes): a script renamed into the
+    versions dir and a directory of code moved into the code dir (a release swapped in by rename) still arrive,
+    and the daemon's own reads in the tree (the schema probe reading scripts) stay silent."""
+    config = service(tmp_path)
+    incoming = tmp_path / "incoming"
+    (incoming / "package").mkdir(parents=True)
+    (incoming / "abc123_add_column.py").write_text(MIGRATION)
+    (incoming / "package" / "module.py").write_text("x = 1\n")
+    (config.workdir / "src" / "existing.py").write_text("y = 2\n")
+    events: list[DeployEvent] = []
+
+    async def main() -> None:
+        delivered = asyncio.Event()
+
+        def on_event(event: DeployEvent) -> None:
+            events.append(event)
+            delivered.set()
+
+        watcher = DeployWatcher(config, on_event, debounce=0.3)
+        watcher.start()
+        try:
+            for _ in range(5):
+                (config.workdir / "src" / "existing.py").read_text()
+            await asyncio.sleep(1.0)
+            assert events == []  # reads are not changes
+            (incoming / "abc123_add_column.py").rename(config.versions_dir / "abc123_add_column.py")
+            (incoming / "package").rename(config.workdir / "src" / "package")
+            await asyncio.wait_for(delivered.wait(), 30)
+            await asyncio.sleep(1.0)
+        finally:
+            watcher.stop()
+
+    asyncio.run(main())
+    paths = {path for event in events for path in event.paths}
+    assert str(config.versions_dir / "abc123_add_column.py") in paths
+    assert str(config.workdir / "src" / "package" / "module.py") in paths
+    assert "migration" in {event.kind for event in events}
+
+
+def test_services_sharing_a_code_dir_share_one_watch_and_each_gets_its_events(tmp_path: Path) -> None:
+    """Two services on one code dir, one SharedObserver: one inotify watch (one emitter) reads the changes once
+    and both watchers get the deploy; once one stops, the other still does; the watch goes with the last."""
+    first = service(tmp_path)
+    second = first.model_copy(update={"name": "second"})
+    observers: list[BaseObserver] = []
+
+    def factory() -> BaseObserver:
+        observers.append(Observer())
+        return observers[-1]
+
+    shared = SharedObserver(factory)
+    events: dict[str, list[DeployEvent]] = {"vbrpg": [], "second": []}
+
+    async def main() -> None:
+        arrived = asyncio.Event()
+
+        def on_event(event: DeployEvent) -> None:
+            events[event.service].append(event)
+            if events["vbrpg"] and events["second"]:
+                arrived.set()
+
+        watchers = [DeployWatcher(config, on_event, debounce=0.2, shared=shared) for config in (first, second)]
+        for watcher in watchers:
+            watcher.start()
+        try:
+            [observer] = observers
+            assert len(observer.emitters) == 1  # one watch of the code dir for both services
+            (first.versions_dir / "abc123_add_column.py").write_text(MIGRATION)
+            await asyncio.wait_for(arrived.wait(), 30)
+            watchers[0].stop()
+            events["second"].clear()
+            arrived.clear()
+            (first.workdir / "src" / "module.py").write_text("x = 1\n")
+            await asyncio.wait_for(arrived.wait(), 30)
+            await asyncio.sleep(0.6)  # the stopped watcher's event, were it still delivered, would be in by now
+            assert [event.kind for event in events["vbrpg"]] == ["migration"]  # the stopped one heard nothing more
+            assert [event.kind for event in events["second"]] == ["code"]
+            watchers[1].stop()
+            assert not observer.emitters  # the watch went with its last handler
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+            shared.stop()
+
+    asyncio.run(main())

@@ -462,5 +462,8 @@ def _latency(observation: Observation) -> float:
     """The slowest configured path of one latency run (a failed request counts as infinitely slow)."""
     if not observation.ok and observation.reason != "timeout":
         return float("inf")
+    slowest = observation.values.get("latency")  # the probe's own summary; read for each run in the window
+    if slowest is not None:
+        return slowest
     values = [value for key, value in observation.values.items() if key.endswith(":latency")]
     return max(values, default=0.0)

@@ -226,22 +226,18 @@ class ServicePolicy:
         judge time (TIMED_EVIDENCE), only those since the daemon's last overload ended: a decision held while
         it was overloaded is taken afresh, on what it saw once calm."""
         fresh = self.overload.fresh_since() if self.overload is not None else 0.0
-        recent = {
-            probe: [
-                entry
-                for entry in entries
-                if entry.started_at
-                >= (max(self.ignore_before, fresh) if probe in TIMED_EVIDENCE else self.ignore_before)
-                and not entry.inconclusive
+        ignore_before = self.ignore_before
+        timed_since = max(ignore_before, fresh)
+        # Each window is read once per probe, its threshold worked out once (this runs after every observation,
+        # over windows of hundreds of runs at 1 s intervals).
+        recent: dict[str, list[Observation]] = {}
+        inconclusive: dict[str, list[float]] = {}
+        for probe, entries in observations.items():
+            since = timed_since if probe in TIMED_EVIDENCE else ignore_before
+            recent[probe] = [entry for entry in entries if not entry.inconclusive and entry.started_at >= since]
+            inconclusive[probe] = [
+                entry.started_at for entry in entries if entry.inconclusive and entry.started_at >= ignore_before
             ]
-            for probe, entries in observations.items()
-        }
-        inconclusive = {
-            probe: [
-                entry.started_at for entry in entries if entry.started_at >= self.ignore_before and entry.inconclusive
-            ]
-            for probe, entries in observations.items()
-        }
         return ServiceView(
             service=self.service.name,
             now=self.clock(),

@@ -20,6 +20,7 @@ import httpx
 
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
+from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.state.state_dir import StateDir
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class ProbeContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     # The service's Litestream child (or the operator's unit), for the replication probe to report on.
     replication: Replication | None = None
+    # /proc/locks as read by the lock probes: the daemon passes one for all its services, to share the reads.
+    proc_locks: SharedProcLocks = field(default_factory=SharedProcLocks)
 
 
 async def observe(

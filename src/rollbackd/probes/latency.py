@@ -55,7 +55,8 @@ class LatencyWindow:
 
 class LatencyProbe:
     """GET every configured path once per run. Values per path (``<path>:p95``, ``<path>:error_ratio``, ...) and
-    the worst path's (``p50``, ``p95``, ``p99``, ``error_ratio``) for rules that do not care which path."""
+    the worst path's (``p50``, ``p95``, ``p99``, ``error_ratio``, this run's ``latency``) for rules that do not
+    care which path."""
 
     name = "latency"
 
@@ -89,7 +90,7 @@ class LatencyProbe:
                 {"status_code": result.status, "error": result.error} if failed else {"status_code": result.status}
             )
             reason = reason or path_reason
-        for key in ("p50", "p95", "p99", "error_ratio"):
+        for key in ("p50", "p95", "p99", "error_ratio", "latency"):
             values[key] = max((values[f"{path}:{key}"] for path in self.paths), default=0.0)
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
 

@@ -5,7 +5,9 @@ rollback-journal mode write-locks byte 0x40000001 (RESERVED) of the database fil
 its way to EXCLUSIVE; WAL mode write-locks byte 120 of the ``-shm`` file (WAL_WRITE_LOCK). The kernel lists them
 in /proc/locks with the holder's pid, so this probe reads that table and never touches the database: opening and
 closing any fd of it would drop the POSIX locks of the daemon's own SQLite connections (backups, checks), and even
-a brief read transaction can make a writer's commit fail with SQLITE_BUSY in rollback-journal mode.
+a brief read transaction can make a writer's commit fail with SQLITE_BUSY in rollback-journal mode. The daemon's
+lock probes share their reads of the table (proc_locks.SharedProcLocks): one may see a read up to 0.25 s old that
+another service's probe took, never the one it used itself last time.
 
 Where /proc/locks cannot be read, a short-lived subprocess tries ``BEGIN IMMEDIATE`` with no busy timeout and
 rolls back at once (method ``begin_immediate`` in the detail); that does take the lock for an instant and cannot
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -34,7 +37,7 @@ from rollbackd.host.commands import run_command
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
-from rollbackd.probes.proc_locks import PROC_LOCKS, FileLock, file_id, read_proc_locks
+from rollbackd.probes.proc_locks import PROC_LOCKS, FileLock, SharedProcLocks, file_id
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,8 @@ class SqliteLockProbe:
         self.timeout = DEFAULT_TIMEOUT
         self.database = service.database
         self.proc_locks = proc_locks
+        self._table = context.proc_locks if proc_locks == context.proc_locks.path else SharedProcLocks(proc_locks)
+        self._table_read_at = -math.inf  # when the lock table this probe last used was read
         self.held_threshold = held_threshold
         self._clock: Callable[[], float] = context.clock
         self._holders: tuple[int, ...] | None = None  # None: free at the last run
@@ -144,7 +149,9 @@ class SqliteLockProbe:
         journal_mode = self._journal_mode(database_stat, shm_stat is not None or wal_stat is not None)
         journal_before = _journal_signature(journal)
         try:
-            locks = read_proc_locks(self.proc_locks)
+            # A journal's presence asks for a read taken after it was seen (the hot-journal test below brackets
+            # the lock read); otherwise a read another service's probe took a moment ago will do.
+            self._table_read_at, locks = self._table.read(None if journal_before is not None else self._table_read_at)
         except OSError:
             held = self._begin_immediate_held()
             wal_size = wal_stat.st_size if wal_stat else 0

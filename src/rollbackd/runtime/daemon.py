@@ -41,6 +41,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import Probe, ProbeContext, build_probes, observe
+from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.replication.supervisor import LitestreamSupervisor, Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.replication_hold import PAUSE_REQUEST, Holdable, ReplicationHolds
@@ -51,6 +52,7 @@ from rollbackd.runtime.systemd import Notifier, configure_logging
 from rollbackd.runtime.tls_context import LazyCertifiContext
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
+from rollbackd.target.watch import SharedObserver
 from rollbackd.units import humanize_age
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,10 @@ class Daemon:
         self._reload_task: asyncio.Task[None] | None = None
         # Its own load, measured: failures it causes are inconclusive, decisions wait, intervals stretch.
         self.self_load = SelfLoad(self.metrics)
+        # One file-watch observer for every service's deploy watcher (services sharing a code dir share its watch).
+        self.watch_observer = SharedObserver()
+        # One /proc/locks reader for every service's lock probe (a read taken within 0.25 s is shared).
+        self.proc_locks = SharedProcLocks()
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -267,6 +273,7 @@ class Daemon:
             clock=self.clock,
             stopping=self._stopping,
             replication=replication,
+            proc_locks=self.proc_locks,
         )
         try:
             probes = self._probe_builder(service, context)
@@ -286,6 +293,7 @@ class Daemon:
                 clock=self.clock,
                 replication=replication,
                 overload=self.self_load,
+                watch_observer=self.watch_observer,
             )
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes, replication=replication)
@@ -475,6 +483,7 @@ class Daemon:
         for slot in self.services.values():
             if slot.runtime is not None:
                 slot.runtime.stop()
+        self.watch_observer.stop()
         replicas = [slot.replication.stop() for slot in self.services.values() if slot.replication is not None]
         if replicas:
             await asyncio.gather(*replicas)

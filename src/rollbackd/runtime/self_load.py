@@ -66,8 +66,8 @@ class MeasuredExecutor(ThreadPoolExecutor):
             self._queued[token] = self._clock()
 
         def started() -> T:
-            now = self._clock()
-            with self._lock:
+            with self._lock:  # the clock read under the lock: ``waits`` stays in start order (worst_wait_since)
+                now = self._clock()
                 queued_at = self._queued.pop(token, now)
                 self.waits.append((now, now - queued_at))
             return fn(*args, **kwargs)
@@ -78,6 +78,12 @@ class MeasuredExecutor(ThreadPoolExecutor):
         """Jobs waiting for a thread now."""
         with self._lock:
             return len(self._queued)
+
+    def worst_wait_since(self, since: float) -> float:
+        """The longest wait of the jobs that started at or after ``since`` (0 when none did). Newest first,
+        stopping at the first older one: judging a run must not cost a walk over the last 4096 jobs."""
+        with self._lock:
+            return _worst_since(self.waits, since)
 
     def oldest_wait(self) -> float:
         """How long the longest-queued job has waited so far (0 when none waits)."""
@@ -161,12 +167,12 @@ class SelfLoad:
         """The daemon's worst own delay since ``since`` (monotonic): heartbeat lateness, including a heartbeat
         overdue right now, and the wait of blocking work for a worker thread."""
         now = self.clock()
-        worst = max((lag for at, lag in self.lags if at >= since), default=0.0)
+        worst = _worst_since(self.lags, since)
         if self._expected is not None:
             worst = max(worst, now - self._expected)
         if self.executor is not None:
             worst = max(worst, self.executor.oldest_wait())
-            worst = max(worst, max((wait for at, wait in list(self.executor.waits) if at >= since), default=0.0))
+            worst = max(worst, self.executor.worst_wait_since(since))
         return worst
 
     def judge(self, late_by: float, since: float) -> str:
@@ -312,3 +318,13 @@ class SelfLoad:
             "stretched": list(STRETCH_ORDER[: self.level]),
             "stale_probes": {key: value for key, value in stale.items() if value > 0},
         }
+
+
+def _worst_since(samples: deque[tuple[float, float]], since: float) -> float:
+    """The largest value of the (at, value) samples taken at or after ``since``; ``samples`` are in ``at`` order."""
+    worst = 0.0
+    for at, value in reversed(samples):
+        if at < since:
+            break
+        worst = max(worst, value)
+    return worst

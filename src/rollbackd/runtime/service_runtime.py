@@ -46,7 +46,7 @@ from rollbackd.target.alembic_scripts import ScriptParseError, parse_script
 from rollbackd.target.control import ServiceControl
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revision
 from rollbackd.target.verify import Expectations, Verification, Verifier
-from rollbackd.target.watch import DeployEvent, DeployWatcher
+from rollbackd.target.watch import DeployEvent, DeployWatcher, SharedObserver
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ServiceRuntime:
         clock: Callable[[], float] = time.time,
         replication: ReplicationPause | None = None,
         overload: OverloadGate | None = None,
+        watch_observer: SharedObserver | None = None,
     ) -> None:
         self.service = service
         # The service's Litestream (child or operator's unit; None without replication): a restore pauses it.
@@ -116,7 +117,13 @@ class ServiceRuntime:
             overload=overload,
         )
         self.watcher = (
-            DeployWatcher(service, self.on_deploy_event, ignore=(state_dir.root,), on_file=self._file_changed)
+            DeployWatcher(
+                service,
+                self.on_deploy_event,
+                ignore=(state_dir.root,),
+                on_file=self._file_changed,
+                shared=watch_observer,
+            )
             if service.deploy.watch
             else None
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.cli.run import human_value
+from rollbackd.cli.status import wal_line
 from tests.backup.helpers import make_database, make_service
 
 PROBES = """
@@ -97,3 +98,9 @@ def test_probe_json_keeps_the_raw_numbers(watched: Path) -> None:
 )
 def test_each_value_is_shown_in_the_unit_its_name_says(key: str, value: float, shown: str) -> None:
     assert human_value(key, value, utc=True) == shown
+
+
+def test_status_gives_the_wal_in_human_units_and_names_its_long_reader() -> None:
+    line = wal_line({"size_bytes": 160712, "database_bytes": 803560, "readers": [{"pid": 4242, "name": "python3"}]})
+    assert line.startswith("156.9 KiB (0.2× the database)"), line
+    assert "pid 4242 (python3)" in line

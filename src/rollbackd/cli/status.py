@@ -14,7 +14,7 @@ from rollbackd.cli.times import clock_time, table_time
 from rollbackd.config.config_path import resolve_config_path
 from rollbackd.config.secrets import redact_data, redact_text, secrets_in
 from rollbackd.exit_codes import ExitCode
-from rollbackd.units import format_size, humanize_age
+from rollbackd.units import human_size, humanize_age
 
 if TYPE_CHECKING:
     from rollbackd.config.model import Config, ConfigError
@@ -146,9 +146,9 @@ def _recorded_policy(state: str, reason: str) -> dict[str, str]:
 
 
 def wal_line(wal: dict[str, Any]) -> str:
-    """'80MiB (5.0x the database); read transaction open in pid 1234 (python3)': the long reader by name."""
+    """'80.0 MiB (5.0× the database); read transaction open in pid 1234 (python3)': the long reader by name."""
     size, database = float(wal.get("size_bytes") or 0), float(wal.get("database_bytes") or 0)
-    line = format_size(int(size)) + (f" ({size / database:.1f}× the database)" if database else "")
+    line = human_size(size) + (f" ({size / database:.1f}× the database)" if database else "")
     readers = [reader for reader in wal.get("readers") or () if isinstance(reader, dict)]
     if readers:
         named = ", ".join(f"pid {reader.get('pid')} ({reader.get('name')})" for reader in readers)

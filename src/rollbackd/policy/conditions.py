@@ -15,7 +15,7 @@ from typing import Any
 from rollbackd.observation import Observation
 from rollbackd.policy.rules import Rule
 from rollbackd.policy.signals import consecutive_failures, percentile, sustained, within
-from rollbackd.units import format_duration, format_size
+from rollbackd.units import format_duration, human_size
 
 
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ def wal_growing(view: ServiceView, rule: Rule) -> Reading | None:
     return Reading(
         "wal_growing",
         since,
-        f"WAL grew from {format_size(int(first))} to {format_size(int(last))}{times} in "
+        f"WAL grew from {human_size(first)} to {human_size(last)}{times} in "
         f"{format_duration(view.now - since)}; "
         + (f"read transaction held by {named}" if named else "no reader named"),
         {"wal_size_bytes": last, "database_size_bytes": database, "grew_bytes": last - first, "readers": readers},

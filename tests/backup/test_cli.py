@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
 import sys
 from pathlib import Path
 
 from rollbackd.backup.catalog import list_backups
+from tests.support.terminal import stderr_on_a_terminal
 
 from .helpers import grow_database, make_database, make_service, rollbackd
 
@@ -36,25 +34,10 @@ def test_backup_shows_phase_bytes_and_rate_on_a_terminal(tmp_path: Path) -> None
     service = make_service(tmp_path)
     make_database(service.database)
     grow_database(service.database, 2)
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rollbackd", "--config", str(tmp_path / "rollbackd.toml"), "backup"],
-        stdout=subprocess.DEVNULL,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
+    code, output = stderr_on_a_terminal(
+        [sys.executable, "-m", "rollbackd", "--config", str(tmp_path / "rollbackd.toml"), "backup"]
     )
-    os.close(follower)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    assert process.wait(timeout=60) == 0
+    assert code == 0
     assert b"\r\x1b[Kcopying vbrpg.db: [" in output and b"100%" in output
     assert b" of 2." in output and b"MiB/s" in output  # bytes and rate
     assert b"verifying the copy (quick_check, sha256) ..." in output

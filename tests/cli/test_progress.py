@@ -5,8 +5,6 @@ and elsewhere each phase is one plain line. Real databases, a real backup, real 
 from __future__ import annotations
 
 import io
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from rollbackd.cli.progress import PhaseProgress
 from tests.backup.helpers import grow_database, make_database, make_service
+from tests.support.terminal import stderr_on_a_terminal
 
 
 def rollbackd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,23 +59,10 @@ def test_restore_prints_each_step_as_it_happens(backed_up: Path) -> None:
 
 
 def test_restore_on_a_terminal_shows_phase_bytes_and_rate(backed_up: Path) -> None:
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rollbackd", "--config", str(backed_up), "restore", "--yes", "--service-stopped"],
-        stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(follower)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    assert process.wait(timeout=60) == 0
+    code, output = stderr_on_a_terminal(
+        [sys.executable, "-m", "rollbackd", "--config", str(backed_up), "restore", "--yes", "--service-stopped"]
+    )
+    assert code == 0
     assert b"\r\x1b[Kcopy backup beside the database: [" in output and b"100%" in output
     assert b" of 2." in output and b"MiB/s" in output
     assert b"\r\x1b[Kverify the copy ..." in output

@@ -201,8 +201,9 @@ class History:
     """The state DB. One instance per process; each method is one short transaction.
 
     One connection, opened at the first call, shared by the threads that call (the daemon's ``to_thread``
-    workers, now and then its event loop) and taken in turn under a lock: the calls are a few a minute and
-    each is milliseconds, so turns cost nothing, and one connection is one page cache, not one per thread."""
+    workers, now and then its event loop) and taken in turn under a lock: the calls are about two reads a second
+    per service plus a few writes per incident, each well under a millisecond on this small file, so turns cost
+    little, and one connection is one page cache, not one per thread."""
 
     def __init__(self, path: Path, clock: Clock = time.time) -> None:
         self.path = path

@@ -207,6 +207,31 @@ def measure(runs: list[Sampled], seconds: float, warmup: float, sample_every: fl
     return time.monotonic() - started
 
 
+def footprint_argv(
+    *, url: str, database: Path, config: Path, metrics_url: str, seconds: float, warmup: float, rollbackd_command: str
+) -> list[str]:
+    """This script's argv for a run against a real service: what bench/footprint_stack.py and
+    bench/footprint_services.py each run once per config."""
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--url",
+        url,
+        "--file",
+        str(database),
+        "--rollbackd-command",
+        rollbackd_command,
+        "--rollbackd-config",
+        str(config),
+        "--metrics-url",
+        metrics_url,
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600, help="measured duration (default 600)")

@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.footprint import footprint_argv  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
 
@@ -70,27 +71,16 @@ def main() -> int:
             config.write_text(many_services(stack.config_path.read_text(), args.services))
             label = f"every probe at {args.every}" if args.every else "default intervals"
             print(f"\n### rollbackd, {args.services} services, {label}\n", flush=True)
-            subprocess.run(  # noqa: S603 - fixed argv
-                [
-                    sys.executable,
-                    str(REPO / "bench" / "footprint.py"),
-                    "--seconds",
-                    str(args.seconds),
-                    "--warmup",
-                    str(args.warmup),
-                    "--url",
-                    stack.base_url,
-                    "--file",
-                    str(stack.database),
-                    "--rollbackd-command",
-                    args.rollbackd_command,
-                    "--rollbackd-config",
-                    str(config),
-                    "--metrics-url",
-                    f"http://127.0.0.1:{stack.metrics_port}/metrics",
-                ],
-                check=True,
+            argv = footprint_argv(
+                url=stack.base_url,
+                database=stack.database,
+                config=config,
+                metrics_url=f"http://127.0.0.1:{stack.metrics_port}/metrics",
+                seconds=args.seconds,
+                warmup=args.warmup,
+                rollbackd_command=args.rollbackd_command,
             )
+            subprocess.run(argv, check=True)  # noqa: S603 - fixed argv
         finally:
             stack.tear_down()
     return 0

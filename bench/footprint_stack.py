@@ -17,7 +17,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.footprint import footprint_argv  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
+
+WARMUP = 15.0  # bench/footprint.py's default: both tools started before measuring
 
 
 def main() -> int:
@@ -37,25 +40,16 @@ def main() -> int:
                 stack.probe_every = every
                 stack.write_config()
                 print(f"\n### rollbackd at {label}\n", flush=True)
-                subprocess.run(  # noqa: S603 - fixed argv
-                    [
-                        sys.executable,
-                        str(REPO / "bench" / "footprint.py"),
-                        "--seconds",
-                        str(args.seconds),
-                        "--url",
-                        stack.base_url,
-                        "--file",
-                        str(stack.database),
-                        "--rollbackd-command",
-                        args.rollbackd_command,
-                        "--rollbackd-config",
-                        str(stack.config_path),
-                        "--metrics-url",
-                        f"http://127.0.0.1:{stack.metrics_port}/metrics",
-                    ],
-                    check=True,
+                argv = footprint_argv(
+                    url=stack.base_url,
+                    database=stack.database,
+                    config=stack.config_path,
+                    metrics_url=f"http://127.0.0.1:{stack.metrics_port}/metrics",
+                    seconds=args.seconds,
+                    warmup=WARMUP,
+                    rollbackd_command=args.rollbackd_command,
                 )
+                subprocess.run(argv, check=True)  # noqa: S603 - fixed argv
         finally:
             stack.tear_down()
     return 0

@@ -28,13 +28,13 @@ import httpx
 from rollbackd.config.model import AlertmanagerConfig
 from rollbackd.config.secrets import redact_text, secrets_of_url
 from rollbackd.metrics import Metrics
+from rollbackd.runtime.http_post import post_with_backoff
 
 log = logging.getLogger(__name__)
 
 API_PATH = "/api/v2/alerts"
 REFRESH = 60.0
 ANNOUNCED_FOR = 3600.0
-FIRST_BACKOFF = 0.5
 
 # event → (alertname, severity) of the alert it fires; "recovered" and "resumed" resolve instead.
 FIRING_EVENTS = {
@@ -188,19 +188,11 @@ class AlertmanagerAlerts:
 
     async def _deliver(self, target: AlertmanagerConfig, bodies: list[dict[str, Any]]) -> None:
         url = target.send_url.rstrip("/") + API_PATH
-        delay = FIRST_BACKOFF
-        problem = ""
-        for attempt in range(target.retries + 1):
-            try:
-                response = await self.client.post(url, json=bodies, timeout=target.timeout)
-                if response.status_code < 300:
-                    return
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as error:
-                problem = f"{type(error).__name__}: {error}"
-            if attempt < target.retries:
-                await asyncio.sleep(delay)
-                delay *= 2
+        problem = await post_with_backoff(
+            self.client, url, bodies, timeout=target.timeout, retries=target.retries, with_response_text=True
+        )
+        if problem is None:
+            return
         for service in sorted({body["labels"]["service"] for body in bodies}):
             self.metrics.notifications_failed.labels(service=service).inc()
         log.error(

@@ -21,10 +21,9 @@ from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
 from rollbackd.config.secrets import redact_text, secrets_of_url
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alertmanager import AlertmanagerAlerts
+from rollbackd.runtime.http_post import post_with_backoff
 
 log = logging.getLogger(__name__)
-
-FIRST_BACKOFF = 0.5
 
 
 class WebhookAlerts:
@@ -67,18 +66,11 @@ class WebhookAlerts:
         return lambda event, payload: self.send(service, event, payload)
 
     async def _deliver(self, webhook: WebhookConfig, body: dict[str, Any]) -> None:
-        delay = FIRST_BACKOFF
-        for attempt in range(webhook.retries + 1):
-            try:
-                response = await self.client.post(webhook.send_url, json=body, timeout=webhook.timeout)
-                if response.status_code < 300:
-                    return
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as error:
-                problem = f"{type(error).__name__}: {error}"
-            if attempt < webhook.retries:
-                await asyncio.sleep(delay)
-                delay *= 2
+        problem = await post_with_backoff(
+            self.client, webhook.send_url, body, timeout=webhook.timeout, retries=webhook.retries
+        )
+        if problem is None:
+            return
         self.metrics.notifications_failed.labels(service=str(body["service"])).inc()
         log.error(
             "webhook %s: %s alert not delivered after %d attempts: %s",

@@ -52,8 +52,8 @@ StepEvents = Callable[[str, "RestoreStep | None"], None]
 
 class RestoreError(Exception):
     """A restore that did not complete. ``reason``: refused, no_backup, corrupt, pending, control, no_space,
-    verify_failed, io_error, journal. ``touched`` says whether anything was changed (it was then undone or
-    finished as the message says)."""
+    verify_failed, io_error, journal, replication (it could not be paused). ``touched`` says whether anything was
+    changed (it was then undone or finished as the message says)."""
 
     def __init__(self, reason: str, message: str, *, touched: bool = False) -> None:
         super().__init__(message)

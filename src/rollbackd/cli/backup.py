@@ -504,19 +504,10 @@ def _restore_from_replica(args: argparse.Namespace, config: Config, service: Ser
 
 
 def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPause:
-    """Litestream must never replicate across a swap it did not see: the operator's unit (managed = false) is
-    stopped and started around it; the running daemon's own child is held paused over its socket for as long as
-    this process's connection (it resumes by itself if this process dies); with no daemon, nothing runs."""
-    from rollbackd.replication.pause import NoPause
-    from rollbackd.replication.supervisor import UnitReplication
-    from rollbackd.runtime.replication_hold import DaemonReplicationPause
+    """Litestream must never replicate across a swap it did not see (runtime/replication_hold.py)."""
+    from rollbackd.runtime.replication_hold import pause_for_swap
 
-    replication = service.replication
-    if replication is None:
-        return NoPause()
-    if not replication.managed:
-        return UnitReplication(service)
-    return DaemonReplicationPause(config.daemon.socket_path, service.name)
+    return pause_for_swap(config.daemon.socket_path, service)
 
 
 def _paused_replication(config: Config, service: ServiceConfig) -> ReplicationPause:

@@ -19,6 +19,7 @@ from rollbackd.exit_codes import ExitCode
 if TYPE_CHECKING:
     from rollbackd.config.model import ServiceConfig
     from rollbackd.deploy.migrate import MigrateOptions, MigrateReport, Say
+    from rollbackd.replication.pause import ReplicationPause
     from rollbackd.state.history import History
     from rollbackd.state.state_dir import StateDir
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     import asyncio
 
     from rollbackd.deploy.migrate import MigrateError, MigrateOptions
+    from rollbackd.runtime.replication_hold import pause_for_swap
     from rollbackd.state.history import History
     from rollbackd.state.state_dir import StateDir
 
@@ -83,7 +85,10 @@ def run(args: argparse.Namespace) -> ExitCode:
         return _fail(args, f"cannot use the state dir {state.root}: {error.strerror or error}", ExitCode.UNAVAILABLE)
     try:
         history.upgrade()
-        report = asyncio.run(_migrate(service, state, history, options, lambda line: print(line, file=stream)))
+        replication = pause_for_swap(config.daemon.socket_path, service)
+        report = asyncio.run(
+            _migrate(service, state, history, options, replication, lambda line: print(line, file=stream))
+        )
     except MigrateError as error:
         return _fail(args, str(error), ERROR_CODES[error.kind])
     except asyncio.CancelledError:
@@ -98,7 +103,12 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 
 async def _migrate(
-    service: ServiceConfig, state: StateDir, history: History, options: MigrateOptions, say: Say
+    service: ServiceConfig,
+    state: StateDir,
+    history: History,
+    options: MigrateOptions,
+    replication: ReplicationPause,
+    say: Say,
 ) -> MigrateReport:
     import asyncio
 
@@ -107,7 +117,7 @@ async def _migrate(
     from rollbackd.deploy.migrate import Migration
 
     async with httpx.AsyncClient() as http:
-        migration = Migration(service, state_dir=state, history=history, http=http, say=say)
+        migration = Migration(service, state_dir=state, history=history, http=http, replication=replication, say=say)
         loop = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(number, migration.interrupt, number.name)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollbackd.replication.pause import ReplicationControlError
-from rollbackd.replication.supervisor import LitestreamSupervisor
+from rollbackd.config.model import ServiceConfig
+from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
+from rollbackd.replication.supervisor import LitestreamSupervisor, UnitReplication
 from rollbackd.runtime.status_socket import StatusSocketError, connect, send_request
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,19 @@ class DaemonReplicationPause:
                 answer.get("state"),
                 answer["last_error"],
             )
+
+
+def pause_for_swap(socket_path: Path, service: ServiceConfig) -> ReplicationPause:
+    """What a command that swaps ``service``'s database by hand (`restore`, `rollback`, a failed `migrate`'s
+    restore) must pause: the operator's unit (managed = false) is stopped and started around the swap; the running
+    daemon's own child is held paused over ``socket_path`` for as long as this process's connection (it resumes by
+    itself if this process dies); with no replication configured, nothing."""
+    replication = service.replication
+    if replication is None:
+        return NoPause()
+    if not replication.managed:
+        return UnitReplication(service)
+    return DaemonReplicationPause(socket_path, service.name)
 
 
 def _read_answer(client: socket.socket) -> dict[str, Any]:

@@ -83,15 +83,18 @@ paths = ["/api/rooms/ABC123"]
 
 
 def observed(service: str, probe: str, at: float) -> Observation:
-    """A healthy run shaped as the probe makes it (its own dicts, as each real run has)."""
+    """A healthy run shaped as the probe makes it: its own dicts, as each real run has, and what varies from run
+    to run in a real one varying here (latencies, the process's CPU and memory)."""
     values: dict[str, float]
     detail: dict[str, Any]
+    jitter = (at * 7919.0) % 1.0  # deterministic, different for every run
     if probe == "health":
-        values = {"latency": 0.003, "status_code": 200.0}
+        values = {"latency": 0.003 + jitter / 1000, "status_code": 200.0}
         detail = {"url": "http://127.0.0.1:8000/health", "status_code": 200, "body": '{"status":"ok"}'}
     elif probe == "latency":
         path = "/api/rooms/ABC123"
-        summary = {"latency": 0.004, "p50": 0.004, "p95": 0.006, "p99": 0.008, "samples": 12.0, "error_ratio": 0.0}
+        latency = 0.004 + jitter / 1000
+        summary = {"latency": latency, "p50": 0.004, "p95": 0.006, "p99": latency, "samples": 12.0, "error_ratio": 0.0}
         values = {f"{path}:{key}": value for key, value in summary.items()}
         values.update({key: value for key, value in summary.items() if key != "samples"})
         detail = {path: {"status_code": 200}}
@@ -135,7 +138,8 @@ def observed(service: str, probe: str, at: float) -> Observation:
             "vanished": [],
         }
     else:
-        values = {"up": 1.0, "pid": 4242.0, "cpu_ratio": 0.01, "rss_bytes": 60e6, "start_time": 1e9, "open_fds": 12.0}
+        values = {"up": 1.0, "pid": 4242.0, "cpu_ratio": jitter / 100, "rss_bytes": 60e6 + 4096 * int(jitter * 8)}
+        values.update({"start_time": 1e9, "open_fds": 12.0})
         detail = {"pid": 4242, "source": "pidfile", "status": "sleeping", "name": "uvicorn"}
     return Observation(service, probe, True, "", values, detail, started_at=at, duration=0.002)
 

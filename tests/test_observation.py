@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rollbackd.observation import Observation, ObservationLog
 
 
@@ -59,3 +61,17 @@ def test_a_window_handed_out_stays_as_it_was_while_the_log_moves_on() -> None:
     assert len(log.recent("vbrpg", "health")) == 20
     assert list(log.window("vbrpg", "health", since=0.0).inconclusive) == []  # dropped in its turn
     assert log.latest("vbrpg", "health") == observed(99.0)
+
+
+def test_a_run_that_repeats_the_one_before_shares_its_mappings_and_reads_the_same() -> None:
+    """Most runs repeat the last one (same status, same counts): the log keeps one copy of equal mappings."""
+    log = ObservationLog(max_per_probe=100, max_age=1000.0)
+    first = Observation("vbrpg", "rows", True, values={"players:rows": 40.0}, detail={"counts": {"players": 40}})
+    again = Observation("vbrpg", "rows", True, values={"players:rows": 40.0}, detail={"counts": {"players": 40}})
+    changed = Observation("vbrpg", "rows", True, values={"players:rows": 41.0}, detail={"counts": {"players": 40}})
+    for at, run in enumerate((first, again, changed)):
+        log.append(replace(run, started_at=float(at)))
+    kept = log.recent("vbrpg", "rows")
+    assert kept == [replace(run, started_at=float(at)) for at, run in enumerate((first, again, changed))]
+    assert kept[1].values is kept[0].values and kept[1].detail is kept[0].detail
+    assert kept[2].values is not kept[1].values and kept[2].detail is kept[1].detail

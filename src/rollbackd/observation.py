@@ -12,7 +12,7 @@ import bisect
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 
@@ -223,8 +223,10 @@ class ObservationLog:
             if track is None:
                 track = self._tracks[key] = _Track()
             latest = track.latest()
-            if latest is not None and observation.started_at < latest.started_at:
-                self._unordered.add(key)
+            if latest is not None:
+                if observation.started_at < latest.started_at:
+                    self._unordered.add(key)
+                observation = _sharing_with(observation, latest)
             track.add(observation)
             while len(track) > self.max_per_probe:
                 track.drop_oldest()
@@ -272,6 +274,17 @@ class ObservationLog:
             for key in [key for key in self._tracks if key[0] == service]:
                 del self._tracks[key]
                 self._unordered.discard(key)
+
+
+def _sharing_with(observation: Observation, previous: Observation) -> Observation:
+    """``observation``, holding ``previous``'s ``values`` or ``detail`` where they are equal: most runs of a probe
+    repeat the one before (the same status, the same counts, the same lock state), and the log keeps hundreds
+    of runs per probe. Nothing mutates an observation's mappings, so one object can serve both."""
+    values = previous.values if observation.values == previous.values else observation.values
+    detail = previous.detail if observation.detail == previous.detail else observation.detail
+    if values is observation.values and detail is observation.detail:
+        return observation
+    return replace(observation, values=values, detail=detail)
 
 
 def _started_at(observation: Observation) -> float:

@@ -206,14 +206,17 @@ def log_memory(config: Config, start: float, end: float) -> tuple[int, dict[str,
 
 
 def prepare_retention(log: ObservationLog, config: Config) -> None:
-    """Whatever the daemon sets up per service before its first observation (per-probe retention, if any)."""
-    setup = getattr(log, "retain_service", None)
-    if setup is None:
+    """What the daemon's ServiceRuntime sets up per service before its first observation: per-probe retention
+    (absent before it existed; then every probe kept the log's own bounds)."""
+    try:
+        from rollbackd.policy.rules import effective_rules
+        from rollbackd.runtime.retention import probe_retention
+        from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN
+    except ImportError:
         return
-    from rollbackd.runtime.service_runtime import probe_retention
-
     for service in config.service:
-        setup(service.name, probe_retention(service))
+        lookback = max((rule.for_ for rule in effective_rules(service)), default=0.0) + LOOKBACK_MARGIN
+        log.retain(service.name, probe_retention(service, lookback))
 
 
 async def main() -> None:

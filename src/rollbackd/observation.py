@@ -212,6 +212,7 @@ class ObservationLog:
         self.max_per_probe = max_per_probe
         self.max_age = max_age
         self._tracks: dict[tuple[str, str], _Track] = {}
+        self._retention: dict[tuple[str, str], tuple[int, float]] = {}  # per probe, where retain() said
         # Probes whose entries are not in start order (the wall clock stepped back): their windows are filtered.
         self._unordered: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -228,11 +229,19 @@ class ObservationLog:
                     self._unordered.add(key)
                 observation = _sharing_with(observation, latest)
             track.add(observation)
-            while len(track) > self.max_per_probe:
+            limit, age = self._retention.get(key, (self.max_per_probe, self.max_age))
+            while len(track) > limit:
                 track.drop_oldest()
-            horizon = observation.started_at - self.max_age
+            horizon = observation.started_at - age
             while track and track.oldest().started_at < horizon:
                 track.drop_oldest()
+
+    def retain(self, service: str, retention: Mapping[str, tuple[int, float]]) -> None:
+        """Keep at most (runs, seconds) of each named probe of ``service`` from now on (what its readers need);
+        other probes keep the log's own bounds."""
+        with self._lock:
+            for probe, bounds in retention.items():
+                self._retention[(service, probe)] = bounds
 
     def window(self, service: str, probe: str, since: float) -> ProbeWindow:
         """One probe's runs started at or after ``since``, conclusive and inconclusive apart, oldest first: what
@@ -274,6 +283,8 @@ class ObservationLog:
             for key in [key for key in self._tracks if key[0] == service]:
                 del self._tracks[key]
                 self._unordered.discard(key)
+            for key in [key for key in self._retention if key[0] == service]:
+                del self._retention[key]
 
 
 def _sharing_with(observation: Observation, previous: Observation) -> Observation:

@@ -38,6 +38,7 @@ from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.retention import probe_retention
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
@@ -105,6 +106,7 @@ class ServiceRuntime:
         rules = effective_rules(service)
         self._deploy_window_open = metrics.deploy_window_open.labels(service=service.name)  # set at each evaluation
         self.lookback = max((rule.for_ for rule in rules), default=0.0) + LOOKBACK_MARGIN
+        observations.retain(service.name, probe_retention(service, self.lookback))  # what the policy reads
         self.policy = ServicePolicy(
             service,
             rules,

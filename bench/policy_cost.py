@@ -8,7 +8,8 @@ clock (so every window is as full as retention lets it be), all runs healthy. Th
   ``--evaluations`` times, ``time.process_time()`` per call;
 - CPU per ``Daemon.record`` (log append + metrics + evaluation), the same way;
 - the log's size: runs kept per probe, and the memory the log of ``--services`` services holds
-  (``tracemalloc``: the bytes allocated while filling it, and still held).
+  (``tracemalloc``: the bytes allocated while filling it, and still held; and, in a pass without tracemalloc,
+  how much this process's RSS grew while it was built).
 
     .venv/bin/python bench/policy_cost.py [--every 1] [--services 20] [--evaluations 5000]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sqlite3
 import tempfile
 import time
@@ -205,6 +207,24 @@ def log_memory(config: Config, start: float, end: float) -> tuple[int, dict[str,
     return held, {probe: len(log.recent(first, probe)) for probe in PROBE_NAMES}
 
 
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def log_rss(config: Config, start: float, end: float) -> int:
+    """RSS this process grew by while the filled log of every service was built (no tracemalloc running)."""
+    gc.collect()
+    before = resident_bytes()
+    log = Daemon(config, metrics=Metrics(CollectorRegistry()), with_runtimes=False).observations
+    prepare_retention(log, config)
+    fill(log, config, start, end)
+    gc.collect()
+    grown = resident_bytes() - before
+    del log
+    return grown
+
+
 def prepare_retention(log: ObservationLog, config: Config) -> None:
     """What the daemon's ServiceRuntime sets up per service before its first observation: per-probe retention
     (absent before it existed; then every probe kept the log's own bounds)."""
@@ -256,12 +276,16 @@ async def main() -> None:
             fill(daemon.observations, one, end - HOUR, end)
             per_evaluation, per_record = await evaluation_cost(daemon, runtime, clock, arguments.evaluations)
         history.close()
+        grown = log_rss(many, end - HOUR, end)
         held, kept = log_memory(many, end - HOUR, end)
     every = arguments.every or "default intervals"
     print(f"every probe at {every}; runs kept per probe: {kept}")
     print(f"ServiceRuntime._evaluate_once: {per_evaluation * 1e6:.0f} µs CPU per call ({arguments.evaluations} calls)")
     print(f"Daemon.record (log, metrics, evaluation): {per_record * 1e6:.0f} µs CPU per observation")
-    print(f"observation log of {arguments.services} services: {held / 2**20:.1f} MiB held (tracemalloc)")
+    print(
+        f"observation log of {arguments.services} services: {held / 2**20:.1f} MiB held (tracemalloc), "
+        f"RSS +{grown / 2**20:.1f} MiB while it was built"
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from tests.support.rollbackd_daemon import Samples, scrape, start_rollbackd  # n
 from tests.support.vbrpg_service import free_port  # noqa: E402
 
 from rollbackd.config.model import load_config  # noqa: E402
+from rollbackd.runtime.retention import probe_intervals  # noqa: E402
 
 PROBES = ("health", "latency", "sqlite_lock", "integrity", "schema", "rows", "process")
 
@@ -98,16 +99,7 @@ def total(samples: Samples, name: str) -> float:
 
 def configured_intervals(config: Path) -> dict[str, float]:
     """Each probe kind's configured interval (the same for every service here), read by rollbackd's own loader."""
-    probes = load_config(config).service[0].probes
-    return {
-        "health": probes.health.every,
-        "latency": probes.latency.every,
-        "sqlite_lock": probes.sqlite_lock.every,
-        "integrity": probes.integrity.quick_every,
-        "schema": probes.schema_.every,
-        "rows": probes.rows.every,
-        "process": probes.process.every,
-    }
+    return probe_intervals(load_config(config).service[0])
 
 
 class IndependentProbe(threading.Thread):

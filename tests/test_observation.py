@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rollbackd.observation import Observation, ObservationLog
 
 
@@ -39,3 +41,37 @@ def test_after_the_wall_clock_steps_back_every_run_at_or_after_since_is_still_fo
     log.append(observed(1.0))
     log.append(observed(2.0))
     assert [entry.started_at for entry in log.recent("vbrpg", "health", since=2.0)] == [2.0]
+
+
+def test_a_window_handed_out_stays_as_it_was_while_the_log_moves_on() -> None:
+    """The policy holds a view across awaits while new runs arrive and old ones are dropped: its windows are
+    views of the log's storage, so the log never changes what they hold."""
+    log = ObservationLog(max_per_probe=20, max_age=1000.0)
+    for at in range(10):
+        log.append(observed(float(at)))
+    log.append(Observation("vbrpg", "health", ok=False, reason="timeout", started_at=9.5, inconclusive="lagged"))
+    window = log.window("vbrpg", "health", since=5.0)
+    assert [run.started_at for run in window.conclusive] == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert [run.started_at for run in window.inconclusive] == [9.5]
+    for at in range(10, 100):  # far past max_per_probe: the oldest runs are dropped, the storage compacted
+        log.append(observed(float(at)))
+    assert [run.started_at for run in window.conclusive] == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert [run.started_at for run in window.conclusive[-2:]] == [8.0, 9.0]
+    assert [run.started_at for run in reversed(window.conclusive)] == [9.0, 8.0, 7.0, 6.0, 5.0]
+    assert len(log.recent("vbrpg", "health")) == 20
+    assert list(log.window("vbrpg", "health", since=0.0).inconclusive) == []  # dropped in its turn
+    assert log.latest("vbrpg", "health") == observed(99.0)
+
+
+def test_a_run_that_repeats_the_one_before_shares_its_mappings_and_reads_the_same() -> None:
+    """Most runs repeat the last one (same status, same counts): the log keeps one copy of equal mappings."""
+    log = ObservationLog(max_per_probe=100, max_age=1000.0)
+    first = Observation("vbrpg", "rows", True, values={"players:rows": 40.0}, detail={"counts": {"players": 40}})
+    again = Observation("vbrpg", "rows", True, values={"players:rows": 40.0}, detail={"counts": {"players": 40}})
+    changed = Observation("vbrpg", "rows", True, values={"players:rows": 41.0}, detail={"counts": {"players": 40}})
+    for at, run in enumerate((first, again, changed)):
+        log.append(replace(run, started_at=float(at)))
+    kept = log.recent("vbrpg", "rows")
+    assert kept == [replace(run, started_at=float(at)) for at, run in enumerate((first, again, changed))]
+    assert kept[1].values is kept[0].values and kept[1].detail is kept[0].detail
+    assert kept[2].values is not kept[1].values and kept[2].detail is kept[1].detail

@@ -8,6 +8,7 @@ HTTP paths from the config. Revisions, pids and file paths appear only in the ``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -58,6 +59,16 @@ REPLICATION_ERROR_REASONS = (
     "credentials_file",
     "config",
 )
+
+
+@dataclass(frozen=True)
+class ProbeSeries:
+    """The series of one probe of one service that every observation sets, looked up once: ``labels()`` hashes
+    and validates its arguments on each call, and the daemon records several observations a second per service."""
+
+    success: Gauge
+    duration_seconds: Histogram
+    last_run_timestamp_seconds: Gauge
 
 
 class Metrics:
@@ -367,6 +378,7 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        self._probe_series: dict[tuple[str, str], ProbeSeries] = {}  # probe_series(): looked up once each
 
     def initialise_service(self, service: str, probes: Iterable[str], rules: Mapping[str, Iterable[str]]) -> None:
         """Create every labelled counter's series of ``service`` at 0, so increase() and the dashboard see a
@@ -401,8 +413,22 @@ class Metrics:
         for state in states:
             gauge.labels(service=service, state=state).set(1 if state == current else 0)
 
+    def probe_series(self, service: str, probe: str) -> ProbeSeries:
+        """The labelled series of one probe of ``service`` that each observation sets (cached until
+        ``forget_service``)."""
+        series = self._probe_series.get((service, probe))
+        if series is None:
+            series = self._probe_series[(service, probe)] = ProbeSeries(
+                self.probe_success.labels(service=service, probe=probe),
+                self.probe_duration_seconds.labels(service=service, probe=probe),
+                self.probe_last_run_timestamp_seconds.labels(service=service, probe=probe),
+            )
+        return series
+
     def forget_service(self, service: str) -> None:
         """Remove every series of a service that left the config (after a reload), so it stops being scraped."""
+        for key in [key for key in self._probe_series if key[0] == service]:
+            del self._probe_series[key]
         for metric in vars(self).values():
             labelnames = getattr(metric, "_labelnames", ())
             if "service" not in labelnames:

@@ -8,13 +8,15 @@ fields mean what.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollbackd.observation import Observation
+from rollbackd.observation import Observation, Runs
 from rollbackd.policy.rules import Rule
-from rollbackd.policy.signals import consecutive_failures, percentile, sustained, within
+from rollbackd.policy.signals import consecutive_failures, percentile, sustained, sustained_newest_first, within
 from rollbackd.units import format_duration, human_size
 
 
@@ -159,30 +161,37 @@ def _file_gone(observation: Observation) -> bool:
     return observation.reason == "unavailable" and "No such file or directory" in error and not sidecar
 
 
-def _gone_evidence(view: ServiceView) -> list[Observation]:
-    """The integrity and lock probes' runs, oldest first, when the integrity probe has seen this database before
-    (an ok run, or its own ``missing``, in view): a database never seen (a service not set up yet) is not gone."""
-    integrity = list(view.recent("integrity"))
+def _gone_evidence(view: ServiceView) -> Iterator[Observation]:
+    """The integrity and lock probes' runs, newest first, when the integrity probe has seen this database before
+    (an ok run, or its own ``missing``, in view): a database never seen (a service not set up yet) is not gone.
+    Merged lazily from the newest end (the rules read a streak there, after every observation); ties in start
+    time as a stable sort of integrity's runs, then the lock's, would order them."""
+    integrity = view.recent("integrity")
     if not any(o.ok or o.reason == "missing" for o in integrity):
-        return []
-    return sorted([*integrity, *view.recent("sqlite_lock")], key=lambda o: o.started_at)
+        return iter(())
+    lock = view.recent("sqlite_lock")
+    if isinstance(integrity, Runs) and isinstance(lock, Runs):  # each in start order
+        return heapq.merge(reversed(lock), reversed(integrity), key=_started_at, reverse=True)
+    return reversed(sorted([*integrity, *lock], key=_started_at))
 
 
 def database_gone(view: ServiceView) -> bool:
     """The newest evidence says the database file has vanished: a restart cannot bring it back, so the rules
     that would restart the service leave it to ``database-missing``."""
-    evidence = _gone_evidence(view)
-    return bool(evidence) and _file_gone(evidence[-1])
+    newest = next(_gone_evidence(view), None)
+    return newest is not None and _file_gone(newest)
 
 
 def database_missing(view: ServiceView, rule: Rule) -> Reading | None:
     """The database file is gone (its folder wiped, a lost disk): the integrity probe cannot even stat it, or the
     lock probe (every few seconds, where integrity runs every minute) finds no file where it was checked before."""
-    observations = _gone_evidence(view)
-    since = sustained(observations, _file_gone, view.now, rule.for_)
+    evidence = _gone_evidence(view)
+    last = next(evidence, None)
+    if last is None:
+        return None
+    since = sustained_newest_first(itertools.chain((last,), evidence), _file_gone, view.now, rule.for_)
     if since is None:
         return None
-    last = observations[-1]
     return Reading(
         "database_missing",
         since,
@@ -456,6 +465,10 @@ def _heads(observation: Observation) -> str:
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _started_at(observation: Observation) -> float:
+    return observation.started_at
 
 
 def _latency(observation: Observation) -> float:

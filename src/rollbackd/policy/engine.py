@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import POLICY_STATES, Metrics
-from rollbackd.observation import Observation
+from rollbackd.observation import Observation, ProbeWindow
 from rollbackd.policy.conditions import TIMED_EVIDENCE, DeployWindow, Reading, ServiceView, evaluate
 from rollbackd.policy.rules import Rule, Rung
 from rollbackd.state.history import History
@@ -215,7 +215,7 @@ class ServicePolicy:
 
     def view(
         self,
-        observations: Mapping[str, list[Observation]],
+        observations: Mapping[str, Sequence[Observation] | ProbeWindow],
         *,
         deploy: DeployWindow | None,
         blocked: frozenset[str],
@@ -224,20 +224,21 @@ class ServicePolicy:
     ) -> ServiceView:
         """Build the view the rules read: only observations since the last recovery count, and of the probes that
         judge time (TIMED_EVIDENCE), only those since the daemon's last overload ended: a decision held while
-        it was overloaded is taken afresh, on what it saw once calm."""
+        it was overloaded is taken afresh, on what it saw once calm. ``observations`` are each probe's runs,
+        oldest first, or the log's windows of them (``ObservationLog.window``: narrowed here by bisection, as
+        this runs after every observation)."""
         fresh = self.overload.fresh_since() if self.overload is not None else 0.0
         ignore_before = self.ignore_before
         timed_since = max(ignore_before, fresh)
-        # Each window is read once per probe, its threshold worked out once (this runs after every observation,
-        # over windows of hundreds of runs at 1 s intervals).
-        recent: dict[str, list[Observation]] = {}
+        recent: dict[str, Sequence[Observation]] = {}
         inconclusive: dict[str, list[float]] = {}
         for probe, entries in observations.items():
             since = timed_since if probe in TIMED_EVIDENCE else ignore_before
-            recent[probe] = [entry for entry in entries if not entry.inconclusive and entry.started_at >= since]
-            inconclusive[probe] = [
-                entry.started_at for entry in entries if entry.inconclusive and entry.started_at >= ignore_before
-            ]
+            window = entries if isinstance(entries, ProbeWindow) else ProbeWindow.of(entries)
+            window = window.since(since, ignore_before)
+            recent[probe] = window.conclusive
+            if window.inconclusive:
+                inconclusive[probe] = [entry.started_at for entry in window.inconclusive]
         return ServiceView(
             service=self.service.name,
             now=self.clock(),
@@ -246,7 +247,7 @@ class ServicePolicy:
             blocked=blocked,
             arrived=arrived,
             service_pid=service_pid,
-            inconclusive={probe: times for probe, times in inconclusive.items() if times},
+            inconclusive=inconclusive,
         )
 
     async def evaluate(self, view: ServiceView) -> Decision | None:

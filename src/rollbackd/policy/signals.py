@@ -6,9 +6,9 @@ No state, no clock of their own: the caller passes ``now``, so tests replay any 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from rollbackd.observation import Observation
+from rollbackd.observation import Observation, runs_since
 
 
 def consecutive_failures(observations: Sequence[Observation]) -> int:
@@ -42,9 +42,14 @@ Predicate = Callable[[Observation], bool]
 
 def streak(observations: Sequence[Observation], predicate: Predicate) -> tuple[int, float | None]:
     """Like consecutive_failures/failing_since for any condition: (length, start) of the newest matching run."""
+    return newest_streak(reversed(observations), predicate)
+
+
+def newest_streak(newest_first: Iterable[Observation], predicate: Predicate) -> tuple[int, float | None]:
+    """``streak`` of observations given newest first (a merge of two probes' runs, walked only as far as needed)."""
     count = 0
     since = None
-    for observation in reversed(observations):
+    for observation in newest_first:
         if not predicate(observation):
             break
         count += 1
@@ -52,10 +57,9 @@ def streak(observations: Sequence[Observation], predicate: Predicate) -> tuple[i
     return count, since
 
 
-def within(observations: Sequence[Observation], now: float, seconds: float) -> list[Observation]:
-    """The observations that started in the last ``seconds``."""
-    horizon = now - seconds
-    return [observation for observation in observations if observation.started_at >= horizon]
+def within(observations: Sequence[Observation], now: float, seconds: float) -> Sequence[Observation]:
+    """The observations that started in the last ``seconds`` (by bisection in a window of the log)."""
+    return runs_since(observations, now - seconds)
 
 
 def percentile(values: Sequence[float], quantile: float) -> float | None:
@@ -78,7 +82,14 @@ def sustained(
 ) -> float | None:
     """If the newest run matching ``predicate`` has lasted ``duration`` seconds and ``minimum`` observations, return
     when it began; else None. Two observations at least, so one bad sample never counts as a trend."""
-    count, since = streak(observations, predicate)
+    return sustained_newest_first(reversed(observations), predicate, now, duration, minimum)
+
+
+def sustained_newest_first(
+    newest_first: Iterable[Observation], predicate: Predicate, now: float, duration: float, minimum: int = 2
+) -> float | None:
+    """``sustained`` of observations given newest first."""
+    count, since = newest_streak(newest_first, predicate)
     if since is None or count < minimum or now - since < duration:
         return None
     return since

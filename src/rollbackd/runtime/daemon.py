@@ -644,9 +644,10 @@ class Daemon:
         self.observations.append(observation)
         labels = {"service": observation.service, "probe": observation.probe}
         metrics = self.metrics
-        metrics.probe_success.labels(**labels).set(1 if observation.ok else 0)
-        metrics.probe_duration_seconds.labels(**labels).observe(observation.duration)
-        metrics.probe_last_run_timestamp_seconds.labels(**labels).set(observation.started_at + observation.duration)
+        series = metrics.probe_series(observation.service, observation.probe)
+        series.success.set(1 if observation.ok else 0)
+        series.duration_seconds.observe(observation.duration)
+        series.last_run_timestamp_seconds.set(observation.started_at + observation.duration)
         if not observation.ok:
             metrics.probe_failures.labels(**labels, reason=observation.reason).inc()
         if observation.inconclusive:

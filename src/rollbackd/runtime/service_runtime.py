@@ -38,6 +38,7 @@ from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.retention import probe_retention
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
@@ -103,7 +104,9 @@ class ServiceRuntime:
         )
         self.verifier = Verifier(service, http)
         rules = effective_rules(service)
+        self._deploy_window_open = metrics.deploy_window_open.labels(service=service.name)  # set at each evaluation
         self.lookback = max((rule.for_ for rule in rules), default=0.0) + LOOKBACK_MARGIN
+        observations.retain(service.name, probe_retention(service, self.lookback))  # what the policy reads
         self.policy = ServicePolicy(
             service,
             rules,
@@ -341,12 +344,12 @@ class ServiceRuntime:
             return
         self.blocked = blocked
         since = max(self.policy.ignore_before, self.clock() - self.lookback)
-        recent = {probe: self.observations.recent(self.name, probe, since=since) for probe in PROBE_NAMES}
+        recent = {probe: self.observations.window(self.name, probe, since) for probe in PROBE_NAMES}
         process = self.observations.latest(self.name, "process")
         pid = int(process.values["pid"]) if process is not None and "pid" in process.values else None
         arrived = frozenset(revision for revision, at in self.arrivals.items() if at >= self.policy.ignore_before)
         view = self.policy.view(recent, deploy=window, blocked=blocked, arrived=arrived, service_pid=pid)
-        self.metrics.deploy_window_open.labels(service=self.name).set(1 if window is not None else 0)
+        self._deploy_window_open.set(1 if window is not None else 0)
         await self.policy.evaluate(view)
         if self.policy.task is not None and self.policy.task is not self._watched_task:
             self._watched_task = self.policy.task

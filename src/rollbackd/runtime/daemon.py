@@ -49,7 +49,7 @@ from rollbackd.runtime.self_load import SelfLoad
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
 from rollbackd.runtime.systemd import Notifier, configure_logging
-from rollbackd.runtime.tls_context import LazyCertifiContext
+from rollbackd.host.tls_context import LazyCertifiContext
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target.watch import SharedObserver
@@ -237,7 +237,7 @@ class Daemon:
                 self.notifier.backend,
                 f", watchdog ping every {interval:g}s" if interval else "",
             )
-        # The CA bundle is read at the first https connection, if any (runtime/tls_context.py: ~1.4 MiB).
+        # The CA bundle is read at the first https connection, if any (host/tls_context.py: ~1.4 MiB).
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=LazyCertifiContext())
         self.alerts = WebhookAlerts(
             self.config.daemon.webhooks,

@@ -11,6 +11,7 @@ import base64
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import SplitResult, unquote, urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -44,6 +45,7 @@ class HttpUrl:
         return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
+@lru_cache(maxsize=512)  # the probes ask for the same few URLs every second
 def parse_url(url: str) -> HttpUrl:
     """Given ``url``, return what the client sends to. Raise InvalidUrl for a control character, a scheme other
     than http/https, no host or a bad one, or a port that is not a number in 1-65535."""

@@ -73,7 +73,7 @@ def rss_bytes(process: psutil.Process) -> int:
 
 
 class StandIn(BaseHTTPRequestHandler):
-    """200 for the probed paths; counts requests by User-Agent product (Monit/..., python-httpx/...)."""
+    """200 for the probed paths; counts requests by User-Agent product (Monit/..., rollbackd/...)."""
 
     counts: Counter[str] = Counter()
     lock = threading.Lock()
@@ -305,7 +305,7 @@ def main() -> int:
     print(f"target: {args.url or f'stand-in server on {host}:{port}'}; measured {wall:.0f} s after {args.warmup:.0f} s")
     print()
     print(f"{'tool':<10} {'CPU % of one core':>18} {'RSS mean MiB':>13} {'RSS max MiB':>12} {'requests/s':>11}")
-    agents = {"monit": "Monit", "rollbackd": "python-httpx"}
+    agents = {"monit": "Monit", "rollbackd": "rollbackd"}
     for run in runs:
         cpu = (run.cpu_end - run.cpu_start) / wall * 100
         mean = statistics.fmean(run.rss) / 2**20 if run.rss else float("nan")

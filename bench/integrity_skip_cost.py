@@ -24,10 +24,10 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    import httpx
     from tests.probes.game_database import make_game_database
     from tests.probes.probe_support import service_config
 
+    from rollbackd.host.http_client import HttpClient
     from rollbackd.probes import ProbeContext
     from rollbackd.probes.integrity import IntegrityProbe
     from rollbackd.state.state_dir import StateDir
@@ -37,7 +37,7 @@ def main() -> int:
         database = make_game_database(folder / "vbrpg.db", rooms=args.rooms)
         extra = '[service.probes.integrity]\nquick_every = "1s"\nfull_every = "1h"'
         config = service_config(folder, database=database, extra=extra)
-        probe = IntegrityProbe(config, ProbeContext(http=httpx.AsyncClient(), state_dir=StateDir(folder / "state")))
+        probe = IntegrityProbe(config, ProbeContext(http=HttpClient(), state_dir=StateDir(folder / "state")))
         probe.check()  # the first run is the full check
         print(f"database {database.stat().st_size / 1024:.0f} KiB, {args.runs} runs each")
         for label, forget in (("unchanged (skipped)", False), ("checked every run", True)):

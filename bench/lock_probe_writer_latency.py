@@ -24,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
 from rollbackd.config.model import parse_config
+from rollbackd.host.http_client import HttpClient
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
 from rollbackd.state.state_dir import StateDir
@@ -77,7 +76,7 @@ async def one_round(
     assert writer.stdout.readline().strip() == "ready"
     probe_runs = 0
     held_seen = 0
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with HttpClient() as client:
         text = f'[[service]]\nname = "bench"\nworkdir = "{database.parent}"\ndatabase = "{database}"\n'
         text += 'base_url = "http://127.0.0.1:9"\n'
         service = parse_config(text, database.parent / "bench.toml").service[0]

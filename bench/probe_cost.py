@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from rollbackd.config.model import parse_config
+from rollbackd.host.http_client import HttpClient
 from rollbackd.probes import ProbeContext, build_probes, observe
 from rollbackd.probes.base import Probe
 from rollbackd.probes.integrity import IntegrityProbe
@@ -115,7 +116,7 @@ pidfile = "{pidfile}"
             f" {args.check_runs} per integrity check kind"
         )
         print(f"{'probe':<18} {'CPU ms/run':>10} {'wall ms/run':>11}  last result")
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             context = ProbeContext(http=client, state_dir=state_dir)
             for probe in build_probes(service, context):
                 if isinstance(probe, IntegrityProbe):

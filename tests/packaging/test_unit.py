@@ -141,7 +141,7 @@ else:
 
 import asyncio, sqlite3, tempfile, time
 from pathlib import Path
-import alembic.config, httpx, prometheus_client, psutil, pydantic, sqlalchemy
+import alembic.config, h11, prometheus_client, psutil, pydantic, sqlalchemy
 from watchdog.observers import Observer
 from watchdog.events import FileSystemEventHandler
 from rollbackd.cli import build_parser

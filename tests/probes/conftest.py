@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from rollbackd.host.http_client import HttpClient
 from rollbackd.probes import ProbeContext
 from rollbackd.state.state_dir import StateDir
 from tests.probes.example_app import VbrpgApp, serving
@@ -24,7 +24,7 @@ def state_dir(tmp_path: Path) -> StateDir:
 @pytest.fixture
 def context(state_dir: StateDir) -> Iterator[ProbeContext]:
     """A context for probes that do not speak HTTP (its client is never used, only closed)."""
-    client = httpx.AsyncClient(trust_env=False)
+    client = HttpClient()
     yield ProbeContext(http=client, state_dir=state_dir)
     asyncio.run(client.aclose())
 

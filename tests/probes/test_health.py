@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
@@ -29,7 +29,7 @@ def check_health(
     config = service_config(tmp_path, database=tmp_path / "vbrpg.db", base_url=base_url, extra=extra)
 
     async def main() -> list[Observation]:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             probe = HealthProbe(config, ProbeContext(http=client, state_dir=StateDir(tmp_path / "state")))
             observations = [await observe(probe) for _ in range(times)]
             for observation in observations:
@@ -152,8 +152,8 @@ class _RecordingFinder:
 
 
 def test_health_requests_search_for_no_module(tmp_path: Path, served_vbrpg: VbrpgApp) -> None:
-    """httpcore imports sniffio inside every request; when it is not installed each of those imports fails after
-    searching all of sys.path (0.8 ms of CPU per request here), so rollbackd depends on it (issue 13)."""
+    """No import inside a request: one that fails searches all of sys.path every time (httpcore's import of a
+    missing sniffio cost 0.8 ms of CPU per request, issue 13), and the daemon's client must not bring that back."""
     check_health(tmp_path, served_vbrpg.base_url)  # the first request imports what the client needs once
     finder = _RecordingFinder()
     sys.meta_path.insert(0, finder)

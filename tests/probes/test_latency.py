@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
@@ -22,7 +22,7 @@ def measure(tmp_path: Path, app: VbrpgApp, paths: list[str], times: int, metrics
     config = service_config(tmp_path, database=app.database, base_url=app.base_url, extra=extra)
 
     async def main() -> list[Observation]:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             probe = LatencyProbe(config, ProbeContext(http=client, state_dir=StateDir(tmp_path / "state")))
             observations = []
             for _ in range(times):

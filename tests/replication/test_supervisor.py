@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rollbackd.config.model import ServiceConfig
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.replication import ReplicationProbe
@@ -85,7 +85,7 @@ def replica_holds(litestream: Litestream, scratch: Path, name: str) -> bool:
 
 
 def probe_for(service: ServiceConfig, tmp_path: Path, supervisor: LitestreamSupervisor) -> ReplicationProbe:
-    context = ProbeContext(http=httpx.AsyncClient(), state_dir=StateDir(tmp_path / "state"))
+    context = ProbeContext(http=HttpClient(), state_dir=StateDir(tmp_path / "state"))
     return ReplicationProbe(service, context, supervisor)
 
 

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rollbackd.config.model import AlertmanagerConfig, parse_config
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.runtime.alertmanager import AlertmanagerAlerts
@@ -94,7 +95,7 @@ def test_an_incident_is_listed_with_its_labels_and_resolved_when_the_service_rec
     metrics = Metrics(CollectorRegistry())
 
     async def run() -> None:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             alerts = WebhookAlerts([], client, metrics, alertmanagers=[AlertmanagerConfig(url=alertmanager)])
             alerts.send("amtest", "incident_opened", {"incident": 3, "rule": "integrity", "explanation": "corrupt"})
             alerts.send("amother", "incident_opened", {"incident": 4, "rule": "health-failing", "explanation": "5xx"})
@@ -138,7 +139,7 @@ def test_an_alertmanager_that_does_not_answer_is_retried_then_counted(alertmanag
     live = AlertmanagerConfig(url=alertmanager)
 
     async def run() -> None:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             alerts = WebhookAlerts([], client, metrics, alertmanagers=[dead, live])
             alerts.send("amdead", "alerted", {"incident": 9, "rule": "slow-no-deploy", "explanation": "p95 2s"})
             assert await alerts.alertmanager.flush(timeout=30)
@@ -209,7 +210,7 @@ def test_a_firing_incident_is_posted_again_so_alertmanager_does_not_end_it(alert
     metrics = Metrics(CollectorRegistry())
 
     async def run() -> tuple[str, str]:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             alerts = AlertmanagerAlerts([AlertmanagerConfig(url=alertmanager)], client, metrics, refresh=0.5)
             alerts.send("amrefresh", "incident_opened", {"incident": 5, "rule": "data-loss", "explanation": "-60%"})
             assert await alerts.flush(timeout=30)

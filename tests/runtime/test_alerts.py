@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
 from rollbackd.config.model import WebhookConfig
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alerts import WebhookAlerts
 
@@ -60,7 +60,7 @@ def webhook(url: str, **settings: object) -> WebhookConfig:
 
 def send(webhooks: list[WebhookConfig], metrics: Metrics) -> None:
     async def run() -> None:
-        async with httpx.AsyncClient() as client:
+        async with HttpClient() as client:
             alerts = WebhookAlerts(webhooks, client, metrics)
             alerts.for_service("vbrpg")("hold", {"incident": 7, "rule": "data-loss", "reason": "flap limit"})
             await alerts.drain(timeout=30)

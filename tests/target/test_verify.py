@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rollbackd.config.model import ServiceConfig, SmokeStep, load_config
+from rollbackd.host.http_client import HttpClient
 from rollbackd.target.verify import Expectations, Verification, Verifier
 from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD
@@ -27,7 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def verify(service: ServiceConfig, expect: Expectations) -> Verification:
     async def run() -> Verification:
-        async with httpx.AsyncClient() as client:
+        async with HttpClient() as client:
             return await Verifier(service, client).verify(expect, wait_for_health=5)
 
     return asyncio.run(run())
@@ -108,7 +108,7 @@ def test_a_stopped_service_fails_health_and_skips_the_smoke_after_it(tmp_path: P
 
 
 async def _verify_quickly(service: ServiceConfig) -> Verification:
-    async with httpx.AsyncClient() as client:
+    async with HttpClient() as client:
         return await Verifier(service, client).verify(Expectations(), wait_for_health=1)
 
 

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from rollbackd.actions.executor import Executor
 from rollbackd.config.model import Config, ServiceConfig
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow, Reading
 from rollbackd.policy.deploys import DeployTracker
@@ -154,7 +153,7 @@ async def manual_rollback(
         if outcome.ok:
             if on_phase is not None:
                 on_phase("verifying checklist")
-            async with httpx.AsyncClient(trust_env=False) as client:
+            async with HttpClient() as client:
                 verification = await Verifier(service, client).verify(outcome.expectations)
             history.record_verification(service.name, incident_id, action_id, verification.ok, verification.as_dicts())
         ok = outcome.ok and verification is not None and verification.ok

@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from rollbackd.config.model import ServiceConfig
+from rollbackd.host.http_client import HttpClient
 from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.http_request import timed_get
 from rollbackd.probes.process import ProcessProbe, has_pid_source
@@ -48,7 +47,7 @@ class ServiceState:
 
 async def service_state(service: ServiceConfig, state_dir: StateDir, *, wait: float = JUDGE_WAIT) -> ServiceState:
     """Look at ``service`` now: its health answer (waiting up to ``wait`` seconds for a 2xx), then its process."""
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+    async with HttpClient() as client:
         health_ok, health = await _health(service, client, time.monotonic() + wait)
         if not has_pid_source(service):
             return ServiceState(None, None, health_ok, health)
@@ -57,7 +56,7 @@ async def service_state(service: ServiceConfig, state_dir: StateDir, *, wait: fl
     return ServiceState(observation.ok, pid if isinstance(pid, int) else None, health_ok, health)
 
 
-async def _health(service: ServiceConfig, client: httpx.AsyncClient, deadline: float) -> tuple[bool, str]:
+async def _health(service: ServiceConfig, client: HttpClient, deadline: float) -> tuple[bool, str]:
     url = service.base_url + service.health_path
     ok_status = frozenset(service.probes.health.ok_status)
     while True:

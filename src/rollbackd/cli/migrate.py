@@ -112,11 +112,10 @@ async def _migrate(
 ) -> MigrateReport:
     import asyncio
 
-    import httpx
-
     from rollbackd.deploy.migrate import Migration
+    from rollbackd.host.http_client import HttpClient
 
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         migration = Migration(service, state_dir=state, history=history, http=http, replication=replication, say=say)
         loop = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):

@@ -31,7 +31,6 @@ def register(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    _without_httpx_cli()
     import asyncio
     import logging
 
@@ -55,14 +54,6 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"rollbackd run: {error}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
     return ExitCode.OK
-
-
-def _without_httpx_cli() -> None:
-    """Keep httpx from loading its own command line: when click is installed (the example service's uvicorn
-    brings it) ``import httpx`` loads click and pygments for ``httpx.main``, 2.3 MiB of RSS the daemon never
-    uses. Only this process's module table changes, and only before httpx is first imported."""
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: "not importable"
 
 
 def probe_once(args: argparse.Namespace) -> ExitCode:
@@ -97,11 +88,10 @@ async def observe_services(services: list[ServiceConfig], state_dir: StateDir) -
     """Run every enabled probe of ``services`` once, concurrently; return their observations in config order."""
     import asyncio
 
-    import httpx
-
+    from rollbackd.host.http_client import HttpClient
     from rollbackd.probes import ProbeContext, build_probes, observe
 
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with HttpClient() as client:
         context = ProbeContext(http=client, state_dir=state_dir)
         probes = [probe for service in services for probe in build_probes(service, context)]
         return list(await asyncio.gather(*(observe(probe) for probe in probes)))

@@ -46,11 +46,10 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 async def _verify_all(services: list[ServiceConfig], revision: str | None, wait: float) -> dict[str, Verification]:
 
-    import httpx
-
+    from rollbackd.host.http_client import HttpClient
     from rollbackd.target.verify import Expectations, Verifier
 
-    async with httpx.AsyncClient() as client:
+    async with HttpClient() as client:
         return {
             service.name: await Verifier(service, client).verify(Expectations(revision=revision), wait_for_health=wait)
             for service in services

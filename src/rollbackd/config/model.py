@@ -34,6 +34,7 @@ from rollbackd.config.config_path import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_P
 from rollbackd.config.config_path import resolve_config_path as resolve_config_path
 from rollbackd.config.secrets import redact_text, unwrap_secrets
 from rollbackd.config.toml_locations import key_lines, line_in
+from rollbackd.host.http_url import InvalidUrl, control_character, parse_url
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
 
 
@@ -87,27 +88,13 @@ def _as_size(value: object) -> object:
 
 
 def http_url_problem(url: str) -> str:
-    """'' when httpx will send to ``url`` as written, else why not (a control character, a bad port, no host):
-    such a URL passes a regex, then fails every probe at run time as a probe_error."""
-    import httpx
-
-    control = _control_character(url)
-    if control:
-        return control
+    """'' when the daemon's HTTP client will send to ``url`` as written, else why not (a control character, a bad
+    port, no host): such a URL passes a regex, then fails every probe at run time as a probe_error."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        parse_url(url)
+    except InvalidUrl as error:
         return str(error)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return "expected http:// or https:// and a host"
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        return f"port {parsed.port} is out of range 1-65535"
     return ""
-
-
-def _control_character(text: str) -> str:
-    index = next((index for index, char in enumerate(text) if ord(char) < 0x20 or ord(char) == 0x7F), None)
-    return "" if index is None else f"control character {text[index]!r} at index {index}"
 
 
 def _sendable_url(url: str) -> str:
@@ -120,13 +107,13 @@ def _sendable_url(url: str) -> str:
 def _sendable_path(path: str) -> str:
     if not path.startswith("/"):
         raise ValueError(f"expected a URL path starting with '/', got {path!r}")
-    problem = _control_character(path) or http_url_problem("http://127.0.0.1" + path)
+    problem = control_character(path) or http_url_problem("http://127.0.0.1" + path)
     if problem:
         raise ValueError(f"not a URL path the HTTP client can send ({problem}): {path!r}")
     return path
 
 
-# A URL path ("/api/rooms/ABC123") checked as httpx will parse it once joined to base_url.
+# A URL path ("/api/rooms/ABC123") checked as the HTTP client will parse it once joined to base_url.
 UrlPath = Annotated[str, AfterValidator(_sendable_path)]
 
 

@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-
 from rollbackd.actions.alembic_runner import AlembicRunner
 from rollbackd.actions.executor import DOWNGRADE_COUNT_TOLERANCE
 from rollbackd.backup.catalog import BackupEntry, list_backups
@@ -40,6 +38,7 @@ from rollbackd.config.model import ServiceConfig
 from rollbackd.deploy.plan import PlanError, UpgradePlan, data_loss_threshold, live_revision, plan_upgrade
 from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.host.commands import CommandResult
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
 from rollbackd.state.history import History
@@ -172,7 +171,7 @@ class Migration:
         *,
         state_dir: StateDir,
         history: History,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         control: ServiceControl | None = None,
         vault: Vault | None = None,
         metrics: Metrics | None = None,

@@ -1,1 +1,1 @@
-"""What rollbackd needs of the machine it runs on: atomic file writes, external commands, other processes."""
+"""What rollbackd needs of the machine it runs on: atomic file writes, external commands, other processes, HTTP."""

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
-
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.proc_locks import SharedProcLocks
@@ -73,7 +72,7 @@ class Probe(Protocol):
 class ProbeContext:
     """The parts probes share, injected so tests use a real server, a tmp state dir and their own clock."""
 
-    http: httpx.AsyncClient
+    http: HttpClient
     state_dir: StateDir
     clock: Callable[[], float] = time.time
     # Set when the daemon stops: long SQLite checks in worker threads abort at their next progress callback

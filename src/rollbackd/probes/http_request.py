@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from dataclasses import dataclass
 
-import httpx
+from rollbackd.host.http_client import HttpClient, HttpConnectError, HttpError, HttpTimeout
 
 MAX_BODY_BYTES = 64 * 1024
 SNIPPET_CHARS = 300
@@ -49,40 +48,26 @@ def status_reason(status: int, ok_status: frozenset[int]) -> str:
     return "unexpected_status"
 
 
-async def timed_get(client: httpx.AsyncClient, url: str, timeout: float) -> HttpResult:
+async def timed_get(client: HttpClient, url: str, timeout: float) -> HttpResult:
     """GET ``url`` with ``timeout`` for connect and read; read at most MAX_BODY_BYTES of the body. Never raises
     for network trouble: it is the answer."""
     started = time.perf_counter()
     try:
-        async with client.stream("GET", url, timeout=httpx.Timeout(timeout)) as response:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) >= MAX_BODY_BYTES:
-                    break
-            return HttpResult(
-                url=url,
-                latency=time.perf_counter() - started,
-                status=response.status_code,
-                body=bytes(body[:MAX_BODY_BYTES]),
-                content_type=response.headers.get("content-type", ""),
-            )
-    except httpx.TimeoutException as error:
+        response = await client.get(url, timeout=timeout, max_body=MAX_BODY_BYTES)
+    except HttpTimeout as error:
         return HttpResult(url, time.perf_counter() - started, error_reason="timeout", error=_describe(error))
-    except httpx.ConnectError as error:
-        reason = "connect_refused" if _refused(error) else "connect_error"
+    except HttpConnectError as error:
+        reason = "connect_refused" if error.refused else "connect_error"
         return HttpResult(url, time.perf_counter() - started, error_reason=reason, error=_describe(error))
-    except httpx.TransportError as error:
+    except HttpError as error:
         return HttpResult(url, time.perf_counter() - started, error_reason="connect_error", error=_describe(error))
-
-
-def _refused(error: BaseException) -> bool:
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, ConnectionRefusedError) or getattr(current, "errno", None) == errno.ECONNREFUSED:
-            return True
-        current = current.__cause__ or current.__context__
-    return "refused" in str(error).lower()
+    return HttpResult(
+        url=url,
+        latency=time.perf_counter() - started,
+        status=response.status,
+        body=response.body,
+        content_type=response.header("content-type"),
+    )
 
 
 def _describe(error: BaseException) -> str:

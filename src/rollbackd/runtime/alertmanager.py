@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from rollbackd.config.model import AlertmanagerConfig
 from rollbackd.config.secrets import redact_text, secrets_of_url
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.http_post import post_with_backoff
 
@@ -74,7 +73,7 @@ class AlertmanagerAlerts:
     def __init__(
         self,
         targets: list[AlertmanagerConfig],
-        client: httpx.AsyncClient,
+        client: HttpClient,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         refresh: float = REFRESH,

@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
 from rollbackd.config.secrets import redact_text, secrets_of_url
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alertmanager import AlertmanagerAlerts
 from rollbackd.runtime.http_post import post_with_backoff
@@ -30,7 +29,7 @@ class WebhookAlerts:
     def __init__(
         self,
         webhooks: list[WebhookConfig],
-        client: httpx.AsyncClient,
+        client: HttpClient,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         alertmanagers: list[AlertmanagerConfig] | None = None,

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-import httpx
 from prometheus_client import start_http_server
 
 from rollbackd import __version__
@@ -37,6 +36,7 @@ from rollbackd.backup.restore_journal import pending_summary
 from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
 from rollbackd.config.preflight import preflight_problems
 from rollbackd.config.secrets import secrets_in
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
@@ -49,7 +49,6 @@ from rollbackd.runtime.self_load import SelfLoad
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
 from rollbackd.runtime.status_socket import StatusServer
 from rollbackd.runtime.systemd import Notifier, configure_logging
-from rollbackd.runtime.tls_context import LazyCertifiContext
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target.watch import SharedObserver
@@ -150,7 +149,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._exit_event: asyncio.Event | None = None
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpClient | None = None
         self._status_server: StatusServer | None = None
         self._stopping = threading.Event()
         self._last_watchdog = 0.0
@@ -237,8 +236,8 @@ class Daemon:
                 self.notifier.backend,
                 f", watchdog ping every {interval:g}s" if interval else "",
             )
-        # The CA bundle is read at the first https connection, if any (runtime/tls_context.py: ~1.4 MiB).
-        self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=LazyCertifiContext())
+        # The CA bundle is read at the first https connection, if any (host/tls_context.py: ~1.4 MiB).
+        self._http = HttpClient()
         self.alerts = WebhookAlerts(
             self.config.daemon.webhooks,
             self._http,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+from rollbackd.host.http_client import HttpClient, HttpError
 
 FIRST_BACKOFF = 0.5  # seconds before the first retry; each next one waits twice as long
 
 
 async def post_with_backoff(
-    client: httpx.AsyncClient, url: str, body: Any, *, timeout: float, retries: int, with_response_text: bool = False
+    client: HttpClient, url: str, body: Any, *, timeout: float, retries: int, with_response_text: bool = False
 ) -> str | None:
     """POST ``body`` as JSON up to ``retries + 1`` times; None once a receiver took it (a status below 300), else the
     last problem ("HTTP 503", or the transport error; ``with_response_text``: the first 200 characters the receiver
@@ -21,10 +21,10 @@ async def post_with_backoff(
     for attempt in range(retries + 1):
         try:
             response = await client.post(url, json=body, timeout=timeout)
-            if response.status_code < 300:
+            if response.status < 300:
                 return None
-            problem = f"HTTP {response.status_code}" + (f": {response.text[:200]}" if with_response_text else "")
-        except httpx.HTTPError as error:
+            problem = f"HTTP {response.status}" + (f": {response.text[:200]}" if with_response_text else "")
+        except HttpError as error:
             problem = f"{type(error).__name__}: {error}"
         if attempt < retries:
             await asyncio.sleep(delay)

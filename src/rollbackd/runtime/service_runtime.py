@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from rollbackd.actions.executor import Executor
 from rollbackd.actions.quarantine import quarantine_script
 from rollbackd.backup.catalog import list_backups
@@ -26,6 +24,7 @@ from rollbackd.backup.restore import RestoreError, pending_restore, resume_inter
 from rollbackd.backup.restore_journal import JournalError, read_journal
 from rollbackd.backup.schedule import BackupScheduler
 from rollbackd.config.model import ServiceConfig
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.conditions import DeployWindow
@@ -64,7 +63,7 @@ class ServiceRuntime:
         history: History,
         metrics: Metrics,
         observations: ObservationLog,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         alerts: WebhookAlerts,
         dry_run: bool,
         clock: Callable[[], float] = time.time,

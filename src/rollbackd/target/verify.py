@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-
 from rollbackd.config.model import ServiceConfig, SmokeStep, SystemdControl
 from rollbackd.host.commands import run_command_async
+from rollbackd.host.http_client import HttpClient, HttpError
 from rollbackd.target.body_expectations import UNEXPECTED_BODY, BodyExpectations
 from rollbackd.target.database import (
     DatabaseUnavailable,
@@ -87,7 +86,7 @@ class Expectations:
 
 
 class Verifier:
-    def __init__(self, service: ServiceConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, service: ServiceConfig, client: HttpClient) -> None:
         self.service = service
         self.client = client
 
@@ -120,13 +119,13 @@ class Verifier:
         while True:
             try:
                 response = await self.client.get(url, timeout=self.service.probes.health.timeout)
-                mismatch = health_expectations.mismatch(response.content) if health_expectations else ""
-                if response.status_code == 200 and not mismatch:
+                mismatch = health_expectations.mismatch(response.body) if health_expectations else ""
+                if response.status == 200 and not mismatch:
                     return CheckItem("service health", True, f"GET {self.service.health_path} returned 200")
-                last = f"GET {self.service.health_path} returned {response.status_code}: {response.text[:200]}"
+                last = f"GET {self.service.health_path} returned {response.status}: {response.text[:200]}"
                 if mismatch:
                     last = f"{UNEXPECTED_BODY}: {last}: {mismatch}"
-            except httpx.HTTPError as error:
+            except HttpError as error:
                 last = f"GET {self.service.health_path} failed: {type(error).__name__}: {error}"
             if time.monotonic() >= deadline:
                 return CheckItem("service health", False, last)
@@ -188,16 +187,16 @@ class Verifier:
                 json=step.json_body,
                 timeout=self.service.probes.latency.timeout,
             )
-        except httpx.HTTPError as error:
+        except HttpError as error:
             return CheckItem(f"smoke: {step.name}", False, f"{step.method} {path}: {type(error).__name__}: {error}")
-        if response.status_code not in step.expect_status:
+        if response.status not in step.expect_status:
             return CheckItem(
                 f"smoke: {step.name}",
                 False,
-                f"{step.method} {path} returned {response.status_code}, expected {step.expect_status}: "
+                f"{step.method} {path} returned {response.status}, expected {step.expect_status}: "
                 f"{response.text[:200]}",
             )
-        mismatch = BodyExpectations(step.expect_json, step.expect_body_contains).mismatch(response.content)
+        mismatch = BodyExpectations(step.expect_json, step.expect_body_contains).mismatch(response.body)
         if mismatch:
             return CheckItem(
                 f"smoke: {step.name}", False, f"{UNEXPECTED_BODY}: {step.method} {path} returned {mismatch}"
@@ -207,7 +206,7 @@ class Verifier:
                 captured[name] = str(response.json()[key])
             except (ValueError, KeyError, TypeError):
                 return CheckItem(f"smoke: {step.name}", False, f"response has no {key!r} to capture as {name!r}")
-        return CheckItem(f"smoke: {step.name}", True, f"{step.method} {path} returned {response.status_code}")
+        return CheckItem(f"smoke: {step.name}", True, f"{step.method} {path} returned {response.status}")
 
     async def _latency(self) -> CheckItem:
         paths = self.service.verify.latency_paths
@@ -224,11 +223,11 @@ class Verifier:
                 started = time.monotonic()
                 try:
                     response = await self.client.get(self.service.base_url + path, timeout=max(bound * 5, 1.0))
-                except httpx.HTTPError as error:
+                except HttpError as error:
                     return CheckItem("performance", False, f"GET {path}: {type(error).__name__}")
                 samples.append(time.monotonic() - started)
-                if response.status_code >= 500:
-                    return CheckItem("performance", False, f"GET {path} returned {response.status_code}")
+                if response.status >= 500:
+                    return CheckItem("performance", False, f"GET {path} returned {response.status}")
             median = statistics.median(samples)
             timings.append(f"{path} {median * 1000:.0f} ms")
             if median >= bound:

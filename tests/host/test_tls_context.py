@@ -1,5 +1,6 @@
 """The daemon's TLS context reads the CA bundle at the first https connection, and verifies as httpx's default
-does: a real TLS server on 127.0.0.1 with a self-signed certificate is refused, and only then is the bundle read."""
+does: a real TLS server on 127.0.0.1 with a self-signed certificate is refused (the client fails closed), and only
+then is the bundle read; the same client, given a context that trusts the server's certificate, gets its answer."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import ssl
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from rollbackd.runtime.tls_context import LazyCertifiContext
+from rollbackd.host.http_client import HttpClient, HttpConnectError
+from rollbackd.host.tls_context import LazyCertifiContext
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -41,18 +42,18 @@ def test_the_bundle_is_read_at_the_first_https_connection_and_a_self_signed_serv
         server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
         port = server.sockets[0].getsockname()[1]
         context = LazyCertifiContext()
-        async with server, httpx.AsyncClient(trust_env=False, verify=context) as client:
+        async with server, HttpClient(ssl_context=context) as client:
             assert not context.loaded and context.cert_store_stats()["x509_ca"] == 0
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await client.get(f"https://127.0.0.1:{port}/")
+            with pytest.raises(HttpConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"https://127.0.0.1:{port}/", timeout=10)
             assert context.loaded and context.cert_store_stats()["x509_ca"] > 50  # certifi's bundle
 
         trusting = LazyCertifiContext()
         trusting.load_verify_locations(cafile=cert)  # the same context, told to trust this server as well
         server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
         port = server.sockets[0].getsockname()[1]
-        async with server, httpx.AsyncClient(trust_env=False, verify=trusting) as client:
-            response = await client.get(f"https://127.0.0.1:{port}/")
+        async with server, HttpClient(ssl_context=trusting) as client:
+            response = await client.get(f"https://127.0.0.1:{port}/", timeout=10)
             assert response.text == "ok"
 
     asyncio.run(scenario())

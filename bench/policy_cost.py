@@ -27,10 +27,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from rollbackd.config.model import Config, parse_config
+from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.probes import PROBE_NAMES, ProbeContext, build_probes
@@ -258,7 +258,7 @@ async def main() -> None:
         state_dir.root.mkdir(parents=True, exist_ok=True)
         history = History(root / "state" / "history.db", clock=clock)
         history.upgrade()
-        async with httpx.AsyncClient() as http:
+        async with HttpClient() as http:
             runtime = ServiceRuntime(
                 service,
                 state_dir=state_dir,

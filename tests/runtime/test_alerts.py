@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rollbackd.config.model import WebhookConfig
+from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alerts import WebhookAlerts
@@ -109,4 +109,50 @@ def test_a_secret_segment_is_sent_unwrapped_and_a_failed_delivery_logs_no_secret
     [line] = [record.getMessage() for record in caplog.records if "not delivered" in record.getMessage()]
     assert line.startswith("webhook http://***@127.0.0.1:9/***?token=***: hold alert not delivered"), line
     for secret in ("Hooksecret99", "tok3nvalue", "pw4hook"):
+        assert secret not in line
+
+
+class Echoing(BaseHTTPRequestHandler):
+    """A receiver that refuses, and says in its answer what it was sent (as proxies and some gateways do)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        answer = f"refused {self.path} from {self.headers.get('Authorization', '')}".encode()
+        self.send_response(400)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_alertmanager_that_echoes_the_request_has_its_answer_logged_without_the_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echoing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    target = AlertmanagerConfig.model_validate(
+        {"url": f"http://ops:pw4am@127.0.0.1:{server.server_port}/{{secret:Amsecret42}}", "retries": 0}
+    )
+    metrics = Metrics()
+
+    async def run() -> None:
+        async with HttpClient() as client:
+            alerts = WebhookAlerts([], client, metrics, alertmanagers=[target])
+            alerts.for_service("vbrpg")("hold", {"incident": 7, "rule": "data-loss", "reason": "flap limit"})
+            assert await alerts.alertmanager.flush(timeout=30)
+            await alerts.drain(timeout=5)
+
+    caplog.set_level(logging.ERROR, logger="rollbackd.runtime.alertmanager")
+    try:
+        asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    [line] = [record.getMessage() for record in caplog.records if "not delivered" in record.getMessage()]
+    assert "HTTP 400: refused /***/api/v2/alerts" in line, line  # the receiver's answer is kept, redacted
+    for secret in ("Amsecret42", "pw4am", "b3BzOnB3NGFt"):  # the last: ops:pw4am as Basic credentials
         assert secret not in line

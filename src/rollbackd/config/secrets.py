@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rollbackd.host.http_url import parse_url
+
 if TYPE_CHECKING:
     from rollbackd.config.model import Config
 
@@ -64,11 +66,20 @@ def secrets_of_url(url: str) -> list[str]:
         userinfo = parts.netloc.rsplit("@", 1)[0]
         found.append(userinfo)
         found.extend(piece for piece in userinfo.split(":", 1) if piece)
+        found.append(_basic_credentials(plain))  # as the client sends it: a receiver may echo its headers
     for pair in parts.query.split("&") if parts.query else ():
         value = pair.split("=", 1)[1] if "=" in pair else pair
         if value:
             found.append(value)
     return found
+
+
+def _basic_credentials(url: str) -> str:
+    """The base64 of the Authorization header the HTTP client sends for ``url``'s userinfo ('' for none)."""
+    try:
+        return parse_url(url).authorization.removeprefix("Basic ")
+    except ValueError:
+        return ""
 
 
 def config_urls(config: Config) -> list[str]:

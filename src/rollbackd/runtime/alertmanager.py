@@ -199,7 +199,7 @@ class AlertmanagerAlerts:
             redact_text(target.url.rstrip("/") + API_PATH, secrets_of_url(target.url)),
             len(bodies),
             target.retries + 1,
-            problem,
+            redact_text(problem, secrets_of_url(target.url)),  # a receiver's answer may quote what it was sent
         )
 
     async def flush(self, timeout: float) -> bool:

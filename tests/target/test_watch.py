@@ -200,3 +200,36 @@ def test_services_sharing_a_code_dir_share_one_watch_and_each_gets_its_events(tm
             shared.stop()
 
     asyncio.run(main())
+
+
+def test_a_file_held_open_and_written_is_heard_when_its_writer_closes_it(tmp_path: Path) -> None:
+    """The observer's mask has no IN_MODIFY: the writes of a file kept open (the service's log, its database)
+    never reach the observer's threads; a deploy's file arrives when its writer closes it."""
+    config = service(tmp_path)
+    events: list[DeployEvent] = []
+
+    async def main() -> None:
+        delivered = asyncio.Event()
+
+        def on_event(event: DeployEvent) -> None:
+            events.append(event)
+            delivered.set()
+
+        watcher = DeployWatcher(config, on_event, debounce=0.2)
+        watcher.start()
+        try:
+            with (config.workdir / "src" / "app.py").open("w") as handle:
+                await asyncio.sleep(0.5)
+                events.clear()  # the file's creation: heard at once
+                delivered.clear()
+                for line in range(20):
+                    handle.write(f"x = {line}\n")
+                    handle.flush()
+                await asyncio.sleep(1.0)
+                assert events == []  # written, still open: nothing yet
+            await asyncio.wait_for(delivered.wait(), 30)
+        finally:
+            watcher.stop()
+
+    asyncio.run(main())
+    assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]

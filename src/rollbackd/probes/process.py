@@ -64,7 +64,8 @@ class ProcessProbe:
 
     async def run(self) -> Observation:
         if isinstance(self.control, SystemdControl):
-            return self._inspect_found(await self.find_pid())
+            lookup = await self.find_pid()  # systemctl: a subprocess awaited on the loop
+            return await asyncio.to_thread(self._inspect_found, lookup)
         return await asyncio.to_thread(self._find_and_inspect)
 
     def _find_and_inspect(self) -> Observation:

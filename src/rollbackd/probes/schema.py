@@ -149,12 +149,14 @@ class SchemaProbe:
             reused.append(f"database ({SAME_DATABASE})")
             return cached[1], cached[2]
         self._database_read = None
-        connection = connect_readonly(self.database)
+        kept = self._watch.connection if stamp is not None else None  # a few pages of sqlite_master: no new one
+        connection = kept or connect_readonly(self.database)
         try:
             revisions = read_revisions(connection)
             fingerprint = schema_fingerprint(connection)
         finally:
-            connection.close()
+            if connection is not kept:
+                connection.close()
         if stamp is not None:
             self._database_read = (stamp, revisions, fingerprint)
         return revisions, fingerprint

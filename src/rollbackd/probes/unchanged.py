@@ -109,6 +109,12 @@ class ChangeWatch:
             wal = None
         return DatabaseStamp(self._opened, version, FileStamp.of(database), wal)
 
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The kept connection (after a stamp that was told), for a small read of the same file that needs no
+        connection of its own: a statement run to its end leaves no transaction open."""
+        return self._connection
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()

@@ -29,12 +29,20 @@ from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import SCHEMA_STATES, Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
-from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp, directory_stamp
+from rollbackd.probes.unchanged import (
+    SAME_DATABASE,
+    ChangeWatch,
+    DatabaseStamp,
+    DirectoryStamp,
+    directory_stamp,
+)
 from rollbackd.state.vault import Vault
 from rollbackd.target.alembic_scripts import RevisionGraph, ScriptReader
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revisions, schema_fingerprint
 
 log = logging.getLogger(__name__)
+
+ScriptsStamp = tuple[DirectoryStamp, DirectoryStamp | None]  # the versions dir's and the vault's (None: no vault yet)
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class SchemaProbe:
         # What the last run read of each side, with the stamps taken before it was read.
         self._watch = ChangeWatch(self.database)
         self._database_read: tuple[DatabaseStamp, tuple[str, ...], str] | None = None
-        self._scripts_read: tuple[object, RevisionGraph, RevisionGraph] | None = None
+        self._scripts_read: tuple[ScriptsStamp, RevisionGraph, RevisionGraph] | None = None  # + code's, vault's graph
 
     async def run(self) -> Observation:
         return await asyncio.to_thread(self.check)

@@ -10,8 +10,8 @@ bypasses SQLite and keeps size, mtime and inode (``dd`` then ``touch -r``). The 
 ``integrity_check`` still runs whatever the stamp says. A replaced file (a restore's rename, another disk) has
 a new inode or device: that is a change, and the kept connection is reopened on the new file.
 
-The same stat fields stamp plain files and directories (``stat_stamp``, ``directory_stamp``): the schema probe's
-versions dir and vault, the process probe's pidfile.
+The same stat fields stamp plain files (``FileStamp``: the process probe's pidfile) and directories
+(``directory_stamp``: the schema probe's versions dir and vault).
 """
 
 from __future__ import annotations
@@ -39,15 +39,11 @@ class FileStamp:
         return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
 
 
-def stat_stamp(path: Path) -> FileStamp | None:
-    """The stamp of ``path`` (its target, for a symlink), or None when it cannot be stat'ed."""
-    try:
-        return FileStamp.of(os.stat(path))
-    except OSError:
-        return None
+# A directory's own stamp and its entries' (name, stamp), sorted by name.
+DirectoryStamp = tuple[FileStamp, tuple[tuple[str, FileStamp], ...]]
 
 
-def directory_stamp(path: Path) -> tuple[FileStamp, tuple[tuple[str, FileStamp], ...]] | None:
+def directory_stamp(path: Path) -> DirectoryStamp | None:
     """The stamp of a directory and of each entry in it (not below), or None when it cannot be listed. Equal
     stamps mean no entry was added, removed, renamed, replaced or rewritten (unless a rewrite kept size and
     mtime: what the script reader's own (mtime, size) cache cannot see either)."""

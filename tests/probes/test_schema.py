@@ -190,3 +190,17 @@ def test_a_revision_written_by_another_connection_is_read_at_the_next_run(
     after = run_once(probe)
     assert (after.ok, after.detail["db_revision"]) == (True, "b2")
     assert "database" not in str(after.detail.get("skipped"))
+
+
+def test_a_script_removed_from_the_vault_is_stored_again_at_the_next_run(
+    tmp_path: Path, context: ProbeContext, versions: Path
+) -> None:
+    """The versions dir unchanged, the vault not: its own stamp says so (an operator's cleanup, or the file
+    watch's Vault feeding the same directory)."""
+    probe = schema_probe(tmp_path, context, database_at(tmp_path / "v.db", "b2"), versions)
+    run_once(probe)
+    assert "scripts" in str(run_once(probe).detail["skipped"])
+    Vault(context.state_dir.vault("vbrpg")).scripts()["a1"].unlink()
+    after = run_once(probe)
+    assert (after.detail["vault_stored"], after.values["vault_scripts"]) == (["a1"], 2)
+    assert "scripts" not in str(after.detail.get("skipped"))

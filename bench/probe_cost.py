@@ -6,6 +6,12 @@ threads). CPU time is this process's user+system time (all threads) per run; wal
 service's own CPU for answering HTTP probes is not counted (it is the service's, not rollbackd's).
 
     .venv/bin/python bench/probe_cost.py [--size-mb 100] [--runs 20] [--keep DIR]
+    .venv/bin/python bench/probe_cost.py --small [--runs 200]
+
+``--small`` seeds the footprint benches' database instead (2,000 rooms / 4,000 players, a few MB): the one the
+daemon-wide CPU goals are measured on, where a probe's fixed cost per run, not the scan, is what shows.
+``--changed``: another process commits to the database before every run (a writer child told through a pipe,
+so its work is not this process's CPU): the database probes then find nothing to reuse.
 """
 
 from __future__ import annotations
@@ -45,11 +51,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare(root: Path, size_mb: int) -> tuple[Path, Path]:
+def prepare(root: Path, size_mb: int, *, small: bool = False) -> tuple[Path, Path]:
     app, database = root / "app", root / "vbrpg.db"
     if not database.exists():
         vbrpg("init-app", str(app), "--db", str(database))
         vbrpg("migrate", "--db", str(database), "--app-dir", str(app))
+        if small:  # bench/footprint_stack.py's and footprint_services.py's Stack(rooms=2000, players=4000)
+            vbrpg("seed", "--db", str(database), "--rooms", "2000", "--players", "4000")
+            return app, database
         # About 1 KB per room with its seats and players; seed in batches until the file is big enough.
         batch = 0
         while database.stat().st_size < size_mb * 1024 * 1024:
@@ -63,14 +72,45 @@ def prepare(root: Path, size_mb: int) -> tuple[Path, Path]:
     return app, database
 
 
-async def measure(probe: Probe, runs: int) -> tuple[float, float, str]:
+WRITER = """\
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+for _ in sys.stdin:
+    connection.execute("UPDATE players SET name = name WHERE id = (SELECT min(id) FROM players)")
+    print("committed", flush=True)
+"""
+
+
+class Writer:
+    """A child process that commits one update each time it is asked (``--changed``)."""
+
+    def __init__(self, database: Path) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-c", WRITER, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def commit(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        self.process.stdout.readline()
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+async def measure(probe: Probe, runs: int, writer: Writer | None = None) -> tuple[float, float, str]:
     await observe(probe)  # warm-up: first runs learn baselines, fill the vault, prime psutil
     cpu, wall = time.process_time(), time.perf_counter()  # process_time: every thread of this process
     last = None
     for _ in range(runs):
+        if writer is not None:
+            writer.commit()
         last = await observe(probe)
     assert last is not None
-    verdict = "ok" if last.ok else last.reason
+    verdict = ("ok" if last.ok else last.reason) + (", reused (detail.skipped)" if "skipped" in last.detail else "")
     return (time.process_time() - cpu) / runs, (time.perf_counter() - wall) / runs, verdict
 
 
@@ -80,10 +120,12 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="runs of each cheap probe")
     parser.add_argument("--check-runs", type=int, default=5, help="runs of each integrity check kind")
     parser.add_argument("--keep", type=Path, help="build (or reuse) the database here instead of a temp dir")
+    parser.add_argument("--small", action="store_true", help="the footprint benches' 2,000 rooms / 4,000 players")
+    parser.add_argument("--changed", action="store_true", help="another process commits before every run")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="rollbackd-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    app, database = prepare(root, args.size_mb)
+    app, database = prepare(root, args.size_mb, small=args.small)
     port = free_port()
     pidfile = root / "vbrpg.pid"
     vbrpg(
@@ -116,6 +158,7 @@ pidfile = "{pidfile}"
             f" {args.check_runs} per integrity check kind"
         )
         print(f"{'probe':<18} {'CPU ms/run':>10} {'wall ms/run':>11}  last result")
+        writer = Writer(database) if args.changed else None
         async with HttpClient() as client:
             context = ProbeContext(http=client, state_dir=state_dir)
             for probe in build_probes(service, context):
@@ -126,11 +169,13 @@ pidfile = "{pidfile}"
                         ("quick, no FK", 1e12, False),  # quick_check alone: the difference is foreign_key_check
                     ):
                         probe.full_every, probe.check_foreign_keys = full_every, foreign_keys
-                        cpu, wall, verdict = await measure(probe, args.check_runs)
+                        cpu, wall, verdict = await measure(probe, args.check_runs, writer)
                         print(f"{name:<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
                     continue
-                cpu, wall, verdict = await measure(probe, args.runs)
+                cpu, wall, verdict = await measure(probe, args.runs, writer)
                 print(f"{probe.name:<18} {cpu * 1000:>10.2f} {wall * 1000:>11.2f}  {verdict}")
+        if writer is not None:
+            writer.close()
     finally:
         vbrpg("stop", "--pidfile", str(pidfile))
         if args.keep is None:

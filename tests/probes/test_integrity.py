@@ -231,3 +231,21 @@ def test_fk_violation_in_the_example_database_names_the_row(
     assert {"table": "game_room_participants", "rowid": 7777, "parent": "game_rooms"} in observation.detail[
         "foreign_key_violations"
     ]
+
+
+def test_the_schedule_file_is_written_when_a_full_check_passes_and_read_back_after_a_restart(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db")
+    schedule = context.state_dir.service_dir("vbrpg") / "integrity.json"
+    probe = integrity_probe(tmp_path, context, database)
+    assert run_once(probe).detail["check"] == "full"
+    written = os.stat(schedule)
+    last_full = json.loads(schedule.read_text())["last_full_at"]
+    execute(database, "UPDATE players SET name = 'renamed' WHERE id = 1")
+    assert run_once(probe).detail["check"] == "quick"
+    assert (os.stat(schedule).st_ino, os.stat(schedule).st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    execute(database, "UPDATE players SET name = 'renamed again' WHERE id = 1")
+    restarted = integrity_probe(tmp_path, context, database)  # a new probe object reads the file once
+    assert run_once(restarted).detail["check"] == "quick"
+    assert json.loads(schedule.read_text())["last_full_at"] == last_full

@@ -126,3 +126,29 @@ def test_process_probe_without_a_pid_source_is_not_built(tmp_path: Path, context
     assert "process" not in names
     assert "latency" not in names  # no paths configured either
     assert names == ["health", "sqlite_lock", "integrity", "schema", "rows"]
+
+
+def test_a_new_pid_written_into_the_pidfile_is_read_at_the_next_run(
+    tmp_path: Path, context: ProbeContext, service_process: subprocess.Popen[bytes]
+) -> None:
+    """The pidfile is read again only when its stat changes: a restarted service's pid, written in place (same
+    inode) or renamed into place (a new inode, the old size and mtime kept), is seen at the next run."""
+    pidfile = tmp_path / "vbrpg.pid"
+    pidfile.write_text(f"{service_process.pid}\n")
+    probe = process_probe(tmp_path, context, f'[service.probes.process]\npidfile = "{pidfile}"')
+    first, again = run_once(probe), run_once(probe)
+    assert (first.values["pid"], again.values["pid"]) == (service_process.pid, service_process.pid)
+    assert (again.ok, again.detail["source"]) == (True, "pidfile")
+    restarted = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        pidfile.write_text(f"{restarted.pid}\n")  # in place: the same inode
+        assert run_once(probe).values["pid"] == restarted.pid
+        before = os.stat(pidfile)
+        incoming = tmp_path / "vbrpg.pid.new"
+        incoming.write_text(f"{service_process.pid}\n".rjust(len(f"{restarted.pid}\n"), "0"))
+        os.utime(incoming, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(incoming, pidfile)  # a new inode, same size and mtime
+        assert run_once(probe).values["pid"] == service_process.pid
+    finally:
+        restarted.kill()
+        restarted.wait()

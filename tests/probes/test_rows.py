@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rollbackd.metrics import Metrics
@@ -117,3 +118,47 @@ def test_data_loss_fault_is_measured_against_the_rows_before_the_migration(
     assert after.detail["counts"] == {"game_rooms": 0, "players": 0, "game_room_participants": 0}
     assert after.values["drop_ratio_since_revision_change"] == 1.0
     assert after.values["game_rooms:drop_ratio_since_revision_change"] == 1.0
+
+
+def without_skip_note(detail: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in detail.items() if key != "skipped"}
+
+
+def test_an_unchanged_database_is_not_counted_again_and_reports_the_same(tmp_path: Path, context: ProbeContext) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db", rooms=30)
+    probe = rows_probe(tmp_path, context, database)
+    first, second = run_once(probe), run_once(probe)
+    assert "skipped" not in first.detail
+    assert "data_version" in str(second.detail["skipped"])
+    assert (second.ok, second.reason, second.values) == (first.ok, first.reason, first.values)
+    assert without_skip_note(second.detail) == {**first.detail, "previous": first.detail["counts"]}
+
+
+def test_a_write_by_another_connection_is_counted_at_the_next_run(tmp_path: Path, context: ProbeContext) -> None:
+    database = make_game_database(tmp_path / "vbrpg.db", rooms=30)
+    probe = rows_probe(tmp_path, context, database)
+    run_once(probe)
+    assert "skipped" in run_once(probe).detail
+    execute(database, "DELETE FROM players WHERE id > 20")
+    after = run_once(probe)
+    assert "skipped" not in after.detail
+    assert after.detail["counts"]["players"] == 20
+    assert after.values["players:drop_ratio_since_previous"] == 10 / 30
+
+
+def test_a_database_replaced_by_a_file_of_the_same_size_and_mtime_is_counted(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    """A restore renames another file into place: only its inode (and the new connection) tells."""
+    database = make_game_database(tmp_path / "vbrpg.db", rooms=30, mode="delete")
+    replacement = make_game_database(tmp_path / "backup.db", rooms=30, mode="delete")
+    execute(replacement, "DELETE FROM game_rooms WHERE id > 5")  # a delete keeps the file's size
+    probe = rows_probe(tmp_path, context, database)
+    run_once(probe)
+    before = os.stat(database)
+    assert os.stat(replacement).st_size == before.st_size
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, database)
+    after = run_once(probe)
+    assert "skipped" not in after.detail
+    assert after.detail["counts"]["game_rooms"] == 5

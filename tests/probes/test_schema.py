@@ -150,3 +150,57 @@ def test_example_database_one_migration_behind_is_db_behind(
     vbrpg_app.migrate("-1")
     observation = run_once(schema_probe(tmp_path, context, vbrpg_app.database, vbrpg_app.versions_dir))
     assert (observation.reason, observation.detail["path"]) == ("db_behind", ["e6093b7a4c18"])
+
+
+def test_unchanged_database_and_scripts_are_not_read_again_and_report_the_same(
+    tmp_path: Path, context: ProbeContext, versions: Path
+) -> None:
+    probe = schema_probe(tmp_path, context, database_at(tmp_path / "v.db", "b2"), versions)
+    first, second = run_once(probe), run_once(probe)
+    assert "skipped" not in first.detail
+    assert first.detail["vault_stored"] == ["a1", "b2"]
+    note = str(second.detail.pop("skipped"))
+    assert "database" in note and "scripts" in note and "data_version" in note
+    assert (second.ok, second.reason, second.values) == (first.ok, first.reason, first.values)
+    assert second.detail == {**first.detail, "vault_stored": []}  # nothing new to store, as a full read finds
+
+
+def test_a_new_script_in_the_versions_dir_is_read_at_the_next_run(
+    tmp_path: Path, context: ProbeContext, versions: Path
+) -> None:
+    probe = schema_probe(tmp_path, context, database_at(tmp_path / "v.db", "b2"), versions)
+    run_once(probe)
+    assert "scripts" in str(run_once(probe).detail["skipped"])
+    write_script(versions, "c3", "b2")
+    after = run_once(probe)
+    assert (after.reason, after.detail["path"], after.detail["vault_stored"]) == ("db_behind", ["c3"], ["c3"])
+    assert "scripts" not in str(after.detail.get("skipped"))
+    assert after.values["vault_scripts"] == 3
+
+
+def test_a_revision_written_by_another_connection_is_read_at_the_next_run(
+    tmp_path: Path, context: ProbeContext, versions: Path
+) -> None:
+    database = database_at(tmp_path / "v.db", "a1")
+    probe = schema_probe(tmp_path, context, database, versions)
+    assert run_once(probe).reason == "db_behind"
+    with closing(sqlite3.connect(database)) as connection:  # the deploy's `alembic upgrade`
+        connection.execute("UPDATE alembic_version SET version_num = 'b2'")
+        connection.commit()
+    after = run_once(probe)
+    assert (after.ok, after.detail["db_revision"]) == (True, "b2")
+    assert "database" not in str(after.detail.get("skipped"))
+
+
+def test_a_script_removed_from_the_vault_is_stored_again_at_the_next_run(
+    tmp_path: Path, context: ProbeContext, versions: Path
+) -> None:
+    """The versions dir unchanged, the vault not: its own stamp says so (an operator's cleanup, or the file
+    watch's Vault feeding the same directory)."""
+    probe = schema_probe(tmp_path, context, database_at(tmp_path / "v.db", "b2"), versions)
+    run_once(probe)
+    assert "scripts" in str(run_once(probe).detail["skipped"])
+    Vault(context.state_dir.vault("vbrpg")).scripts()["a1"].unlink()
+    after = run_once(probe)
+    assert (after.detail["vault_stored"], after.values["vault_scripts"]) == (["a1"], 2)
+    assert "scripts" not in str(after.detail.get("skipped"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -58,6 +59,34 @@ def watch(config: ServiceConfig, changes: list[tuple[str, bytes]], *, debounce: 
         finally:
             watcher.stop()
         assert all(loop_thread_ok)
+
+    asyncio.run(main())
+    return events
+
+
+def watching(
+    config: ServiceConfig,
+    changes: Callable[[list[DeployEvent], asyncio.Event], Awaitable[None]],
+    *,
+    debounce: float,
+) -> list[DeployEvent]:
+    """Start a watcher, await ``changes(events, delivered)`` (the events so far, set at each delivery), return
+    every event delivered."""
+    events: list[DeployEvent] = []
+
+    async def main() -> None:
+        delivered = asyncio.Event()
+
+        def on_event(event: DeployEvent) -> None:
+            events.append(event)
+            delivered.set()
+
+        watcher = DeployWatcher(config, on_event, debounce=debounce)
+        watcher.start()
+        try:
+            await changes(events, delivered)
+        finally:
+            watcher.stop()
 
     asyncio.run(main())
     return events
@@ -124,30 +153,18 @@ def test_files_moved_in_from_outside_are_a_deploy_and_reading_files_is_not(tmp_p
     (incoming / "abc123_add_column.py").write_text(MIGRATION)
     (incoming / "package" / "module.py").write_text("x = 1\n")
     (config.workdir / "src" / "existing.py").write_text("y = 2\n")
-    events: list[DeployEvent] = []
 
-    async def main() -> None:
-        delivered = asyncio.Event()
+    async def changes(events: list[DeployEvent], delivered: asyncio.Event) -> None:
+        for _ in range(5):
+            (config.workdir / "src" / "existing.py").read_text()
+        await asyncio.sleep(1.0)
+        assert events == []  # reads are not changes
+        (incoming / "abc123_add_column.py").rename(config.versions_dir / "abc123_add_column.py")
+        (incoming / "package").rename(config.workdir / "src" / "package")
+        await asyncio.wait_for(delivered.wait(), 30)
+        await asyncio.sleep(1.0)
 
-        def on_event(event: DeployEvent) -> None:
-            events.append(event)
-            delivered.set()
-
-        watcher = DeployWatcher(config, on_event, debounce=0.3)
-        watcher.start()
-        try:
-            for _ in range(5):
-                (config.workdir / "src" / "existing.py").read_text()
-            await asyncio.sleep(1.0)
-            assert events == []  # reads are not changes
-            (incoming / "abc123_add_column.py").rename(config.versions_dir / "abc123_add_column.py")
-            (incoming / "package").rename(config.workdir / "src" / "package")
-            await asyncio.wait_for(delivered.wait(), 30)
-            await asyncio.sleep(1.0)
-        finally:
-            watcher.stop()
-
-    asyncio.run(main())
+    events = watching(config, changes, debounce=0.3)
     paths = {path for event in events for path in event.paths}
     assert str(config.versions_dir / "abc123_add_column.py") in paths
     assert str(config.workdir / "src" / "package" / "module.py") in paths
@@ -200,3 +217,24 @@ def test_services_sharing_a_code_dir_share_one_watch_and_each_gets_its_events(tm
             shared.stop()
 
     asyncio.run(main())
+
+
+def test_a_file_held_open_and_written_is_heard_when_its_writer_closes_it(tmp_path: Path) -> None:
+    """The observer's mask has no IN_MODIFY: the writes of a file kept open (the service's log, its database)
+    never reach the observer's threads; a deploy's file arrives when its writer closes it."""
+    config = service(tmp_path)
+
+    async def changes(events: list[DeployEvent], delivered: asyncio.Event) -> None:
+        with (config.workdir / "src" / "app.py").open("w") as handle:
+            await asyncio.sleep(0.5)
+            events.clear()  # the file's creation: heard at once
+            delivered.clear()
+            for line in range(20):
+                handle.write(f"x = {line}\n")
+                handle.flush()
+            await asyncio.sleep(1.0)
+            assert events == []  # written, still open: nothing yet
+        await asyncio.wait_for(delivered.wait(), 30)
+
+    events = watching(config, changes, debounce=0.2)
+    assert [(event.kind, event.paths) for event in events] == [("code", (str(config.workdir / "src/app.py"),))]

@@ -29,7 +29,7 @@ from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
-from rollbackd.probes.unchanged import ChangeWatch, DatabaseStamp
+from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, index_names, read_revision
 
 MAX_ERRORS = 20  # quick_check(N) / integrity_check(N): stop after N problems, list them
@@ -69,6 +69,7 @@ class IntegrityProbe:
         state_dir = context.state_dir.service_dir(service.name)
         self._indexes_path = state_dir / "indexes.json"
         self._schedule_path = state_dir / "integrity.json"
+        self._schedule: dict[str, Any] | None = None  # integrity.json, read at the first run, written when it changes
         # The stamp taken before the last passing check and that check's observation (probes/unchanged.py).
         self._watch = ChangeWatch(self.database)
         self._passed: tuple[DatabaseStamp, float, Observation] | None = None
@@ -78,7 +79,10 @@ class IntegrityProbe:
 
     def check(self) -> Observation:
         now = self._clock()
-        schedule = read_json(self._schedule_path) or {}
+        if self._schedule is None:
+            loaded = read_json(self._schedule_path)
+            self._schedule = loaded if isinstance(loaded, dict) else {}
+        schedule = self._schedule
         last_full = schedule.get("last_full_at")
         kind = "full" if not isinstance(last_full, int | float) or now - last_full >= self.full_every else "quick"
         stamp = self._watch.stamp()  # before the check: a commit during it gives a new stamp next time
@@ -111,7 +115,9 @@ class IntegrityProbe:
                 return self._failed("corrupt", values, detail, error)
             return self._failed("unavailable", values, detail, error)
         if kind == "full" and not result.errors:
-            write_json_atomic(self._schedule_path, {**schedule, "last_full_at": now})
+            updated = {**schedule, "last_full_at": now}
+            write_json_atomic(self._schedule_path, updated)
+            self._schedule = updated
         missing_previous, missing_configured = self._missing_indexes(result)
         missing = sorted(set(missing_previous) | set(missing_configured))
         values.update(
@@ -150,10 +156,7 @@ class IntegrityProbe:
         detail = {
             **passed.detail,
             "check": "skipped",
-            "skipped": (
-                f"unchanged since the passing check at {at:.0f}: same data_version, size, mtime and inode "
-                "of the database and its -wal"
-            ),
+            "skipped": f"unchanged since the passing check at {at:.0f}: {SAME_DATABASE}",
         }
         return Observation(self.service, self.name, ok=True, values={**passed.values, "full": 0.0}, detail=detail)
 

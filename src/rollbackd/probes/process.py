@@ -3,7 +3,9 @@
 The pid comes from systemd's ``MainPID`` when the service is a systemd unit, else from ``probes.process.pidfile``,
 else from ``probes.process.match`` (every string must occur in the command line; the oldest such process wins, so
 the master is chosen over its workers). psutil ``Process`` objects are cached per pid: ``cpu_percent`` measures
-since the previous call on the same object, and psutil notices a pid reused by another process.
+since the previous call on the same object, and psutil notices a pid reused by another process. The pidfile is
+read again only when its stat (size, mtime, inode, device) changes; finding the pid and inspecting the process
+is one trip to a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rollbackd.host.commands import run_command_async
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
+from rollbackd.probes.unchanged import FileStamp
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,22 @@ class ProcessProbe:
         self.match = list(config.match)
         self.systemctl = systemctl
         self._processes: dict[int, psutil.Process] = {}
+        self._pidfile_read: tuple[FileStamp, PidLookup] | None = None  # the pidfile's stamp when last read
 
     async def run(self) -> Observation:
-        lookup = await self.find_pid()
+        if isinstance(self.control, SystemdControl):
+            lookup = await self.find_pid()  # systemctl: a subprocess awaited on the loop
+            return await asyncio.to_thread(self._inspect_found, lookup)
+        return await asyncio.to_thread(self._find_and_inspect)
+
+    def _find_and_inspect(self) -> Observation:
+        """In one worker thread: the pid from the pidfile or the command line, then its process."""
+        return self._inspect_found(self._pid_from_file(self.pidfile) if self.pidfile else self._pid_from_match())
+
+    def _inspect_found(self, lookup: PidLookup) -> Observation:
         if lookup.pid is None:
             return self._down("no_pid", {"source": lookup.source, "error": lookup.error})
-        return await asyncio.to_thread(self._inspect, lookup.pid, lookup.source)
+        return self._inspect(lookup.pid, lookup.source)
 
     async def find_pid(self) -> PidLookup:
         if isinstance(self.control, SystemdControl):
@@ -78,12 +91,19 @@ class ProcessProbe:
 
     def _pid_from_file(self, pidfile: Path) -> PidLookup:
         try:
+            stamp = FileStamp.of(os.stat(pidfile))
+            if self._pidfile_read is not None and self._pidfile_read[0] == stamp:
+                return self._pidfile_read[1]
             text = pidfile.read_text(encoding="ascii", errors="replace").strip()
         except OSError as error:
+            self._pidfile_read = None
             return PidLookup(None, "pidfile", f"cannot read {pidfile}: {error.strerror or error}")
         if not text.isdigit() or int(text) <= 0:
-            return PidLookup(None, "pidfile", f"{pidfile} does not hold a pid: {text[:40]!r}")
-        return PidLookup(int(text), "pidfile")
+            lookup = PidLookup(None, "pidfile", f"{pidfile} does not hold a pid: {text[:40]!r}")
+        else:
+            lookup = PidLookup(int(text), "pidfile")
+        self._pidfile_read = (stamp, lookup)
+        return lookup
 
     def _pid_from_match(self) -> PidLookup:
         own = os.getpid()

@@ -6,6 +6,9 @@ deploy still compares against the data before it. Drops are facts for the policy
 ``drop_ratio_since_revision_change`` per table and the largest), not a failure here: deleting rows is normal
 work, and whether a drop across a migration is a disaster is the rule's threshold. The probe fails only when it
 cannot count (``unavailable``) or a table it counted before has vanished (``table_missing``).
+
+Counting is skipped when SQLite proves the database unchanged since the last count (probes/unchanged.py: the
+stamp taken before it); the run then reports those counts again, and says so in ``detail["skipped"]``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
+from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
 
 PROGRESS_STEPS = 10_000
@@ -48,19 +52,35 @@ class RowsProbe:
         self._stopping = context.stopping
         self._state_path = context.state_dir.service_dir(service.name) / "rows.json"
         self._state: dict[str, Any] | None = None  # rows.json, read once, written when it matters
+        self._written: dict[str, Any] | None = None  # what rows.json holds now
         self._written_at = 0.0
+        # The stamp taken before the last count, when it was taken, and what it counted.
+        self._watch = ChangeWatch(self.database)
+        self._counted: tuple[DatabaseStamp, float, tuple[str | None, dict[str, int | None]]] | None = None
 
     async def run(self) -> Observation:
         return await asyncio.to_thread(self.check)
 
     def check(self) -> Observation:
-        try:
-            revision, counts = self._count()
-        except (DatabaseUnavailable, sqlite3.DatabaseError, TimeoutError) as error:
-            return Observation(self.service, self.name, ok=False, reason="unavailable", detail={"error": str(error)})
+        stamp = self._watch.stamp()  # before the count: a commit during it gives a new stamp next time
+        skipped = ""
+        if stamp is not None and self._counted is not None and self._counted[0] == stamp:
+            _, at, (revision, counts) = self._counted
+            skipped = f"counts unchanged since {at:.0f}: {SAME_DATABASE}"
+        else:
+            self._counted = None
+            try:
+                revision, counts = self._count()
+            except (DatabaseUnavailable, sqlite3.DatabaseError, TimeoutError) as error:
+                return Observation(
+                    self.service, self.name, ok=False, reason="unavailable", detail={"error": str(error)}
+                )
+            if stamp is not None:
+                self._counted = (stamp, self._clock(), (revision, counts))
         if self._state is None:
             loaded = read_json(self._state_path)
             self._state = loaded if isinstance(loaded, dict) else {}
+            self._written = self._state
         state = self._state
         previous: Mapping[str, Any] = state.get("counts") or {}
         baseline: Mapping[str, Any] = state.get("baseline") or {}
@@ -77,11 +97,12 @@ class RowsProbe:
             "baseline_at": state.get("baseline_at"),
         }
         # On disk at each revision change (the baseline must survive a restart right after a bad deploy) and
-        # otherwise once a minute: an fsync'd write per run would be most of this probe's cost at 1 s intervals.
+        # otherwise at most once a minute, and only when the counts changed: an fsync'd write per run would be
+        # most of this probe's cost at 1 s intervals.
         now = time.monotonic()
-        if changed or now - self._written_at >= PERSIST_EVERY:
+        if changed or (self._state != self._written and now - self._written_at >= PERSIST_EVERY):
             write_json_atomic(self._state_path, self._state)
-            self._written_at = now
+            self._written, self._written_at = self._state, now
         values: dict[str, float] = {}
         since_change: dict[str, float] = {}
         for table, count in counts.items():
@@ -106,6 +127,8 @@ class RowsProbe:
             "absent": sorted(table for table, count in counts.items() if count is None),
             "vanished": vanished,
         }
+        if skipped:
+            detail["skipped"] = skipped
         reason = "table_missing" if vanished else ""
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
 

@@ -9,6 +9,11 @@ States (``rollbackd_schema_state``): ``in_sync``; ``db_behind`` (the code has re
 through the vault brings it back); ``unknown_revision`` (a revision neither knows, or one on a branch the code's
 head does not descend from: detail ``relation = diverged``); ``unversioned`` (no alembic_version); ``unknown``
 (database or versions dir unavailable; reason ``unavailable``).
+
+Each side is read again only when it may have changed (probes/unchanged.py): the database's revision and schema
+fingerprint when its stamp moved, the scripts (the vault's feed, the code's graph, the vault's graph) when an
+entry of the versions dir or of the vault was added, removed, replaced or rewritten. ``detail["skipped"]`` says
+which sides a run reused.
 """
 
 from __future__ import annotations
@@ -24,11 +29,20 @@ from rollbackd.config.model import ServiceConfig
 from rollbackd.metrics import SCHEMA_STATES, Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
+from rollbackd.probes.unchanged import (
+    SAME_DATABASE,
+    ChangeWatch,
+    DatabaseStamp,
+    DirectoryStamp,
+    directory_stamp,
+)
 from rollbackd.state.vault import Vault
 from rollbackd.target.alembic_scripts import RevisionGraph, ScriptReader
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revisions, schema_fingerprint
 
 log = logging.getLogger(__name__)
+
+ScriptsStamp = tuple[DirectoryStamp, DirectoryStamp | None]  # the versions dir's and the vault's (None: no vault yet)
 
 
 @dataclass(frozen=True)
@@ -72,32 +86,30 @@ class SchemaProbe:
         self.versions_dir = service.versions_dir
         self._reader = ScriptReader()
         self.vault = Vault(context.state_dir.vault(service.name))
+        # What the last run read of each side, with the stamps taken before it was read.
+        self._watch = ChangeWatch(self.database)
+        self._database_read: tuple[DatabaseStamp, tuple[str, ...], str] | None = None
+        self._scripts_read: tuple[ScriptsStamp, RevisionGraph, RevisionGraph] | None = None  # + code's, vault's graph
 
     async def run(self) -> Observation:
         return await asyncio.to_thread(self.check)
 
     def check(self) -> Observation:
         detail: dict[str, Any] = {"versions_dir": str(self.versions_dir)}
-        try:
-            detail["vault_stored"] = self.vault.store_from(self.versions_dir)
-        except OSError as error:
-            log.warning("vault: cannot store scripts of %s: %s", self.versions_dir, error)
-            detail["vault_error"] = str(error)
-        vault_graph = self.vault.graph()
-        values = {"vault_scripts": float(len(vault_graph.scripts))}
-        if not self.versions_dir.is_dir():
+        reused: list[str] = []
+        scripts = self._read_scripts(detail, reused)
+        if scripts is None:
+            values = {"vault_scripts": float(len(self.vault.graph().scripts))}
             return self._unknown(values, detail, f"versions dir {self.versions_dir} does not exist")
-        code = RevisionGraph.from_directory(self.versions_dir, self._reader)
+        code, vault_graph = scripts
+        values = {"vault_scripts": float(len(vault_graph.scripts))}
         detail["code_heads"] = list(code.heads)
         try:
-            connection = connect_readonly(self.database)
-            try:
-                db_revisions = read_revisions(connection)
-                detail["schema_fingerprint"] = schema_fingerprint(connection)
-            finally:
-                connection.close()
+            db_revisions, detail["schema_fingerprint"] = self._read_database(reused)
         except (DatabaseUnavailable, sqlite3.DatabaseError) as error:
             return self._unknown(values, detail, str(error))
+        if reused:
+            detail["skipped"] = " and ".join(reused) + " unchanged since the last run"
         comparison = compare(db_revisions, code, code.combined_with(vault_graph))
         detail.update(
             {
@@ -113,6 +125,49 @@ class SchemaProbe:
         )
         reason = "" if comparison.state == "in_sync" else comparison.state
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
+
+    def _read_scripts(self, detail: dict[str, Any], reused: list[str]) -> tuple[RevisionGraph, RevisionGraph] | None:
+        """Feed the vault; return (the code's graph, the vault's graph), or None when there is no versions dir."""
+        versions = directory_stamp(self.versions_dir)
+        cached = self._scripts_read
+        if versions is not None and cached is not None and cached[0] == (versions, directory_stamp(self.vault.root)):
+            detail["vault_stored"] = []  # what store_from finds in a versions dir and vault that did not change
+            reused.append("scripts (same entries, sizes, mtimes, inodes in the versions dir and the vault)")
+            return cached[1], cached[2]
+        self._scripts_read = None
+        try:
+            detail["vault_stored"] = self.vault.store_from(self.versions_dir)
+        except OSError as error:
+            log.warning("vault: cannot store scripts of %s: %s", self.versions_dir, error)
+            detail["vault_error"] = str(error)
+        if not self.versions_dir.is_dir():
+            return None
+        vault_stamp = directory_stamp(self.vault.root)  # after the copies into it, before reading it
+        vault_graph = self.vault.graph()
+        code = RevisionGraph.from_directory(self.versions_dir, self._reader)
+        if versions is not None and "vault_error" not in detail:
+            self._scripts_read = ((versions, vault_stamp), code, vault_graph)
+        return code, vault_graph
+
+    def _read_database(self, reused: list[str]) -> tuple[tuple[str, ...], str]:
+        """The database's revisions and schema fingerprint. Raise DatabaseUnavailable or sqlite3.DatabaseError."""
+        stamp = self._watch.stamp()
+        cached = self._database_read
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            reused.append(f"database ({SAME_DATABASE})")
+            return cached[1], cached[2]
+        self._database_read = None
+        kept = self._watch.connection if stamp is not None else None  # a few pages of sqlite_master: no new one
+        connection = kept or connect_readonly(self.database)
+        try:
+            revisions = read_revisions(connection)
+            fingerprint = schema_fingerprint(connection)
+        finally:
+            if connection is not kept:
+                connection.close()
+        if stamp is not None:
+            self._database_read = (stamp, revisions, fingerprint)
+        return revisions, fingerprint
 
     def _unknown(self, values: dict[str, float], detail: dict[str, Any], error: str) -> Observation:
         detail.update({"state": "unknown", "error": error})

@@ -1,4 +1,4 @@
-"""SQLite's own proof that a database has not changed: what lets a passing check be skipped.
+"""SQLite's own proof that a database has not changed: what lets a passing check (or a count) be skipped.
 
 A read-only connection kept open on the database reads ``PRAGMA data_version``, which SQLite moves whenever any
 other connection commits to the file (rollback journal or WAL). Beside it, the size, mtime and inode of the
@@ -7,7 +7,11 @@ went through SQLite changed the file, and a ``quick_check`` + ``foreign_key_chec
 
 What it cannot see (README, "Integrity checks"): bit rot or a bad sector under an unchanged file, and a write that
 bypasses SQLite and keeps size, mtime and inode (``dd`` then ``touch -r``). The scheduled full
-``integrity_check`` still runs whatever the stamp says.
+``integrity_check`` still runs whatever the stamp says. A replaced file (a restore's rename, another disk) has
+a new inode or device: that is a change, and the kept connection is reopened on the new file.
+
+The same stat fields stamp plain files (``FileStamp``: the process probe's pidfile) and directories
+(``directory_stamp``: the schema probe's versions dir and vault).
 """
 
 from __future__ import annotations
@@ -19,16 +23,42 @@ from pathlib import Path
 
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly
 
+# What the skipped observations say in their detail, after "unchanged since ...".
+SAME_DATABASE = "same data_version, size, mtime, inode and device of the database and its -wal"
+
 
 @dataclass(frozen=True)
 class FileStamp:
     size: int
     mtime_ns: int
     inode: int
+    device: int = 0
 
     @classmethod
     def of(cls, stat: os.stat_result) -> FileStamp:
-        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+# A directory's own stamp and its entries' (name, stamp), sorted by name.
+DirectoryStamp = tuple[FileStamp, tuple[tuple[str, FileStamp], ...]]
+
+
+def directory_stamp(path: Path) -> DirectoryStamp | None:
+    """The stamp of a directory and of each entry in it (not below), or None when it cannot be listed. Equal
+    stamps mean no entry was added, removed, renamed, replaced or rewritten (unless a rewrite kept size and
+    mtime: what the script reader's own (mtime, size) cache cannot see either)."""
+    try:
+        own = FileStamp.of(os.stat(path))
+        with os.scandir(path) as listing:
+            entries = []
+            for entry in listing:
+                try:
+                    entries.append((entry.name, FileStamp.of(entry.stat())))
+                except OSError:  # a dangling symlink, or removed meanwhile
+                    entries.append((entry.name, FileStamp(-1, 0, entry.inode())))
+    except OSError:
+        return None
+    return own, tuple(sorted(entries))
 
 
 @dataclass(frozen=True)
@@ -49,7 +79,7 @@ class ChangeWatch:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = None
-        self._inode: int | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) the kept connection has open
         self._opened = 0
 
     def stamp(self) -> DatabaseStamp | None:
@@ -60,10 +90,10 @@ class ChangeWatch:
             self.close()
             return None
         try:
-            if self._connection is None or self._inode != database.st_ino:
+            if self._connection is None or self._file != (database.st_dev, database.st_ino):
                 self.close()
                 self._connection = connect_readonly(self.path)
-                self._inode = database.st_ino
+                self._file = (database.st_dev, database.st_ino)
                 self._opened += 1
             version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
         except (DatabaseUnavailable, sqlite3.Error):
@@ -75,8 +105,14 @@ class ChangeWatch:
             wal = None
         return DatabaseStamp(self._opened, version, FileStamp.of(database), wal)
 
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The kept connection (after a stamp that was told), for a small read of the same file that needs no
+        connection of its own: a statement run to its end leaves no transaction open."""
+        return self._connection
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
         self._connection = None
-        self._inode = None
+        self._file = None

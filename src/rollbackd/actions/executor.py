@@ -37,7 +37,7 @@ from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
-from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
+from rollbackd.replication.pause import NoPause, ReplicationPause
 from rollbackd.replication.restore import ReplicaRestoreError, adopt_copy, fetch_point, plan_point
 from rollbackd.state.service_lock import ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
@@ -263,10 +263,6 @@ class Executor:
         started: dict[str, Any] | None
         try:
             report = await asyncio.to_thread(self._swap_in, entry, code_rollback, context)
-        except ActionFailed:  # replication could not be paused: nothing was swapped
-            if code_rollback:
-                await self._control("start", commands)
-            raise
         except RestoreError as error:
             if code_rollback:
                 await self._control("start", commands)
@@ -320,24 +316,18 @@ class Executor:
         if not folder.exists():  # a wiped data dir: the folder comes back, the database only from a verified copy
             log.warning("%s: %s is gone: creating it for the restored database", self.service.name, folder)
             folder.mkdir(parents=True, mode=0o770)
-        try:
-            self.replication.pause()
-        except ReplicationControlError as error:
-            raise ActionFailed(f"replication could not be paused, nothing was swapped: {error}") from error
-        try:
-            return restore_backup(
-                self.service,
-                entry,
-                control=self.control,
-                state_dir=self.state_dir,
-                reason="rollback",
-                clock=self.clock,
-                service_stopped=service_stopped,
-                incident_id=context.incident_id,
-                action_id=context.action_id,
-            )
-        finally:
-            self.replication.resume()
+        return restore_backup(
+            self.service,
+            entry,
+            control=self.control,
+            state_dir=self.state_dir,
+            reason="rollback",
+            clock=self.clock,
+            service_stopped=service_stopped,
+            incident_id=context.incident_id,
+            action_id=context.action_id,
+            replication=self.replication,
+        )
 
     def _restore_source(self, rung: Rung, context: ActionContext) -> tuple[BackupEntry, dict[str, Any]]:
         """The verified backup to put in place and where it came from. A replica rung fetches its point in time

@@ -37,6 +37,7 @@ from rollbackd.backup.restore_journal import (
 )
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.atomic_files import copy_hashed, file_sha256, fsync_dir, fsync_file
+from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
 from rollbackd.state.state_dir import StateDir
 from rollbackd.target import database
 from rollbackd.target.control import ControlError, ServiceControl
@@ -121,12 +122,15 @@ def restore_backup(
     incident_id: int | None = None,
     action_id: int | None = None,
     on_step: StepEvents | None = None,
+    replication: ReplicationPause | None = None,
 ) -> RestoreReport:
     """Restore ``backup`` over the service's database. Raise RestoreError (``touched`` False: nothing changed).
 
     ``service_stopped``: the caller has stopped the service itself (required with control kind ``none``); the
     service is then not started afterwards either. ``incident_id``/``action_id``: the history records this restore
-    belongs to, written into the journal. The caller holds the ServiceLock.
+    belongs to, written into the journal. ``replication`` is paused from the swap's first step to its end (blocking):
+    Litestream must never replicate across a swap it did not see; when it cannot be paused nothing is touched.
+    The caller holds the ServiceLock.
     """
     if pending_restore(service, state_dir) is not None:
         raise RestoreError(
@@ -173,7 +177,15 @@ def restore_backup(
             message="dry run: nothing was touched",
         )
     runner = _Runner(journal, state_dir.service_dir(service.name), control, clock, progress, on_step)
-    return runner.run()
+    pause = replication or NoPause()
+    try:
+        pause.pause()
+    except ReplicationControlError as error:
+        raise RestoreError("replication", f"{error}; nothing was touched") from error
+    try:
+        return runner.run()
+    finally:
+        pause.resume()  # started again, Litestream takes a new lineage from the restored file
 
 
 def resume_interrupted_restore(

@@ -30,7 +30,16 @@ if TYPE_CHECKING:  # the rest load when a handler runs, so the parser stays ligh
     from rollbackd.target.control import ServiceControl
 
 LOCK_WAIT = 60.0  # seconds a CLI command waits for the daemon's backup or another action to finish
-UNAVAILABLE_REASONS = ("disk_full", "low_space", "source_unavailable", "dir_unwritable", "no_space", "no_backup")
+# "replication": replication could not be paused for a swap (the daemon answered but did not pause its child).
+UNAVAILABLE_REASONS = (
+    "disk_full",
+    "low_space",
+    "source_unavailable",
+    "dir_unwritable",
+    "no_space",
+    "no_backup",
+    "replication",
+)
 BACKUPS_ACTIONS = ("list", "verify", "prune", "drill")
 
 
@@ -383,12 +392,10 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
         except ValueError as error:
             raise CommandFailed(str(error), ExitCode.CONFIG) from error
     lock = None if args.dry_run else _lock(config, service, "rollbackd restore", changes_database=True)
-    pause = None
     try:
         entry = _choose(service, args.backup, before, args.revision)
         if not args.dry_run and not args.yes:
             _confirm(service, entry, args.utc)
-        pause = None if args.dry_run else _paused_replication(config, service)
         progress = PhaseProgress() if not args.json else None
         try:
             report = restore_backup(
@@ -401,6 +408,7 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
                 service_stopped=args.service_stopped,
                 progress=progress,
                 on_step=None if progress is None else _step_printer(progress),
+                replication=None if args.dry_run else _replication_pause(config, service),
             )
         finally:
             if progress is not None:
@@ -408,8 +416,6 @@ def run_restore(args: argparse.Namespace) -> ExitCode:
     except RestoreError as error:
         raise _restore_failed(error) from error
     finally:
-        if pause is not None:
-            pause.resume()  # a new lineage from the restored file
         if lock is not None:
             lock.release()
     _print_report(report, args.json, steps_printed=progress is not None and not args.dry_run)
@@ -508,18 +514,6 @@ def _replication_pause(config: Config, service: ServiceConfig) -> ReplicationPau
     from rollbackd.runtime.replication_hold import pause_for_swap
 
     return pause_for_swap(config.daemon.socket_path, service)
-
-
-def _paused_replication(config: Config, service: ServiceConfig) -> ReplicationPause:
-    """Replication paused for a swap by hand, or CommandFailed with nothing touched."""
-    from rollbackd.replication.pause import ReplicationControlError
-
-    pause = _replication_pause(config, service)
-    try:
-        pause.pause()
-    except ReplicationControlError as error:
-        raise CommandFailed(f"{error}; nothing was touched", ExitCode.UNAVAILABLE) from error
-    return pause
 
 
 def _confirm_replica(service: ServiceConfig, request: ManualRequest) -> None:

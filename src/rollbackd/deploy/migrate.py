@@ -32,7 +32,7 @@ from rollbackd.actions.executor import DOWNGRADE_COUNT_TOLERANCE
 from rollbackd.backup.catalog import BackupEntry, list_backups
 from rollbackd.backup.manifest import BackupManifest
 from rollbackd.backup.pre_deploy import PreDeployRecord, record_pre_deploy
-from rollbackd.backup.restore import RestoreError, RestoreReport, restore_backup
+from rollbackd.backup.restore import RestoreError, restore_backup
 from rollbackd.backup.snapshot import BackupError, take_backup
 from rollbackd.config.model import ServiceConfig
 from rollbackd.deploy.plan import PlanError, UpgradePlan, data_loss_threshold, live_revision, plan_upgrade
@@ -40,7 +40,7 @@ from rollbackd.deploy.rehearse import RehearsalRefused, error_line, rehearse
 from rollbackd.host.commands import CommandResult
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
-from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
+from rollbackd.replication.pause import NoPause, ReplicationPause
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import MIGRATE_LOCK_PURPOSE, LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
@@ -634,7 +634,16 @@ class Migration:
         started = time.monotonic()
         try:
             entry = await asyncio.to_thread(self._pre_deploy_entry, name)
-            report = await asyncio.to_thread(self._restore_paused, entry)
+            report = await asyncio.to_thread(
+                restore_backup,
+                self.service,
+                entry,
+                control=self.control,
+                state_dir=self.state_dir,
+                reason="rollback",
+                clock=self.clock,
+                replication=self.replication,
+            )
         except RestoreError as error:
             await asyncio.to_thread(
                 self.history.finish_action, action, "failed", detail={"error": str(error), "reason": error.reason}
@@ -659,26 +668,6 @@ class Migration:
             logs_since=self.clock(),
         )
         return await self._verify_recovery(expect, incident, action, "verify the restore"), name
-
-    def _restore_paused(self, entry: BackupEntry) -> RestoreReport:
-        """The swap with replication paused around it: Litestream must never replicate across a swap it did not
-        see. Raise RestoreError, with nothing touched, when it could not be paused (a person restores by hand once
-        it can be)."""
-        try:
-            self.replication.pause()
-        except ReplicationControlError as error:
-            raise RestoreError("replication", f"{error}; nothing was touched") from error
-        try:
-            return restore_backup(
-                self.service,
-                entry,
-                control=self.control,
-                state_dir=self.state_dir,
-                reason="rollback",
-                clock=self.clock,
-            )
-        finally:
-            self.replication.resume()  # a new lineage from the restored file
 
     def _pre_deploy_entry(self, name: str) -> BackupEntry:
         """The pre-deploy backup as a verified catalog entry. Raise RestoreError when it is gone or unverified."""

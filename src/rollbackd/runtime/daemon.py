@@ -157,6 +157,7 @@ class Daemon:
         self._status_server: StatusServer | None = None
         self._stopping = threading.Event()
         self._last_watchdog = 0.0
+        self._status_sent: str | None = None  # the STATUS= line the service manager has
         self._reload_task: asyncio.Task[None] | None = None
         # Its own load, measured: failures it causes are inconclusive, decisions wait, intervals stretch.
         self.self_load = SelfLoad(self.metrics)
@@ -387,8 +388,11 @@ class Daemon:
             # than the watchdog interval, and the tick must go on pinging meanwhile.
             self.reload_requested = False
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_reporting_failure(), name="reload")
-        if self.ready:
-            self.notifier.status(self.status_line())
+        if self.ready and self.notifier.enabled:
+            # Sent when it changed, not every second: each is a datagram to PID 1 (and a line to build).
+            line = self.status_line()
+            if line != self._status_sent and self.notifier.status(line):
+                self._status_sent = line
         for listener in list(self.tick_listeners):
             await _call_safely("tick listener", listener)
 

@@ -201,9 +201,10 @@ class History:
     """The state DB. One instance per process; each method is one short transaction.
 
     One connection, opened at the first call, shared by the threads that call (the daemon's ``to_thread``
-    workers, now and then its event loop) and taken in turn under a lock: the calls are about two reads a second
-    per service plus a few writes per incident, each well under a millisecond on this small file, so turns cost
-    little, and one connection is one page cache, not one per thread."""
+    workers, now and then its event loop) and taken in turn under a lock: the calls are one change_stamp() a
+    second for the whole daemon, two reads per service when it moved, and a few writes per incident, each well
+    under a millisecond on this small file, so turns cost little, and one connection is one page cache, not one
+    per thread."""
 
     def __init__(self, path: Path, clock: Clock = time.time) -> None:
         self.path = path

@@ -133,6 +133,14 @@ def test_this_processs_own_write_is_seen_at_once_after_refresh(side: Side) -> No
     assert side.one_refresh_later(watch)[2] == frozenset()  # and without refresh(), within one refresh
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    process.kill()
+    process.wait(timeout=10)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.close()
+    process.stdout.close()
+
+
 def test_a_lock_holder_in_another_process_is_seen_taking_releasing_and_dying(side: Side) -> None:
     watch = side.watches[0]
     with ServiceLock(side.state, watch.name, "backup (scheduled)"):
@@ -161,11 +169,7 @@ def test_a_lock_holder_in_another_process_is_seen_taking_releasing_and_dying(sid
         seen = side.one_refresh_later(watch)[0]
         assert seen is not None and not seen.held and seen.released is not None
     finally:
-        holder.kill()
-        holder.wait(timeout=10)
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.stdout.close()
+        stop(holder)
 
     # A holder killed while it holds writes nothing on its way out: the kernel's unlock alone must be seen, also
     # of a lock held so long that its file's stat is trusted.
@@ -180,11 +184,7 @@ def test_a_lock_holder_in_another_process_is_seen_taking_releasing_and_dying(sid
         seen = side.one_refresh_later(watch)[0]
         assert seen is not None and not seen.held and seen.pid == holder.pid
     finally:
-        holder.kill()
-        holder.wait(timeout=10)
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.stdout.close()
+        stop(holder)
 
 
 def test_a_lock_file_rewritten_within_its_timestamp_tick_is_read_again(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from rollbackd.probes import Probe, ProbeContext, build_probes, observe
 from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.replication.supervisor import LitestreamSupervisor, Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.external_reads import ExternalReads
 from rollbackd.runtime.replication_hold import PAUSE_REQUEST, Holdable, ReplicationHolds
 from rollbackd.runtime.self_load import SelfLoad
 from rollbackd.runtime.service_runtime import LOOKBACK_MARGIN, ServiceRuntime
@@ -141,6 +142,8 @@ class Daemon:
         self.ready = False
         self.started_at = clock()
         self.history: History | None = None
+        # The service locks and the state DB's windows and blocks, read for all services in one hop a second.
+        self.external_reads: ExternalReads | None = None
         self.alerts: WebhookAlerts | None = None
         self.services: dict[str, _ServiceSlot] = {}
         self._probe_builder = probe_builder
@@ -153,6 +156,7 @@ class Daemon:
         self._status_server: StatusServer | None = None
         self._stopping = threading.Event()
         self._last_watchdog = 0.0
+        self._status_sent: str | None = None  # the STATUS= line the service manager has
         self._reload_task: asyncio.Task[None] | None = None
         # Its own load, measured: failures it causes are inconclusive, decisions wait, intervals stretch.
         self.self_load = SelfLoad(self.metrics)
@@ -228,6 +232,7 @@ class Daemon:
                 await asyncio.to_thread(self.history.upgrade_in_child)
             except Exception as error:
                 raise DaemonStartupError(f"cannot open the state DB {self.state_dir.history_db}: {error}") from error
+            self.external_reads = ExternalReads(self.history, self.state_dir.root)
         if self.notifier.enabled:
             interval = self.notifier.watchdog_interval()
             log.info(
@@ -293,6 +298,7 @@ class Daemon:
                 replication=replication,
                 overload=self.self_load,
                 watch_observer=self.watch_observer,
+                external=self.external_reads,
             )
             await runtime.start()
         slot = _ServiceSlot(service, runtime, probes, replication=replication)
@@ -324,6 +330,8 @@ class Daemon:
     async def _stop_service(self, name: str) -> None:
         slot = self.services.pop(name)
         self.self_load.forget(name)
+        if self.external_reads is not None:
+            self.external_reads.forget(name)
         if slot.runtime is not None:
             slot.runtime.stop()
             if slot.runtime.policy.busy and slot.runtime.policy.task is not None:
@@ -379,8 +387,11 @@ class Daemon:
             # than the watchdog interval, and the tick must go on pinging meanwhile.
             self.reload_requested = False
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_reporting_failure(), name="reload")
-        if self.ready:
-            self.notifier.status(self.status_line())
+        if self.ready and self.notifier.enabled:
+            # Sent when it changed, not every second: each is a datagram to PID 1 (and a line to build).
+            line = self.status_line()
+            if line != self._status_sent and self.notifier.status(line):
+                self._status_sent = line
         for listener in list(self.tick_listeners):
             await _call_safely("tick listener", listener)
 

@@ -27,7 +27,6 @@ from rollbackd.config.model import ServiceConfig
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
-from rollbackd.policy.conditions import DeployWindow
 from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import OverloadGate, ServicePolicy
 from rollbackd.policy.interrupted import close_interrupted
@@ -37,6 +36,7 @@ from rollbackd.probes.sqlite_lock import wal_summary
 from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
+from rollbackd.runtime.external_reads import External, ExternalReads
 from rollbackd.runtime.retention import probe_retention
 from rollbackd.state.history import History
 from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
@@ -51,7 +51,6 @@ from rollbackd.target.watch import DeployEvent, DeployWatcher, SharedObserver
 log = logging.getLogger(__name__)
 
 LOOKBACK_MARGIN = 120.0  # observations kept in view beyond the longest rule duration
-EXTERNAL_REFRESH = 1.0  # seconds between reads of what other processes may change (lock, windows, blocks)
 
 
 class ServiceRuntime:
@@ -70,6 +69,7 @@ class ServiceRuntime:
         replication: ReplicationPause | None = None,
         overload: OverloadGate | None = None,
         watch_observer: SharedObserver | None = None,
+        external: ExternalReads | None = None,
     ) -> None:
         self.service = service
         # The service's Litestream (child or operator's unit; None without replication): a restore pauses it.
@@ -83,6 +83,8 @@ class ServiceRuntime:
         self.vault = Vault(state_dir.vault(service.name))
         self.control = ServiceControl(service)
         self.deploys = DeployTracker(service, history, clock)
+        # The lock, windows and blocks other processes change: the daemon's one reader for all services, or our own.
+        self.external = (external or ExternalReads(history, state_dir.root)).watch(service.name, self.deploys)
         self.scheduler = BackupScheduler(
             service, state_dir=state_dir, metrics=metrics, clock=clock, reachable_revisions=self.reachable_revisions
         )
@@ -136,8 +138,6 @@ class ServiceRuntime:
         self._revision_known = False
         self._evaluating = False
         self._again = False
-        self._external_cache: tuple[LockHolder | None, DeployWindow | None, frozenset[str]] | None = None
-        self._external_at: float | None = None
         self._watched_task: asyncio.Task[None] | None = None
         self._started_at = clock()
         self._operator_seen: float | None = None  # `since` of the last operator command whose end was handled
@@ -315,8 +315,7 @@ class ServiceRuntime:
         self.revision, self._revision_known = revision, True
         self._schema_seen_at = observation.started_at
         self.fingerprint = fingerprint if isinstance(fingerprint, str) else None
-        _holder, window, _blocked = await self._external()
-        await asyncio.to_thread(self.deploys.note_code_version, window is not None)
+        await self.external.note_code_version()
 
     # The policy
 
@@ -356,17 +355,13 @@ class ServiceRuntime:
 
     def refresh_external(self) -> None:
         """What the state DB and the lock say changed (a window opened, a revision was blocked): read it again."""
-        self._external_at = None
+        self.external.refresh()
 
-    async def _external(self) -> tuple[LockHolder | None, DeployWindow | None, frozenset[str]]:
-        """The service lock's holder, the open deploy window and the blocked revisions, read in one thread hop at
-        most every EXTERNAL_REFRESH seconds (other processes write them: `migrate`, `unblock`), or at once after
-        this daemon changed them. Evaluations in between reuse them: observations arrive several times a second."""
-        now = time.monotonic()
-        if self._external_cache is None or self._external_at is None or now - self._external_at >= EXTERNAL_REFRESH:
-            self._external_cache = await asyncio.to_thread(self._read_external)
-            self._external_at = now
-        return self._external_cache
+    async def _external(self) -> External:
+        """The service lock's holder, the open deploy window and the blocked revisions, at most EXTERNAL_REFRESH
+        seconds old (other processes write them: `migrate`, `unblock`), or afresh after this daemon changed them;
+        read for every service of the daemon in one thread hop (runtime/external_reads.py)."""
+        return await self.external.get()
 
     def _operator_change(self, last_seen: float | None) -> LockHolder | None:
         """The operator command in another process that changed the database since ``last_seen`` (it holds the
@@ -380,14 +375,6 @@ class ServiceRuntime:
         if holder.held or (holder.released is not None and last_seen is not None and holder.released >= last_seen):
             return holder
         return None
-
-    def _read_external(self) -> tuple[LockHolder | None, DeployWindow | None, frozenset[str]]:
-        try:
-            holder = ServiceLock(self.state_dir.root, self.name, "").inspect()
-        except OSError as error:
-            log.warning("%s: cannot read the service lock: %s", self.name, error)
-            holder = None
-        return holder, self.deploys.window(), frozenset(self.history.blocked_revisions(self.name))
 
     def _operator_running(self, holder: LockHolder | None) -> bool:
         """True while another process holds this service's lock to change its database (`rollbackd migrate`,

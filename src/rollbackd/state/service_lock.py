@@ -25,6 +25,10 @@ MIGRATE_LOCK_PURPOSE = "rollbackd migrate"  # how a migrate names itself to the 
 # inspect() takes a shared flock for a moment (two syscalls, but a thread may lose the GIL between them): a refusal
 # that short is no holder. acquire() keeps trying this long even with timeout=0 before it names one.
 INSPECT_GRACE = 0.05
+# look() trusts a stat of the lock file to stand for its text only once the file's mtime is this much older than the
+# read: a rewrite within one timestamp tick (a few ms; 1-2 s on coarse filesystems) can leave mtime and size as they
+# were ("racy git"), so a file written just before a read is read again at the next look.
+RACY_MTIME = 2.0
 
 
 class ServiceBusy(Exception):
@@ -41,6 +45,15 @@ class LockHolder:
     since: float | None
     changes_database: bool = False
     released: float | None = None  # when the last holder let go (None: held, or it died holding it)
+
+
+@dataclass(frozen=True)
+class LockLook:
+    """One look at a service's lock: who holds it (None: never taken), and the lock file's identity then
+    (device, inode, mtime_ns, size) when the next look may take an unchanged stat for unchanged text."""
+
+    holder: LockHolder | None
+    file_key: tuple[int, int, int, int] | None = None
 
 
 class ServiceLock:
@@ -128,6 +141,29 @@ class ServiceLock:
             info.get("changes_database") is True,
             float(released) if isinstance(released, int | float) and not held else None,
         )
+
+    def look(self, previous: LockLook | None = None) -> LockLook:
+        """inspect(), or ``previous`` again when one stat proves nothing changed: the file is the one ``previous``
+        read (same device, inode, mtime, size; its mtime older than RACY_MTIME then) and nobody held it. A holder
+        always writes the file when it takes the lock and when it lets go; only a held lock can end unwritten (the
+        holder dies, or unlocks after its stamp), so a held one is always inspected again. Raise OSError as
+        inspect() does."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return LockLook(None)
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if (
+            previous is not None
+            and previous.file_key == key
+            and previous.holder is not None
+            and not previous.holder.held
+        ):
+            return previous
+        read_at = time.time_ns()
+        holder = self.inspect()
+        trusted = read_at - stat.st_mtime_ns >= RACY_MTIME * 1e9
+        return LockLook(holder, key if trusted else None)
 
     def __enter__(self) -> ServiceLock:
         self.acquire()

@@ -22,11 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 from watchdog.events import FileSystemEvent, FileSystemEventHandler  # noqa: E402
 
 from rollbackd.config.model import load_config  # noqa: E402
+from rollbackd.host.http_client import HttpClient  # noqa: E402
 from rollbackd.probes import ProbeContext, build_probes, observe  # noqa: E402
 from rollbackd.probes.base import Probe  # noqa: E402
 from rollbackd.state.state_dir import StateDir  # noqa: E402
@@ -69,7 +69,7 @@ async def run(stack: Stack, seconds: float) -> Counting:
     shared = SharedObserver()
     shared.watch(counting, service.code_dir.resolve())
     try:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with HttpClient() as client:
             probes = build_probes(service, ProbeContext(http=client, state_dir=state_dir))
             for probe in probes:  # first runs: baselines, the vault, psutil
                 await observe(probe)

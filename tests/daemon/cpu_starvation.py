@@ -4,15 +4,18 @@ busy processes the test starts and stops. Nothing else on the machine is throttl
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 1_000_000  # one second: the process runs its share, then waits the rest (lag up to the rest)
 BUSY_PROCESSES = 6
+GROUP_EMPTY_ATTEMPTS = 50  # moves of the group's processes home before its rmdir gives up (about 10 s)
 
 
 def _v2_ready() -> bool:
@@ -74,13 +77,21 @@ class CpuStarvation:
     def lift(self) -> None:
         if self.group is not None and self.home is not None:
             # Every process in the group goes home: the daemon, and a service it started meanwhile (a child
-            # inherits its parent's cgroup), which must not stay starved.
-            for pid in (self.group / "cgroup.procs").read_text().split():
+            # inherits its parent's cgroup), which must not stay starved. A process forked while the others move
+            # lands in the group after its listing (rmdir then says EBUSY): move again until it is empty.
+            for attempt in range(GROUP_EMPTY_ATTEMPTS):
+                for pid in (self.group / "cgroup.procs").read_text().split():
+                    try:
+                        (self.home / "cgroup.procs").write_text(pid)
+                    except ProcessLookupError:
+                        continue
                 try:
-                    (self.home / "cgroup.procs").write_text(pid)
-                except ProcessLookupError:
-                    continue
-            self.group.rmdir()
+                    self.group.rmdir()
+                    break
+                except OSError as error:
+                    if error.errno != errno.EBUSY or attempt == GROUP_EMPTY_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.2)  # a process exiting in it leaves the group once it is reaped
             self.group = None
         for process in self.busy:
             process.kill()

@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     import asyncio
     import logging
 
+    from rollbackd.host.malloc_arenas import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts: one arena for all (20 services: -10.8 MiB of 76.8)
+
     from rollbackd.config.model import load_config
     from rollbackd.config.secrets import exposed_secrets_warning, secrets_in
     from rollbackd.metrics import daemon_metrics

@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 
-from rollbackd.host.malloc_arenas import operator_chose_arenas
+from rollbackd.host.glibc_malloc import operator_chose_arenas
 
 CHILD = """
 import ctypes, json, sys, threading
 from pathlib import Path
-from rollbackd.host.malloc_arenas import limit_malloc_arenas
+from rollbackd.host.glibc_malloc import limit_malloc_arenas
 
 limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
 libc = ctypes.CDLL(None)
@@ -67,3 +67,41 @@ def test_an_operators_malloc_arena_max_is_kept() -> None:
     assert result["limited"] is False
     assert result["arenas"] == 3  # the operator's four: the main arena and three of the threads'
     assert operator_chose_arenas({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+
+
+TRIM_CHILD = """
+import ctypes, json
+from pathlib import Path
+from rollbackd.host.glibc_malloc import PeriodicTrim
+
+def resident_mib():
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+now = [0.0]
+trim = PeriodicTrim(60.0, clock=lambda: now[0])
+blocks = [libc.malloc(4096) for _ in range(10_000)]  # 40 MiB, as a closed connection's page cache was
+for block in blocks:
+    libc.memset(block, 1, 4096)
+pinned = libc.malloc(4096)  # a live block above them: free() alone cannot shrink the heap
+for block in blocks:
+    libc.free(block)
+freed = resident_mib()
+now[0] = 30.0
+trim.tick()
+early = resident_mib()
+now[0] = 60.0
+trim.tick()
+print(json.dumps({"freed": freed, "early": early, "trimmed": resident_mib()}))
+"""
+
+
+def test_the_periodic_trim_hands_freed_heap_back_once_its_interval_passed() -> None:
+    child = subprocess.run([sys.executable, "-c", TRIM_CHILD], capture_output=True, text=True, timeout=60, check=True)
+    resident = json.loads(child.stdout)
+    assert resident["early"] > resident["freed"] - 5  # before its interval: nothing handed back
+    assert resident["trimmed"] < resident["freed"] - 30  # then the 40 MiB freed below the live block

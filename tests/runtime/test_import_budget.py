@@ -5,7 +5,9 @@ once it has sent READY=1 to a notify socket of its own; then the child lists ``s
 package costs MiB of RSS for the daemon's whole life: Alembic and SQLAlchemy (the state DB's queries go through
 ``sqlite3``; its upgrade, the one user of both, runs in a child process), httpx with httpcore and anyio (the
 daemon's HTTP is host/http_client.py on h11: ~6 MiB less, bench/RESULTS.md) and click/pygments (httpx's own
-command line). pydantic, prometheus_client and watchdog are loaded, and are not pinned here.
+command line). pydantic, prometheus_client and watchdog are loaded, and are not pinned here. Nor does a config
+without ``[service.replication]`` load the replica drills, and the daemon never loads the deploy/rehearse code
+(``rollbackd migrate`` and ``rehearse`` run it in their own process).
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.probes.game_database import make_game_database
 
 EXCLUDED = ("alembic", "sqlalchemy", "greenlet", "click", "pygments", "rich", "mako", "httpx", "httpcore", "anyio")
+# What a config that does not use it does not load (issue 13): packages, or modules by their full name.
+UNUSED_BY_THIS_CONFIG = ("rollbackd.replication.drill", "rollbackd.deploy")
 
 CHILD = """
 import json, os, signal, socket, sys, threading
@@ -61,8 +67,28 @@ def daemon_modules(tmp_path: Path) -> set[str]:
     return set(report["modules"])
 
 
-def test_the_started_daemon_loads_no_migration_framework_no_sqlalchemy_and_no_httpx(tmp_path: Path) -> None:
-    modules = daemon_modules(tmp_path)
+@pytest.fixture(scope="module")
+def started_daemon_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    return daemon_modules(tmp_path_factory.mktemp("import-budget"))
+
+
+def test_the_started_daemon_loads_no_migration_framework_no_sqlalchemy_and_no_httpx(
+    started_daemon_modules: set[str],
+) -> None:
+    modules = started_daemon_modules
     assert "rollbackd.runtime.daemon" in modules and "rollbackd.probes.integrity" in modules  # it did start
     loaded = sorted(name for name in modules if name.split(".")[0] in EXCLUDED)
+    assert not loaded, loaded
+
+
+def test_a_daemon_without_replication_loads_no_replica_drills_and_no_deploy_code(
+    started_daemon_modules: set[str],
+) -> None:
+    assert "rollbackd.runtime.service_runtime" in started_daemon_modules  # it did start, with a service runtime
+    loaded = sorted(
+        name
+        for name in started_daemon_modules
+        for unused in UNUSED_BY_THIS_CONFIG
+        if name == unused or name.startswith(unused + ".")
+    )
     assert not loaded, loaded

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.target.database import (
+    SCAN_CACHE_KIB,
     DatabaseUnavailable,
     connect_readonly,
     count_rows,
@@ -48,6 +49,16 @@ def test_readonly_connection_cannot_write(database: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         connection.execute("DELETE FROM players")
     connection.close()
+
+
+def test_a_scanning_connection_has_the_small_page_cache_and_others_sqlites_default(database: Path) -> None:
+    with closing(sqlite3.connect(database)) as plain:
+        default = plain.execute("PRAGMA cache_size").fetchone()[0]
+    with closing(connect_readonly(database, cache_kib=SCAN_CACHE_KIB)) as scanning:
+        assert scanning.execute("PRAGMA cache_size").fetchone()[0] == -SCAN_CACHE_KIB != default
+        assert count_rows(scanning, ["players"]) == {"players": 2}
+    with closing(connect_readonly(database)) as connection:
+        assert connection.execute("PRAGMA cache_size").fetchone()[0] == default
 
 
 def test_missing_database_is_not_created(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from rollbackd.observation import Observation
     from rollbackd.state.state_dir import StateDir
 
+TRIM_EVERY_SECONDS = 60.0  # how often the daemon hands its freed heap back to the kernel
+
 
 def register(commands: Subcommands) -> None:
     add_command(commands, "run", "run the daemon: probe, back up, recover (stops on SIGTERM/SIGINT)", run)
@@ -34,6 +36,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     import asyncio
     import logging
 
+    from rollbackd.host.glibc_malloc import PeriodicTrim, limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts: one arena for all (20 services: -10.8 MiB of 76.8)
+
     from rollbackd.config.model import load_config
     from rollbackd.config.secrets import exposed_secrets_warning, secrets_in
     from rollbackd.metrics import daemon_metrics
@@ -47,6 +53,9 @@ def run(args: argparse.Namespace) -> ExitCode:
     if exposed:
         logging.getLogger("rollbackd").warning("%s", exposed)
     daemon = Daemon(config, config_path=path, metrics=daemon_metrics())
+    # Freed heap handed back each minute (the first after start-up's backups and checks): 20 services -2.3 MiB,
+    # one -3 MiB, for ~2 ms of CPU per trim. In the process's entry point, as the arena limit: it is process-wide.
+    daemon.tick_listeners.append(PeriodicTrim(TRIM_EVERY_SECONDS).tick)
     try:
         asyncio.run(daemon.serve())
     except DaemonStartupError as error:

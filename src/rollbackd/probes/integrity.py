@@ -30,7 +30,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
-from rollbackd.target.database import DatabaseUnavailable, connect_readonly, index_names, read_revision
+from rollbackd.target.database import SCAN_CACHE_KIB, DatabaseUnavailable, connect_readonly, index_names, read_revision
 
 MAX_ERRORS = 20  # quick_check(N) / integrity_check(N): stop after N problems, list them
 MAX_FK_ROWS = 20  # violations listed in the detail
@@ -163,7 +163,9 @@ class IntegrityProbe:
     def _run_checks(self, kind: str) -> CheckResult:
         deadline = time.monotonic() + self.timeout
         stopping = self._stopping
-        connection = connect_readonly(self.database, timeout=min(self.timeout, 5.0))
+        # A quick_check reads each page once; the full check looks rows up in every index (SQLite's default cache).
+        cache = SCAN_CACHE_KIB if kind == "quick" else None
+        connection = connect_readonly(self.database, timeout=min(self.timeout, 5.0), cache_kib=cache)
         try:
             connection.set_progress_handler(
                 lambda: int(time.monotonic() > deadline or stopping.is_set()), PROGRESS_STEPS

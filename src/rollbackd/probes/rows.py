@@ -25,7 +25,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
 from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
-from rollbackd.target.database import DatabaseUnavailable, connect_readonly, count_rows, read_revision
+from rollbackd.target.database import SCAN_CACHE_KIB, DatabaseUnavailable, connect_readonly, count_rows, read_revision
 
 PROGRESS_STEPS = 10_000
 PERSIST_EVERY = 60.0
@@ -135,7 +135,7 @@ class RowsProbe:
     def _count(self) -> tuple[str | None, dict[str, int | None]]:
         deadline = time.monotonic() + self.timeout
         stopping = self._stopping
-        connection = connect_readonly(self.database, timeout=min(self.timeout, 5.0))
+        connection = connect_readonly(self.database, timeout=min(self.timeout, 5.0), cache_kib=SCAN_CACHE_KIB)
         try:
             connection.set_progress_handler(
                 lambda: int(time.monotonic() > deadline or stopping.is_set()), PROGRESS_STEPS

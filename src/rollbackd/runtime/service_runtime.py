@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollbackd.actions.executor import Executor
 from rollbackd.actions.quarantine import quarantine_script
@@ -33,7 +33,6 @@ from rollbackd.policy.interrupted import close_interrupted
 from rollbackd.policy.rules import effective_rules
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.probes.sqlite_lock import wal_summary
-from rollbackd.replication.drill import ReplicaDrills
 from rollbackd.replication.pause import ReplicationPause
 from rollbackd.runtime.alerts import WebhookAlerts
 from rollbackd.runtime.external_reads import External, ExternalReads
@@ -47,6 +46,9 @@ from rollbackd.target.control import ServiceControl
 from rollbackd.target.database import DatabaseUnavailable, connect_readonly, read_revision
 from rollbackd.target.verify import Expectations, Verification, Verifier
 from rollbackd.target.watch import DeployEvent, DeployWatcher, SharedObserver
+
+if TYPE_CHECKING:
+    from rollbackd.replication.drill import ReplicaDrills
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +100,14 @@ class ServiceRuntime:
             clock=clock,
             replication=replication,
         )
-        self.replica_drills = (
-            ReplicaDrills(service, state_dir=state_dir, metrics=metrics, clock=clock)
-            if service.replication is not None
-            else None
-        )
+        self.replica_drills: ReplicaDrills | None = None
+        if service.replication is not None:
+            # Imported here, not at the top: a daemon without [service.replication] never loads it. A runtime is
+            # built at start-up and at reload only, never at action time, so a package upgraded under a running
+            # daemon cannot mix its versions into it.
+            from rollbackd.replication.drill import ReplicaDrills
+
+            self.replica_drills = ReplicaDrills(service, state_dir=state_dir, metrics=metrics, clock=clock)
         self.verifier = Verifier(service, http)
         rules = effective_rules(service)
         self._deploy_window_open = metrics.deploy_window_open.labels(service=service.name)  # set at each evaluation

@@ -33,11 +33,10 @@ from tests.support.rollbackd_daemon import wait_for  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
 # The daemon's imports and config, nothing run: what `rollbackd run` holds before Daemon.serve() (cli/run.py's
-# imports, httpx kept from loading its command line as run() does).
+# imports).
 IMPORTS_ONLY = """
 import sys
 from pathlib import Path
-sys.modules.setdefault("httpx._main", None)
 import rollbackd.runtime.daemon
 from rollbackd.config.model import load_config
 from rollbackd.metrics import daemon_metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -39,7 +40,7 @@ from rollbackd.policy.engine import ActionContext, ActionOutcome
 from rollbackd.policy.rules import REPLICA_FALLBACK, Rung
 from rollbackd.replication.pause import NoPause, ReplicationPause
 from rollbackd.replication.restore import ReplicaRestoreError, adopt_copy, fetch_point, plan_point
-from rollbackd.state.service_lock import ServiceBusy, ServiceLock
+from rollbackd.state.service_lock import LockHolder, ServiceBusy, ServiceLock
 from rollbackd.state.state_dir import StateDir
 from rollbackd.state.vault import Vault
 from rollbackd.target.code_version import CodeVersionError, rollback_argv
@@ -95,6 +96,10 @@ class Executor:
             await asyncio.to_thread(lock.acquire, LOCK_WAIT)
         except ServiceBusy as busy:
             return ActionOutcome(False, str(busy))
+        superseded = _superseded_by(lock.previous, context)
+        if superseded:
+            await asyncio.to_thread(lock.release)
+            return ActionOutcome(False, superseded, superseded=True)
         commands: list[CommandResult] = []
         try:
             outcome = await self._carry_out(rung, context, commands)
@@ -616,3 +621,19 @@ def _iso(moment: float) -> str:
 
 def _with_commands(outcome: ActionOutcome, commands: list[CommandResult]) -> ActionOutcome:
     return replace(outcome, commands=outcome.commands + tuple(result.record() for result in commands))
+
+
+def _superseded_by(previous: LockHolder | None, context: ActionContext) -> str:
+    """Why the decision is stale, or '': while this action waited for the lock (the policy saw the lock free up to
+    a refresh ago), another process held it to change the database after the evidence began, e.g. a `rollbackd
+    migrate` that rolled its own deploy back. What the policy saw was that command's work, which it verified
+    itself; acting on it would undo what it did (a second restore loses what was written since)."""
+    if previous is None or not previous.changes_database or previous.pid == os.getpid():
+        return ""
+    ended = previous.released if previous.released is not None else previous.since
+    if ended is None or ended < context.decision.reading.since:
+        return ""
+    return (
+        f"{previous.purpose or 'another command'} (pid {previous.pid}) changed the database after the evidence "
+        "began: the evidence is stale, nothing was done; the policy looks again"
+    )

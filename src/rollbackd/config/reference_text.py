@@ -162,7 +162,8 @@ SECTION_NOTES: dict[str, str] = {
     "[[daemon.webhooks]]": (
         'Each alert event is POSTed as JSON: `source` (`"rollbackd"`), `host`, `service`, `event`, `at` (Unix '
         "time), plus the event's fields. Events: `incident_opened` (`incident`, `rule`, `explanation`), "
-        "`recovered` (`incident`, `rule`, `seconds`), `hold` (`incident`, `rule`, `reason`), `alerted` and "
+        "`recovered` (`incident`, `rule`, `seconds`), `superseded` (`incident`, `rule`, `reason`: another command "
+        "changed the database first), `hold` (`incident`, `rule`, `reason`), `alerted` and "
         "`dry_run` (`incident`, `rule`, `explanation`), `resumed` (`reason`). Also written inline: "
         '`webhooks = [{ url = "..." }]`.'
     ),

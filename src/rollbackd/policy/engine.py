@@ -95,6 +95,7 @@ class ActionOutcome:
     blocked_revision: str | None = None
     commands: tuple[Mapping[str, Any], ...] = ()  # each external command run: argv, exit code, output tail, duration
     detail: Mapping[str, Any] = field(default_factory=dict)
+    superseded: bool = False  # not carried out: another process changed the database after the evidence began
 
 
 class ActionRunner(Protocol):
@@ -353,6 +354,9 @@ class ServicePolicy:
                 break
             await self.transition(PolicyState.RECOVERING, f"{decision.rule.name}: {rung.describe()}")
             outcome = await self._act(rung, context)
+            if outcome.superseded:
+                await self._superseded(incident_id, decision, outcome.summary)
+                return
             if not outcome.ok:
                 failure = f"{rung.describe()} failed: {outcome.summary}"
                 continue
@@ -405,7 +409,7 @@ class ServicePolicy:
         except Exception as error:  # noqa: BLE001 - an action's bug must end in HOLD, never kill the daemon
             log.exception("%s: %s raised", self.service.name, rung.kind, extra={"service": self.service.name})
             outcome = ActionOutcome(False, f"{type(error).__name__}: {error}")
-        label = "success" if outcome.ok else "failed"
+        label = "success" if outcome.ok else "superseded" if outcome.superseded else "failed"
         await self._db(
             self.history.finish_action,
             action_id,
@@ -455,6 +459,14 @@ class ServicePolicy:
             )
         else:
             await self.transition(PolicyState.OK, f"recovered from {decision.rule.name} (incident {incident_id})")
+
+    async def _superseded(self, incident_id: int, decision: Decision, reason: str) -> None:
+        """The decision was overtaken by another process's change to the database: no action, no HOLD; what was
+        seen before now no longer counts, and the policy judges the service afresh."""
+        await self._db(self.history.close_incident, incident_id, "superseded", notes=reason)
+        self.ignore_before = max(self.ignore_before, self.clock())
+        self.alert("superseded", {"incident": incident_id, "rule": decision.rule.name, "reason": reason})
+        await self.transition(PolicyState.OK, f"{decision.rule.name}: {reason}")
 
     async def _hold(self, incident_id: int, decision: Decision, reason: str) -> None:
         await self._db(self.history.close_incident, incident_id, "hold", notes=reason)

@@ -35,7 +35,7 @@ API_PATH = "/api/v2/alerts"
 REFRESH = 60.0
 ANNOUNCED_FOR = 3600.0
 
-# event → (alertname, severity) of the alert it fires; "recovered" and "resumed" resolve instead.
+# event → (alertname, severity) of the alert it fires; "recovered", "superseded" and "resumed" resolve instead.
 FIRING_EVENTS = {
     "incident_opened": ("RollbackdIncident", "critical"),
     "hold": ("RollbackdIncident", "critical"),
@@ -108,6 +108,8 @@ class AlertmanagerAlerts:
             alerts = [self._resolve(key, now, "resumed by an operator") for key in self._keys_of(service)]
         elif event == "recovered":
             alerts = [self._resolve((service, rule), now, f"recovered after {float(payload.get('seconds', 0)):.0f}s")]
+        elif event == "superseded":  # another command changed the database first: nothing left to recover
+            alerts = [self._resolve((service, rule), now, str(payload.get("reason", "superseded")))]
         elif event in FIRING_EVENTS:
             alerts = [self._fire(service, event, rule, payload, now)]
         else:

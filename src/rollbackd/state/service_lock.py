@@ -64,6 +64,8 @@ class ServiceLock:
         self.changes_database = changes_database
         self._fd: int | None = None
         self._since = 0.0
+        # Who held the lock last before this acquire() took it (from the text it left), None when nobody had.
+        self.previous: LockHolder | None = None
 
     def acquire(self, timeout: float = 0.0, poll: float = 0.2) -> None:
         """Take the lock, waiting up to ``timeout`` seconds. Raise ServiceBusy naming the holder."""
@@ -83,6 +85,7 @@ class ServiceLock:
                     raise ServiceBusy(f"service {self.service!r} is busy: {holder}") from None
                 time.sleep(poll if now < deadline else INSPECT_GRACE / 10)
         self._since = time.time()
+        self.previous = _holder(False, _parse(os.pread(fd, 4096, 0))) if os.fstat(fd).st_size else None
         self._write(fd, {})
         self._fd = fd
 
@@ -131,16 +134,7 @@ class ServiceLock:
             raw = os.read(fd, 4096)
         finally:
             os.close(fd)
-        info = _parse(raw)
-        pid, since, released = info.get("pid"), info.get("since"), info.get("released")
-        return LockHolder(
-            held,
-            pid if isinstance(pid, int) else None,
-            str(info.get("purpose", "")),
-            float(since) if isinstance(since, int | float) else None,
-            info.get("changes_database") is True,
-            float(released) if isinstance(released, int | float) and not held else None,
-        )
+        return _holder(held, _parse(raw))
 
     def look(self, previous: LockLook | None = None) -> LockLook:
         """inspect(), or ``previous`` again when one stat proves nothing changed: the file is the one ``previous``
@@ -182,3 +176,15 @@ def _parse(raw: bytes) -> dict[str, object]:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def _holder(held: bool, info: dict[str, object]) -> LockHolder:
+    pid, since, released = info.get("pid"), info.get("since"), info.get("released")
+    return LockHolder(
+        held,
+        pid if isinstance(pid, int) else None,
+        str(info.get("purpose", "")),
+        float(since) if isinstance(since, int | float) else None,
+        info.get("changes_database") is True,
+        float(released) if isinstance(released, int | float) and not held else None,
+    )

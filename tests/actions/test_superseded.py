@@ -11,19 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from rollbackd.actions.executor import Executor
 from rollbackd.backup.snapshot import take_backup
-from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import Reading
-from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import effective_rules
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
-from rollbackd.state.vault import Vault
-from rollbackd.target.control import ServiceControl
 from tests.backup.helpers import make_database, make_service
 from tests.backup.test_restore import control_log, marker_control
+from tests.support.executor import executor_for
 
 HOLDER = """
 import sys
@@ -47,14 +43,7 @@ def test_a_restore_that_waited_for_a_migrate_holding_the_database_is_superseded_
     state_dir.ensure()
     history = History(state_dir.history_db)
     history.upgrade()
-    executor = Executor(
-        service,
-        state_dir=state_dir,
-        control=ServiceControl(service),
-        vault=Vault(state_dir.vault(service.name)),
-        deploys=DeployTracker(service, history, time.time),
-        metrics=Metrics(),
-    )
+    executor = executor_for(service, state_dir, history)
     rule = next(rule for rule in effective_rules(service) if rule.name == "data-loss")
     reading = Reading("rows_dropped", since=time.time(), explanation="rows dropped")
     context = ActionContext(service.name, 1, Decision(service.name, rule, reading, None))

@@ -14,24 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from rollbackd.actions.executor import Executor
 from rollbackd.backup.catalog import list_backups
 from rollbackd.backup.snapshot import take_backup
 from rollbackd.config.model import ServiceConfig
-from rollbackd.metrics import Metrics
 from rollbackd.policy.conditions import DeployWindow, Reading
-from rollbackd.policy.deploys import DeployTracker
 from rollbackd.policy.engine import ActionContext, ActionOutcome, Decision
 from rollbackd.policy.rules import Rule, Rung
 from rollbackd.replication.restore import ReplicaRestoreError, fetch_point
 from rollbackd.state.history import History
 from rollbackd.state.state_dir import StateDir
-from rollbackd.state.vault import Vault
-from rollbackd.target.control import ServiceControl
 from tests.backup.helpers import REVISION, grow_database, make_database, make_service
 from tests.backup.test_restore import add_players, control_log, marker_control
+from tests.support.executor import executor_for
 
 from .litestream_child import LitestreamChild, players
 
@@ -66,15 +61,7 @@ def run_rung(
     history = History(state_dir.history_db)
     history.upgrade()
     try:
-        executor = Executor(
-            service,
-            state_dir=state_dir,
-            control=ServiceControl(service),
-            vault=Vault(state_dir.vault(service.name)),
-            deploys=DeployTracker(service, history, time.time),
-            metrics=Metrics(CollectorRegistry()),
-            replication=child,
-        )
+        executor = executor_for(service, state_dir, history, replication=child)
         reading = Reading("operator", time.time(), "a test asks for a restore", {"rows_before": {"players": 6}})
         decision = Decision(service.name, Rule("manual", "operator", (rung,), "test", priority=0), reading, deploy)
         return asyncio.run(executor.execute(rung, ActionContext(service.name, None, decision, automatic=False)))

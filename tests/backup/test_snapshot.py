@@ -18,6 +18,7 @@ from rollbackd.backup.manifest import read_manifest
 from rollbackd.backup.snapshot import BackupError, remove_stale_partials, snapshot_database, take_backup
 from rollbackd.metrics import Metrics
 from rollbackd.target import database
+from tests.support.tmpfs import mounted_tmpfs
 
 from .helpers import REVISION, TABLES, Writer, grow_database, make_database, make_service, rows
 
@@ -154,17 +155,8 @@ def test_free_space_guard_refuses_up_front(tmp_path: Path, metrics: Metrics) -> 
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({result.stderr.strip()}); the disk-full path is untested")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=2m", "the disk-full path is untested") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.mark.root
@@ -253,14 +245,7 @@ def test_metrics_after_a_backup(tmp_path: Path, metrics: Metrics) -> None:
 def test_a_backup_dir_on_a_read_only_mount_is_reported_as_outside_read_write_paths(tmp_path: Path) -> None:
     # What ProtectSystem=strict makes of every path no ReadWritePaths= names: a read-only mount, whatever the
     # owner and mode (tests/systemd proves the same line under the real unit).
-    mount_point = tmp_path / "read-only"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({result.stderr.strip()})")
-    try:
+    with mounted_tmpfs(tmp_path / "read-only", "ro,size=1m", "the read-only path is untested") as mount_point:
         make_database(make_service(tmp_path).database)
         for backup_dir, expected in (
             (mount_point, f"backup dir {mount_point} is on a read-only file system here: under systemd, add it"),
@@ -272,5 +257,3 @@ def test_a_backup_dir_on_a_read_only_mount_is_reported_as_outside_read_write_pat
             assert caught.value.reason == "dir_unwritable"
             assert str(caught.value).startswith(expected), caught.value
             assert "ReadWritePaths= in a drop-in of rollbackd.service" in str(caught.value)
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)

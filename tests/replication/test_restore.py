@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from rollbackd.state.state_dir import StateDir
 from tests.backup.helpers import REVISION, grow_database, make_database, make_service
 from tests.backup.test_restore import add_players, control_log, marker_control
 from tests.support.executor import executor_for
+from tests.support.tmpfs import mounted_tmpfs
 
 from .litestream_child import LitestreamChild, players
 
@@ -150,17 +150,8 @@ def test_a_moment_before_the_replica_began_is_refused_with_nothing_written(
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs here ({result.stderr.strip()}); the disk-full path is untested")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=1m", "the disk-full path is untested") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.mark.root

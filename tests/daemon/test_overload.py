@@ -136,7 +136,14 @@ def test_a_starved_daemon_holds_its_decisions_then_acts_on_real_faults(
         timeout=120,
         log=daemon.log_tail,
     )
-    assert metric(daemon, "rollbackd_overloaded") == 1  # still starved: it did not wait for calm
+    # Still starved: it did not wait for calm. (A scrape the starved daemon has no CPU to answer yet is retried.)
+    [overloaded] = wait_for(
+        lambda: answered if (answered := [metric(daemon, "rollbackd_overloaded")]) != [None] else None,
+        "a scrape the starved daemon answers",
+        timeout=60,
+        log=daemon.log_tail,
+    )
+    assert overloaded == 1
     assert corrupt.actions and corrupt.actions[0].action == "restore", daemon.log_tail()
     starvation.lift()
     daemon.assert_running()

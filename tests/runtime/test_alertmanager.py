@@ -135,7 +135,7 @@ def test_an_incident_is_listed_with_its_labels_and_resolved_when_the_service_rec
 def test_an_alertmanager_that_does_not_answer_is_retried_then_counted(alertmanager: str) -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.initialise_service("amdead", [], {})
-    dead = AlertmanagerConfig(url=f"http://127.0.0.1:{free_port()}", timeout="1s", retries=1)
+    dead = AlertmanagerConfig(url=f"http://127.0.0.1:{free_port()}", timeout=1.0, retries=1)
     live = AlertmanagerConfig(url=alertmanager)
 
     async def run() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rollbackd.config.model import AlertmanagerConfig, WebhookConfig
+from rollbackd.config.model import AlertmanagerConfig, WebhookConfig, validated
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.runtime.alerts import WebhookAlerts
@@ -55,7 +55,7 @@ def receiver() -> Iterator[str]:
 
 
 def webhook(url: str, **settings: object) -> WebhookConfig:
-    return WebhookConfig.model_validate({"url": url, **settings})
+    return validated(WebhookConfig, {"url": url, **settings})
 
 
 def send(webhooks: list[WebhookConfig], metrics: Metrics) -> None:
@@ -133,8 +133,9 @@ def test_an_alertmanager_that_echoes_the_request_has_its_answer_logged_without_t
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echoing)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    target = AlertmanagerConfig.model_validate(
-        {"url": f"http://ops:pw4am@127.0.0.1:{server.server_port}/{{secret:Amsecret42}}", "retries": 0}
+    target = validated(
+        AlertmanagerConfig,
+        {"url": f"http://ops:pw4am@127.0.0.1:{server.server_port}/{{secret:Amsecret42}}", "retries": 0},
     )
     metrics = Metrics()
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rollbackd.config.model import ServiceConfig, SmokeStep, load_config
+from rollbackd.config.model import ServiceConfig, SmokeStep, load_config, validated
 from rollbackd.host.http_client import HttpClient
 from rollbackd.target.verify import Expectations, Verification, Verifier
 from tests.support.stack import Stack
@@ -84,7 +85,7 @@ def test_each_unmet_expectation_fails_its_own_item(stack: Stack) -> None:
 
 def test_an_impossible_latency_bound_fails_performance(stack: Stack) -> None:
     service = load_config(stack.config_path).service[0]
-    strict = service.model_copy(update={"verify": service.verify.model_copy(update={"latency_bound": 1e-6})})
+    strict = replace(service, verify=replace(service.verify, latency_bound=1e-6))
     result = verify(strict, Expectations())
     assert items(result)["performance"][0] is False
     assert "bound" in items(result)["performance"][2]
@@ -114,10 +115,8 @@ async def _verify_quickly(service: ServiceConfig) -> Verification:
 
 def test_a_200_that_says_degraded_fails_the_health_item_and_a_smoke_step(stack: Stack) -> None:
     service = load_config(stack.config_path).service[0]
-    probe_health = SmokeStep.model_validate(
-        {"name": "health says ok", "path": "/health", "expect_json": {"/status": "ok"}}
-    )
-    smoke_only = service.model_copy(update={"verify": service.verify.model_copy(update={"smoke": [probe_health]})})
+    probe_health = validated(SmokeStep, {"name": "health says ok", "path": "/health", "expect_json": {"/status": "ok"}})
+    smoke_only = replace(service, verify=replace(service.verify, smoke=[probe_health]))
     with stack.client() as client:
         assert client.post("/chaos", json={"health_degraded": True}).status_code == 200
     try:
@@ -126,8 +125,8 @@ def test_a_200_that_says_degraded_fails_the_health_item_and_a_smoke_step(stack: 
         ok, _, detail = checked["smoke: health says ok"]
         assert not ok
         assert detail == "unexpected_body: GET /health returned /status is 'degraded', expected 'ok'"
-        health = service.probes.health.model_copy(update={"expect_json": {"/status": "ok"}})
-        expecting = smoke_only.model_copy(update={"probes": service.probes.model_copy(update={"health": health})})
+        health = replace(service.probes.health, expect_json={"/status": "ok"})
+        expecting = replace(smoke_only, probes=replace(service.probes, health=health))
         ok, _, detail = items(asyncio.run(_verify_quickly(expecting)))["service health"]
         assert not ok
         assert detail.startswith("unexpected_body: GET /health returned 200")

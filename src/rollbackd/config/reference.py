@@ -1,14 +1,15 @@
 """docs/CONFIG.md, generated from the config models: every key with its type, default, unit and description.
 
-Types, defaults and units come from the pydantic models themselves (the one source of what is valid); the
-descriptions are kept here, keyed by path, and a test fails when a key has none, a description names a key
-that no longer exists, or docs/CONFIG.md differs from what this module renders.
+Types, defaults and units come from the config's dataclasses and their markers (the one source of what is
+valid); the descriptions are kept here, keyed by path, and a test fails when a key has none, a description
+names a key that no longer exists, or docs/CONFIG.md differs from what this module renders.
 
     python -m rollbackd.config.reference > docs/CONFIG.md
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from collections.abc import Iterator
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, TypeAdapter
-from pydantic.fields import FieldInfo
+from pydantic import TypeAdapter
 
-from rollbackd.config.model import Config, _as_duration, _as_size
+from rollbackd.config.model import Config, _as_duration, _as_size, field_types, toml_key
 from rollbackd.config.reference_text import DESCRIPTIONS, SECTION_NOTES
+from rollbackd.config.validation_markers import Before, Ge, Gt, Le, Lt, MinLen
 
 HEADER = """\
 # rollbackd configuration reference
@@ -47,16 +48,43 @@ class KeyRow:
     unit: str
 
 
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of a config class as the reference reads it."""
+
+    field: dataclasses.Field[Any]
+    annotation: Any  # the type, its own outer ``Annotated`` markers taken off
+    metadata: tuple[Any, ...]  # those markers
+
+    def is_required(self) -> bool:
+        return self.field.default is dataclasses.MISSING and self.field.default_factory is dataclasses.MISSING
+
+    def get_default(self) -> Any:
+        if self.field.default_factory is not dataclasses.MISSING:
+            return self.field.default_factory()
+        return self.field.default
+
+
+def _fields(model: type[Any]) -> Iterator[ConfigField]:
+    types_by_name = field_types(model)
+    for field in dataclasses.fields(model):
+        annotation = types_by_name[field.name]
+        if get_origin(annotation) is Annotated:
+            yield ConfigField(field, get_args(annotation)[0], annotation.__metadata__)
+        else:
+            yield ConfigField(field, annotation, ())
+
+
 def rows() -> list[KeyRow]:
-    """Every key of the config, in the models' order."""
+    """Every key of the config, in the classes' order."""
     return list(_walk(Config, "", ""))
 
 
-def _walk(model: type[BaseModel], path: str, section: str) -> Iterator[KeyRow]:
+def _walk(model: type[Any], path: str, section: str) -> Iterator[KeyRow]:
     leaves: list[KeyRow] = []
     nested: list[Iterator[KeyRow]] = []
-    for name, info in model.model_fields.items():
-        key = info.alias or name
+    for info in _fields(model):
+        key = toml_key(info.field)
         full = f"{path}.{key}" if path else key
         inner, _optional = _unwrap_optional(info.annotation)
         if _is_model(inner):
@@ -65,7 +93,7 @@ def _walk(model: type[BaseModel], path: str, section: str) -> Iterator[KeyRow]:
             nested.append(_walk(get_args(inner)[0], full, f"[[{full}]]"))
         elif _union_of_models(inner):
             for variant in get_args(inner):
-                kind = variant.model_fields["kind"].default
+                kind = next(each.field.default for each in _fields(variant) if each.field.name == "kind")
                 kind_text = f'"{kind}"' if isinstance(kind, str) else _literal_values(variant, "kind")
                 nested.append(_walk(variant, f"{full}.{kind_text.strip(chr(34))}", f"[{full}] (kind = {kind_text})"))
         else:
@@ -76,7 +104,7 @@ def _walk(model: type[BaseModel], path: str, section: str) -> Iterator[KeyRow]:
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
 def _union_of_models(annotation: Any) -> bool:
@@ -91,35 +119,34 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _literal_values(model: type[BaseModel], field: str) -> str:
-    return " | ".join(f'"{value}"' for value in get_args(model.model_fields[field].annotation))
+def _literal_values(model: type[Any], field: str) -> str:
+    return " | ".join(f'"{value}"' for value in get_args(field_types(model)[field]))
 
 
-def _metadata(info: FieldInfo) -> list[Any]:
+def _metadata(info: ConfigField) -> list[Any]:
     """The field's constraints and validators, also those inside ``X | None`` and ``list[X]``."""
     found = list(info.metadata)
     stack: list[Any] = [info.annotation]
     while stack:
         annotation = stack.pop()
         if get_origin(annotation) is Annotated:
-            for item in annotation.__metadata__:
-                found.extend(item.metadata if isinstance(item, FieldInfo) else [item])
+            found.extend(annotation.__metadata__)
             stack.append(get_args(annotation)[0])
         else:
             stack.extend(get_args(annotation))
     return found
 
 
-def _kind(info: FieldInfo) -> str:
+def _kind(info: ConfigField) -> str:
     for item in _metadata(info):
-        if isinstance(item, BeforeValidator) and item.func is _as_duration:
+        if isinstance(item, Before) and item.func is _as_duration:
             return "duration"
-        if isinstance(item, BeforeValidator) and item.func is _as_size:
+        if isinstance(item, Before) and item.func is _as_size:
             return "size"
     return ""
 
 
-def _type_text(info: FieldInfo) -> str:
+def _type_text(info: ConfigField) -> str:
     kind = _kind(info)
     inner, optional = _unwrap_optional(info.annotation)
     text = kind or _annotation_text(inner)
@@ -152,18 +179,18 @@ def _annotation_text(annotation: Any) -> str:
 
 
 def _limit_text(item: Any) -> str:
-    for attribute, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if getattr(item, attribute, None) is not None and type(item).__name__.lower() == attribute:
-            return f"{sign} {getattr(item, attribute)}"
-    if type(item).__name__ == "MinLen":
+    for limit, sign in ((Ge, ">="), (Gt, ">"), (Le, "<="), (Lt, "<")):
+        if isinstance(item, limit):
+            return f"{sign} {item.value}"
+    if isinstance(item, MinLen):
         return f"at least {item.min_length}"
     return ""
 
 
-def _default_text(info: FieldInfo) -> str:
+def _default_text(info: ConfigField) -> str:
     if info.is_required():
         return "required"
-    default = info.get_default(call_default_factory=True)
+    default = info.get_default()
     if default is None:
         return "unset"
     annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
@@ -184,7 +211,7 @@ def _toml_value(value: Any) -> str:
     return str(value)
 
 
-def _unit_text(info: FieldInfo) -> str:
+def _unit_text(info: ConfigField) -> str:
     return {"duration": "seconds, as `5s`, `1h`", "size": "bytes, as `512MiB`"}.get(_kind(info), "")
 
 

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -437,13 +437,8 @@ class Daemon:
         ]
         if restart_needed:
             log.warning("reload: %s changed; that takes a restart (the rest is applied)", ", ".join(restart_needed))
-            new = new.model_copy(
-                update={
-                    "daemon": new.daemon.model_copy(
-                        update={key: getattr(self.config.daemon, key) for key in restart_needed}
-                    )
-                }
-            )
+            kept = {key: getattr(self.config.daemon, key) for key in restart_needed}
+            new = replace(new, daemon=replace(new.daemon, **kept))
         daemon_changed = new.daemon != self.config.daemon
         old_services = {service.name: service for service in self.config.service}
         new_services = {service.name: service for service in new.service}

@@ -176,3 +176,35 @@ def test_rollbackd_status_answers_while_reloads_add_and_remove_a_service(
     assert failures == [], failures[:3]
     assert "status request failed" not in caplog.text
     assert {"alpha", "beta"} in answers and {"alpha"} in answers  # it did see the services change
+
+
+def test_a_reload_that_moves_the_state_dir_keeps_the_running_one_and_applies_the_rest(
+    tmp_path: Path, make_app: Callable[[str], VbrpgApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    """state_dir holds the history DB and the status socket the daemon has open: a reload cannot move it (that
+    takes a restart, and the log says so), but the rest of the file (here dry_run) is applied."""
+    alpha = make_app("alpha")
+    state = tmp_path / "state"
+    config = tmp_path / "rollbackd.toml"
+    config.write_text(daemon_toml(state, None) + service_toml(alpha, "alpha"))
+    with serving(alpha):
+        daemon = Daemon(load_config(config), config_path=config)
+
+        async def reload_with_another_state_dir() -> None:
+            serving_task = asyncio.create_task(daemon.serve())
+            try:
+                while not daemon.ready:
+                    await asyncio.sleep(0.05)
+                moved = daemon_toml(tmp_path / "elsewhere", None, dry_run=True)
+                config.write_text(moved + service_toml(alpha, "alpha"))
+                await daemon.reload()
+            finally:
+                daemon.request_exit()
+                await serving_task
+
+        asyncio.run(asyncio.wait_for(reload_with_another_state_dir(), 120))
+
+    assert daemon.config.daemon.state_dir == state
+    assert daemon.config.daemon.dry_run is True
+    assert "reload: state_dir changed; that takes a restart (the rest is applied)" in caplog.text
+    assert not (tmp_path / "elsewhere").exists()

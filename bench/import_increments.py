@@ -4,13 +4,22 @@ imported above it (issue 13: where the daemon's memory goes).
     .venv/bin/python bench/import_increments.py asyncio pydantic rollbackd.config.model httpx \\
         rollbackd.runtime.daemon load:config/demo.toml
 
-``load:PATH`` loads a rollbackd config file (pydantic builds the config's validator then).
+``load:PATH`` loads a rollbackd config file (pydantic builds the config's validator then); ``pickled:PATH`` has a
+child interpreter load it and unpickles the result here, as a daemon that validates in a child would hold it;
+``trim`` collects garbage and calls ``malloc_trim(0)``, as the running daemon does now and then
+(host/glibc_malloc.py): what an import leaves resident once the heap its compiling used is handed back.
+
+    .venv/bin/python bench/import_increments.py asyncio rollbackd.runtime.daemon pickled:config/demo.toml trim
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import importlib
+import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +32,15 @@ def resident_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+# The child's side of ``pickled:PATH``: validate, then write the config pickled to stdout.
+LOAD_AND_PICKLE = """
+import pickle, sys
+from pathlib import Path
+from rollbackd.config.model import load_config
+sys.stdout.buffer.write(pickle.dumps(load_config(Path(sys.argv[1]))))
+"""
+
+
 def main(steps: list[str]) -> int:
     before = resident_mib()
     print(f"{'interpreter':40s} {before:6.1f}")
@@ -31,6 +49,13 @@ def main(steps: list[str]) -> int:
             from rollbackd.config.model import load_config
 
             load_config(Path(step.removeprefix("load:")))
+        elif step == "trim":
+            gc.collect()
+            ctypes.CDLL(None).malloc_trim(0)
+        elif step.startswith("pickled:"):
+            path = step.removeprefix("pickled:")
+            child = subprocess.run([sys.executable, "-c", LOAD_AND_PICKLE, path], capture_output=True, check=True)
+            pickle.loads(child.stdout)  # noqa: S301 - our own child's output
         else:
             importlib.import_module(step)
         now = resident_mib()
@@ -41,5 +66,7 @@ def main(steps: list[str]) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("steps", nargs="+", help="module names to import, or load:PATH of a rollbackd config")
+    parser.add_argument(
+        "steps", nargs="+", help="module names to import, load:PATH or pickled:PATH of a rollbackd config, or trim"
+    )
     sys.exit(main(parser.parse_args().steps))

@@ -117,4 +117,4 @@ def test_a_service_whose_data_dir_vanished_does_not_stop_the_other_being_probed_
             daemon.assert_running()
             daemon.signal(signal.SIGTERM)
             assert daemon.process.wait(timeout=60) == 0, daemon.log_tail()
-    assert "Traceback" not in daemon.log_text()
+    daemon.assert_no_traceback()

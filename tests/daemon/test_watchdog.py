@@ -134,4 +134,4 @@ def test_pings_go_on_while_a_reload_waits_for_the_service_lock(
                 lock.release()
             notify.wait_index("READY", "1", start=reloading)
             assert daemon.stop() == 0, daemon.log_tail()
-    assert "Traceback" not in daemon.log_text()
+    daemon.assert_no_traceback()

@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rollbackd.cli.status import replication_line
 from rollbackd.config.model import ServiceConfig
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
@@ -23,6 +25,7 @@ from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.replication import ReplicationProbe
 from rollbackd.replication.litestream import Litestream, ReplicaUnreachable, prepare, read_replica
 from rollbackd.replication.supervisor import Backoff, ChildState, LitestreamSupervisor
+from rollbackd.state.service_lock import ServiceLock
 from rollbackd.state.state_dir import StateDir
 from tests.backup.helpers import make_database, make_service
 from tests.replication.s3_server import KEY, SECRET, S3Server, rclone_s3
@@ -130,6 +133,72 @@ def test_the_child_replicates_pauses_for_a_swap_and_resumes(tmp_path: Path) -> N
     sample = metrics.registry.get_sample_value
     assert sample("rollbackd_replication_up", {"service": "vbrpg"}) == 1
     assert sample("rollbackd_replication_last_replicated_timestamp_seconds", {"service": "vbrpg"}) > 0
+
+
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from rollbackd.state.service_lock import ServiceLock
+lock = ServiceLock(Path(sys.argv[1]), "vbrpg", "rollbackd restore", changes_database=True)
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def test_no_child_starts_while_another_process_holds_the_service_to_swap_its_database(tmp_path: Path) -> None:
+    # A `rollbackd restore` asked the daemon before this one (a restart, or a reload that replaced the supervisor)
+    # to pause replication: this supervisor never got that request, only the lock says a swap may be under way.
+    service = service_with(tmp_path, 'type = "file"\npath = "../replica"')
+    state_dir = StateDir(tmp_path / "state")
+    supervisor = LitestreamSupervisor(service, state_dir=state_dir, metrics=Metrics())
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(state_dir.root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+
+            async def scenario() -> None:
+                await supervisor.start()
+                try:
+                    await eventually(lambda: supervisor.waiting_for is not None, "the supervisor waits for the holder")
+                    assert supervisor.waiting_for == f"rollbackd restore (pid {holder.pid})"
+                    assert supervisor.state is ChildState.PAUSED and supervisor.pid is None
+                    assert "while rollbackd restore" in replication_line(supervisor.describe(), time.time())
+                    assert holder.stdin is not None
+                    holder.stdin.close()  # the restore is done: it lets go of the lock
+                    await eventually(lambda: supervisor.running, "the child starts once the lock is let go")
+                    assert supervisor.waiting_for is None
+                finally:
+                    await supervisor.stop()
+
+            asyncio.run(scenario())
+        finally:
+            holder.kill()
+
+
+def test_the_daemons_own_hold_of_the_lock_does_not_keep_its_child_from_starting(tmp_path: Path) -> None:
+    # Its own actions pause the child themselves (ReplicationPause): the lock held by this process is no swap to
+    # wait out (the daemon's start-up takes it to finish an interrupted restore, then starts the child).
+    service = service_with(tmp_path, 'type = "file"\npath = "../replica"')
+    state_dir = StateDir(tmp_path / "state")
+    supervisor = LitestreamSupervisor(service, state_dir=state_dir, metrics=Metrics())
+    lock = ServiceLock(state_dir.root, "vbrpg", "restore", changes_database=True)
+    lock.acquire()
+
+    async def scenario() -> None:
+        await supervisor.start()
+        try:
+            await eventually(lambda: supervisor.running, "the child runs")
+            assert supervisor.waiting_for is None
+        finally:
+            await supervisor.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lock.release()
 
 
 def test_s3_replica_through_a_real_server_without_the_ca_bundle(tmp_path: Path, s3: S3Server) -> None:

@@ -245,6 +245,13 @@ class DaemonProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def assert_no_traceback(self) -> None:
+        """Fail with the first traceback in the daemon's log and what led to it, so a rare one can be read."""
+        text = self.log_text()
+        if "Traceback" in text:
+            at = text.index("Traceback")
+            raise AssertionError(f"a traceback in the daemon's log:\n{text[max(0, at - 1500) : at + 3000]}")
+
     def assert_running(self) -> None:
         if self.process.poll() is not None:
             raise AssertionError(f"rollbackd run exited with {self.process.returncode}:\n{self.log_tail()}")

@@ -225,6 +225,8 @@ def render(status: dict[str, Any], now: float, *, utc: bool = False) -> str:
 def replication_line(replication: dict[str, Any], now: float) -> str:
     """ "running, replicated 2s ago (lag 0s), snapshot 40m ago" or "DOWN: unreachable (...)" for the status."""
     who = f"unit {replication['unit']}" if replication.get("unit") else str(replication.get("state", "unknown"))
+    if replication.get("waiting_for"):
+        who += f" while {replication['waiting_for']} changes the database"
     parts = [who]
     if replication.get("replicated_at"):
         parts.append(f"replicated {humanize_age(now - float(replication['replicated_at']))} ago")

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ from rollbackd.replication.litestream import (
 # Re-exported: they were defined here before pause.py, and other code may still import them from here.
 from rollbackd.replication.pause import ReplicationControlError as ReplicationControlError
 from rollbackd.replication.pause import ReplicationPause as ReplicationPause
+from rollbackd.state.service_lock import LockHolder, ServiceLock
 from rollbackd.state.state_dir import StateDir
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ STOP_TIMEOUT = 10.0  # SIGTERM, then this long for Litestream's last sync, then 
 CONTROL_TIMEOUT = 60.0  # pause()/resume() from a worker thread wait at most this long
 SYSTEMCTL_TIMEOUT = 90.0
 REPEAT_WINDOW = 60.0
+# How often a child kept from starting by another process's swap looks at the service lock again.
+SWAP_HOLDER_POLL = 1.0
 
 # Litestream's words for a replica refusing who we are (S3 SDK errors), and for one that cannot be reached.
 CREDENTIAL_ERRORS = (
@@ -141,6 +145,7 @@ class LitestreamSupervisor:
         self._stopping = False
         self._stop_reason: str | None = None  # why the supervisor itself ended the current child
         self._last_line: tuple[str, float] | None = None
+        self.waiting_for: str | None = None  # another process's swap the child waits out ("rollbackd restore ...")
 
     # Lifecycle (on the event loop)
 
@@ -215,6 +220,14 @@ class LitestreamSupervisor:
             if self._paused:
                 await self._wait_for_change(None)
                 continue
+            holder = await asyncio.to_thread(self._swap_holder)
+            if holder is not None:
+                self._wait_out(holder)
+                await self._wait_for_change(SWAP_HOLDER_POLL)
+                continue
+            if self.waiting_for is not None:
+                log.info("%s: %s let go of the service; replicating", self.name, self.waiting_for, extra=self._extra)
+                self.waiting_for = None
             if self.state is not ChildState.REFUSED:  # a refusal looked at again stays one until it starts
                 self.state = ChildState.STARTING
             try:
@@ -250,6 +263,34 @@ class LitestreamSupervisor:
             await self._wait_for_change(delay)
             self.retry_at = None
             self.restarts += 1
+
+    def _swap_holder(self) -> LockHolder | None:
+        """Another process holding the service's lock to change the database, or None.
+
+        A `rollbackd restore` asks the daemon to pause the child over the status socket, and the pause lasts as
+        long as that connection. A daemon restarted meanwhile, or a reload that replaced this supervisor, never
+        got that request: the lock, which the restore holds from its first step to its last, is what says a swap
+        may be under way. The daemon's own actions hold it too, from this process, and pause the child
+        themselves."""
+        try:
+            holder = ServiceLock(self.state_dir.root, self.name, "").inspect()
+        except OSError:
+            return None
+        if holder is None or not holder.held or not holder.changes_database or holder.pid == os.getpid():
+            return None
+        return holder
+
+    def _wait_out(self, holder: LockHolder) -> None:
+        waiting_for = f"{holder.purpose or 'another process'} (pid {holder.pid})"
+        if waiting_for != self.waiting_for:
+            log.warning(
+                "%s: not replicating while %s changes the database; starting once it lets go",
+                self.name,
+                waiting_for,
+                extra=self._extra,
+            )
+        self.waiting_for = waiting_for
+        self.state = ChildState.PAUSED
 
     def _prepare(self) -> Litestream:
         check_wal_mode(self.service.database)
@@ -412,6 +453,7 @@ class LitestreamSupervisor:
             "last_error": self.last_error,
             "last_error_reason": self.last_error_reason,
             "last_error_at": self.last_error_at,
+            "waiting_for": self.waiting_for,
         }
 
     @property

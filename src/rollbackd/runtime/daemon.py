@@ -33,7 +33,8 @@ from prometheus_client import start_http_server
 
 from rollbackd import __version__
 from rollbackd.backup.restore_journal import pending_summary
-from rollbackd.config.model import Config, ConfigError, ServiceConfig, load_config
+from rollbackd.config.child_load import load_config_in_child
+from rollbackd.config.model import Config, ConfigError, ServiceConfig
 from rollbackd.config.preflight import preflight_problems
 from rollbackd.config.secrets import secrets_in
 from rollbackd.host.http_client import HttpClient
@@ -424,7 +425,7 @@ class Daemon:
             return
         self.notifier.reloading()
         try:
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = await asyncio.to_thread(load_config_in_child, self.config_path)
         except ConfigError as error:
             log.error("reload rejected, the running config stays: %s", error.render().replace("\n", "; "))
             self.metrics.config_reloads.labels(outcome="rejected").inc()

@@ -158,7 +158,6 @@ SYSLOG_IDENTIFIER = "rollbackd"
 HANDLER_NAME = "rollbackd"  # the root handler configure_logging() replaces when called again
 _JOURNAL_FIELD = re.compile(r"[A-Z0-9][A-Z0-9_]*\Z")
 _NEEDS_QUOTES = re.compile(r'[\s="]')
-_NOISY_LOGGERS = ("httpx", "httpcore")  # one INFO line per probe request would flood the journal
 
 
 def _structured_values(record: logging.LogRecord) -> list[tuple[str, str]]:
@@ -276,6 +275,4 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     return handler

@@ -1,12 +1,14 @@
-"""What the daemon keeps in memory after start-up, pinned so it does not creep back (issue 13).
+"""What the daemon keeps in memory after start-up and a reload, pinned so it does not creep back (issue 13).
 
-A real ``rollbackd run`` in a child interpreter, on a real SQLite file and a real state dir, stopped by SIGTERM
-once it has sent READY=1 to a notify socket of its own; then the child lists ``sys.modules``. Each excluded
-package costs MiB of RSS for the daemon's whole life: Alembic and SQLAlchemy (the state DB's queries go through
-``sqlite3``; its upgrade, the one user of both, runs in a child process), httpx with httpcore and anyio (the
-daemon's HTTP is host/http_client.py on h11: ~6 MiB less, bench/RESULTS.md) and click/pygments (httpx's own
-command line). pydantic, prometheus_client and watchdog are loaded, and are not pinned here. Nor does a config
-without ``[service.replication]`` load the replica drills, and the daemon never loads the deploy/rehearse code
+A real ``rollbackd run`` in a child interpreter, on a real SQLite file and a real state dir: once it has sent
+READY=1 to a notify socket of its own it gets SIGHUP (a reload validates the file again), and once it is ready
+again, SIGTERM; then the child lists ``sys.modules``. Each excluded package costs MiB of RSS for the daemon's
+whole life: Alembic and SQLAlchemy (the state DB's queries go through ``sqlite3``; its upgrade, the one user of
+both, runs in a child process), httpx with httpcore and anyio (the daemon's HTTP is host/http_client.py on h11:
+~6 MiB less, bench/RESULTS.md), click/pygments (httpx's own command line), and pydantic with pydantic_core
+(~10 MiB: the config is validated in a child and handed over as plain dataclasses, config/child_load.py).
+prometheus_client and watchdog are loaded, and are not pinned here. Nor does a config without
+``[service.replication]`` load the replica drills, and the daemon never loads the deploy/rehearse code
 (``rollbackd migrate`` and ``rehearse`` run it in their own process).
 """
 
@@ -21,7 +23,22 @@ import pytest
 
 from tests.probes.game_database import make_game_database
 
-EXCLUDED = ("alembic", "sqlalchemy", "greenlet", "click", "pygments", "rich", "mako", "httpx", "httpcore", "anyio")
+EXCLUDED = (
+    "alembic",
+    "sqlalchemy",
+    "greenlet",
+    "click",
+    "pygments",
+    "rich",
+    "mako",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+)
 # What a config that does not use it does not load (issue 13): packages, or modules by their full name.
 UNUSED_BY_THIS_CONFIG = ("rollbackd.replication.drill", "rollbackd.deploy")
 
@@ -31,12 +48,13 @@ listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 listener.bind(sys.argv[2])
 os.environ["NOTIFY_SOCKET"] = sys.argv[2]
 
-def stop_when_ready():
-    while b"READY=1" not in listener.recv(65536):
-        pass
-    os.kill(os.getpid(), signal.SIGTERM)
+def reload_then_stop():
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        while b"READY=1" not in listener.recv(65536):
+            pass
+        os.kill(os.getpid(), signum)
 
-threading.Thread(target=stop_when_ready, daemon=True).start()
+threading.Thread(target=reload_then_stop, daemon=True).start()
 from rollbackd.cli import main
 code = main(["--config", sys.argv[1], "run"])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
@@ -64,6 +82,7 @@ def daemon_modules(tmp_path: Path) -> set[str]:
     assert child.returncode == 0, child.stderr
     report = json.loads(child.stdout.strip().splitlines()[-1])
     assert report["code"] == 0, child.stderr
+    assert "reloaded" in child.stderr, child.stderr  # the SIGHUP validated the file again, and applied it
     return set(report["modules"])
 
 
@@ -72,7 +91,7 @@ def started_daemon_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]
     return daemon_modules(tmp_path_factory.mktemp("import-budget"))
 
 
-def test_the_started_daemon_loads_no_migration_framework_no_sqlalchemy_and_no_httpx(
+def test_the_started_and_reloaded_daemon_loads_no_migration_framework_no_sqlalchemy_no_httpx_no_pydantic(
     started_daemon_modules: set[str],
 ) -> None:
     modules = started_daemon_modules

@@ -36,6 +36,7 @@ def test_help_imports_none_of_the_heavy_libraries() -> None:
 def test_a_usage_error_imports_none_of_the_heavy_libraries() -> None:
     modules = imported_by("status", "--no-such-option")
     assert not sorted(name for name in modules if name.split(".")[0] in HEAVY)
+    assert "rollbackd.cli.status" in modules and "rollbackd.cli.backup" not in modules  # its command's module only
 
 
 def test_migrate_parser_default_is_the_deploy_lock_wait() -> None:

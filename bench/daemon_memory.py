@@ -33,14 +33,14 @@ from tests.support.rollbackd_daemon import wait_for  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
 # The daemon's imports and config, nothing run: what `rollbackd run` holds before Daemon.serve() (cli/run.py's
-# imports).
+# imports; the config validated in a child, as cli/run.py does).
 IMPORTS_ONLY = """
 import sys
 from pathlib import Path
 import rollbackd.runtime.daemon
-from rollbackd.config.model import load_config
+from rollbackd.config.child_load import load_config_in_child
 from rollbackd.metrics import daemon_metrics
-config, metrics = load_config(Path(sys.argv[1])), daemon_metrics()
+config, metrics = load_config_in_child(Path(sys.argv[1])), daemon_metrics()
 print([line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:")][0])
 """
 ARENA_BYTES = 64 * 2**20  # glibc's HEAP_MAX_SIZE on 64-bit: a non-main arena is one such aligned reservation

@@ -177,22 +177,24 @@ def test_the_lock_probes_of_all_services_run_on_one_grid_and_share_their_thread_
     assert daemon.lock_rounds.hops <= runs // 2, (daemon.lock_rounds.hops, runs)
 
 
-def test_the_grid_puts_every_phase_on_the_same_instants() -> None:
-    step = 0.1
-
-    def schedule(start: float) -> list[float]:
+def test_the_grid_puts_every_phase_on_the_same_instants_and_never_waits_longer_than_the_interval() -> None:
+    def schedule(start: float, steps: list[float]) -> list[float]:
         instants = [start]
-        for _ in range(6):
+        for step in steps:
             instants.append(on_grid(instants[-1] + step, step))
         return instants
 
-    early = [schedule(1000.0 + phase) for phase in (0.0, 0.013, 0.049)]
-    late = [schedule(1000.0 + phase) for phase in (0.051, 0.0999)]
-    assert early[0][1:] == early[1][1:] == early[2][1:]  # the same floats: timers due in the same turn
-    assert late[0][1:] == late[1][1:] == early[0][2:] + [on_grid(early[0][-1] + step, step)]
-    for instants in early + late:
-        assert 0.5 * step <= instants[1] - instants[0] <= 1.5 * step
-        assert all(abs(later - earlier - step) < 1e-9 for earlier, later in itertools.pairwise(instants[1:]))
+    for step in (0.1, 1.0, 5.0):
+        steps = [step] * 6
+        schedules = [schedule(1000.0 + phase * step, steps) for phase in (0.0, 0.13, 0.49, 0.51, 0.999)]
+        assert all(instants[1:] == schedules[0][1:] for instants in schedules)  # equal floats: due in one turn
+        for instants in schedules:
+            assert 0 < instants[1] - instants[0] <= step + 1e-9
+            assert all(abs(later - earlier - step) < 1e-9 for earlier, later in itertools.pairwise(instants[1:]))
+    # Stretched 4× under overload, and given back: no gap longer than the interval then in force.
+    stretched = schedule(1000.3, [1.0, 1.0, 4.0, 4.0, 1.0, 1.0])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stretched)]
+    assert all(0 < gap <= limit + 1e-9 for gap, limit in zip(gaps, [1.0, 1.0, 4.0, 4.0, 1.0, 1.0], strict=True))
 
 
 def test_a_failing_listener_is_logged_and_the_others_still_hear_everything(

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import threading
@@ -62,6 +63,7 @@ TICK_SECONDS = 1.0
 TASK_RESTART_DELAY = 5.0
 FIRST_ROUND_TIMEOUT = 60.0  # READY=1 at the latest this long after start, even if a probe never reported
 MIN_RETENTION = 300.0  # seconds of observations kept at least (status, debugging)
+GRID_EPSILON = 1e-6  # in steps: on_grid(k * step + step) is (k + 1) * step despite float rounding, up to 1e9 steps
 
 ObservationListener = Callable[[Observation], Awaitable[None] | None]
 TickListener = Callable[[], Awaitable[None] | None]
@@ -633,7 +635,7 @@ class Daemon:
         """Run ``probe`` every ``interval`` seconds from the start of one run to the next; a slow run delays the
         next one rather than piling runs up. While the daemon is overloaded the interval stretches (self_load). An
         aligned probe (ALIGNED_PROBES) runs first at once, then on the grid of its (stretched) interval that every
-        service's run of it shares, so that they come due in one turn of the loop (probes/lock_rounds.py)."""
+        service's run of it shares (``on_grid``), so that they come due in one turn of the loop (lock_rounds.py)."""
         loop = asyncio.get_running_loop()
         next_run = loop.time()
         aligned = probe.name in ALIGNED_PROBES
@@ -697,10 +699,11 @@ class Daemon:
 
 
 def on_grid(when: float, step: float) -> float:
-    """The multiple of ``step`` (on the loop's clock) nearest to ``when``: the same instant for every probe of that
-    interval, whatever its phase was, so the gap to the run after a probe's first one is 0.5 to 1.5 × ``step``
-    and every later gap is ``step``."""
-    return round(when / step) * step
+    """The last multiple of ``step`` (on the loop's clock) at or before ``when``: the same instant for every probe
+    of that interval, whatever its phase was. The gap to the run after a probe's first one (or after its interval
+    was stretched or given back) is therefore at most ``step``, never longer than the interval asks, and every
+    later gap is ``step``. The epsilon keeps a grid instant plus ``step`` from flooring back onto itself."""
+    return math.floor(when / step + GRID_EPSILON) * step
 
 
 async def _call_safely(what: str, function: Callable[..., Awaitable[None] | None], *args: Any) -> None:

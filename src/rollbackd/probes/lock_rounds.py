@@ -26,21 +26,24 @@ class LockRounds:
 
     def __init__(self) -> None:
         self.hops = 0  # rounds run (for tests and bench/)
-        self._pending: list[_Job] | None = None
+        self._pending: list[_Job] | None = None  # the jobs of the round about to start
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that round will start on
 
     async def run(self, job: Callable[[], T]) -> T:
         """Return what ``job()`` returns (or raise what it raises), called in a worker thread of the loop's
         default executor together with the other jobs asked for in this turn of the loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        if self._pending is None:
-            self._pending = []
+        if self._pending is None or self._loop is not loop:  # (a round left on a loop that stopped is dropped)
+            self._pending, self._loop = [], loop
             loop.call_soon(self._start, loop)  # after every task woken in this turn has asked
         self._pending.append((job, future))
         return await future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        jobs, self._pending = self._pending or [], None
+        if self._loop is not loop:
+            return  # a round for a loop that stopped before it started (its callers are gone with it)
+        jobs, self._pending, self._loop = self._pending or [], None, None
         futures = [future for _job, future in jobs]
         self.hops += 1
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from rollbackd.observation import Observation
 from rollbackd.probes import ProbeContext, observe
 from rollbackd.probes.proc_locks import TO_END, SharedProcLocks, parse_proc_locks
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
@@ -255,3 +256,44 @@ def test_a_shared_lock_table_read_serves_others_only_while_young_and_never_the_s
     assert [lock.pid for lock in table.read(read_at)[1]] == [7060]  # older than max_age: read again
     table_file.write_text("")
     assert table.read(None)[1] == []  # None: always a new read
+
+
+def test_lock_probes_of_many_services_in_one_round_each_see_their_own_real_holder(
+    tmp_path: Path, context: ProbeContext
+) -> None:
+    """The daemon's lock probes due in one turn of the loop share one thread hop (probes/lock_rounds.py): each
+    still sees the write lock a real process holds on its own database, in either journal mode, with that
+    process's pid and name; a free database is seen free, a missing one unavailable, and once the writers let go
+    the next round sees every lock gone."""
+    databases = {name: tmp_path / f"{name}.db" for name in ("wal-held", "rollback-held", "wal-free")}
+    for name, database in databases.items():
+        create_database(database, "delete" if name.startswith("rollback") else "wal")
+    probes = {name: lock_probe(tmp_path, context, database) for name, database in databases.items()}
+    probes["missing"] = lock_probe(tmp_path, context, tmp_path / "missing.db")
+
+    async def one_round() -> dict[str, Observation]:
+        observations = await asyncio.gather(*(observe(probe) for probe in probes.values()))
+        return dict(zip(probes, observations, strict=True))
+
+    first = asyncio.run(
+        one_round()
+    )  # the rollback database's journal mode is read by a subprocess, in a hop of its own
+    assert first["rollback-held"].detail["journal_mode"] == "rollback"
+    rounds = context.lock_rounds.hops
+    with (
+        write_lock_held(databases["wal-held"], "wal") as wal_writer,
+        write_lock_held(databases["rollback-held"], "delete") as rollback_writer,
+    ):
+        held = asyncio.run(one_round())
+        assert context.lock_rounds.hops == rounds + 1  # all four in one hop
+        for name, writer in (("wal-held", wal_writer), ("rollback-held", rollback_writer)):
+            assert held[name].values["held"] == 1, held[name]
+            [holder] = held[name].detail["holders"]
+            assert holder["pid"] == writer.pid
+            assert "python" in holder["name"]
+        assert held["wal-free"].values["held"] == 0 and held["wal-free"].detail["holders"] == []
+        assert held["missing"].reason == "unavailable"
+    released = asyncio.run(one_round())
+    assert context.lock_rounds.hops == rounds + 2
+    assert all(released[name].values["held"] == 0 for name in databases)
+    assert all(released[name].detail["holders"] == [] for name in databases)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -20,7 +21,7 @@ from rollbackd.config.model import Config, ServiceConfig, parse_config
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes import PROBE_NAMES, Probe, ProbeContext, build_probes
-from rollbackd.runtime.daemon import Daemon, DaemonStartupError
+from rollbackd.runtime.daemon import Daemon, DaemonStartupError, on_grid
 from tests.probes.example_app import VbrpgApp, serving
 from tests.probes.game_database import make_game_database
 from tests.support.rollbackd_config import write_daemon_config
@@ -146,6 +147,54 @@ def test_every_probe_runs_and_is_exported_while_a_broken_one_fails_alone(
     assert sample("rollbackd_table_rows", {"service": "vbrpg", "table": "players"}) == 50
     assert daemon.observations.latest("vbrpg", "rows") is not None
     assert "bug in a probe" in caplog.text
+
+
+def only_lock_probes(service: ServiceConfig, context: ProbeContext) -> list[Probe]:
+    return [probe for probe in build_probes(service, context) if probe.name == "sqlite_lock"]
+
+
+def test_the_lock_probes_of_all_services_run_on_one_grid_and_share_their_thread_hops(tmp_path: Path) -> None:
+    """Services start one after another, so their lock probes start out of phase; after each one's first run
+    they run on the one grid of their interval (ALIGNED_PROBES), so a turn of the loop holds every service's run
+    and one thread hop serves them all (probes/lock_rounds.py). Each service still gets a run per interval."""
+    single = daemon_config(tmp_path)
+    services = []
+    for index in range(3):
+        database = tmp_path / f"vbrpg-{index}.db"
+        make_game_database(database)
+        services.append(single.service[0].model_copy(update={"name": f"vbrpg-{index}", "database": database}))
+    config = single.model_copy(update={"service": services})
+    daemon = Daemon(config, metrics=Metrics(), probe_builder=only_lock_probes)
+
+    def eight_runs_each(seen: list[Observation]) -> bool:
+        return all(sum(1 for o in seen if o.service == service.name) >= 8 for service in services)
+
+    seen = run_until(daemon, eight_runs_each)
+    runs = sum(1 for observation in seen if observation.probe == "sqlite_lock")
+    assert {observation.service for observation in seen} == {service.name for service in services}
+    assert all(observation.ok for observation in seen)
+    # Apart: one hop per run (24 or more). On one grid: the first runs apart, then one hop per turn for three.
+    assert daemon.lock_rounds.hops <= runs // 2, (daemon.lock_rounds.hops, runs)
+
+
+def test_the_grid_puts_every_phase_on_the_same_instants_and_never_waits_longer_than_the_interval() -> None:
+    def schedule(start: float, steps: list[float]) -> list[float]:
+        instants = [start]
+        for step in steps:
+            instants.append(on_grid(instants[-1] + step, step))
+        return instants
+
+    for step in (0.1, 1.0, 5.0):
+        steps = [step] * 6
+        schedules = [schedule(1000.0 + phase * step, steps) for phase in (0.0, 0.13, 0.49, 0.51, 0.999)]
+        assert all(instants[1:] == schedules[0][1:] for instants in schedules)  # equal floats: due in one turn
+        for instants in schedules:
+            assert 0 < instants[1] - instants[0] <= step + 1e-9
+            assert all(abs(later - earlier - step) < 1e-9 for earlier, later in itertools.pairwise(instants[1:]))
+    # Stretched 4× under overload, and given back: no gap longer than the interval then in force.
+    stretched = schedule(1000.3, [1.0, 1.0, 4.0, 4.0, 1.0, 1.0])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stretched)]
+    assert all(0 < gap <= limit + 1e-9 for gap, limit in zip(gaps, [1.0, 1.0, 4.0, 4.0, 1.0, 1.0], strict=True))
 
 
 def test_a_failing_listener_is_logged_and_the_others_still_hear_everything(

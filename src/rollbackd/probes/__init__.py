@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from rollbackd.config.model import ServiceConfig
-from rollbackd.probes.base import Probe, ProbeContext, observe
+from rollbackd.probes.base import ALIGNED_PROBES, Probe, ProbeContext, observe
 from rollbackd.probes.health import HealthProbe
 from rollbackd.probes.integrity import IntegrityProbe
 from rollbackd.probes.latency import LatencyProbe
@@ -20,7 +20,7 @@ from rollbackd.probes.rows import RowsProbe
 from rollbackd.probes.schema import SchemaProbe
 from rollbackd.probes.sqlite_lock import SqliteLockProbe
 
-__all__ = ["PROBE_NAMES", "Probe", "ProbeContext", "build_probes", "observe"]
+__all__ = ["ALIGNED_PROBES", "PROBE_NAMES", "Probe", "ProbeContext", "build_probes", "observe"]
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
+from rollbackd.probes.lock_rounds import LockRounds
 from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.state.state_dir import StateDir
 
@@ -52,6 +53,11 @@ VERDICTS = frozenset(
 # daemon lagged is inconclusive even when it answered, since the lag is in the number the rules read.
 TIMED_PROBES = frozenset({"latency"})
 
+# Probes the daemon runs on one grid of their interval for every service (runtime/daemon.py: _run_probe), so that
+# the runs of all services come due in the same turn of the loop and share one thread hop (probes/lock_rounds.py).
+# Only probes that touch nothing of the service: 50 health checks at once would be a burst the service feels.
+ALIGNED_PROBES = frozenset({"sqlite_lock"})
+
 # Given how late a run started (seconds) and when it started (monotonic), say why its failure proves nothing
 # ('' when it is evidence). runtime/self_load.py's SelfLoad.judge is the one the daemon passes.
 Judge = Callable[[float, float], str]
@@ -82,6 +88,8 @@ class ProbeContext:
     replication: Replication | None = None
     # /proc/locks as read by the lock probes: the daemon passes one for all its services, to share the reads.
     proc_locks: SharedProcLocks = field(default_factory=SharedProcLocks)
+    # The lock probes' thread hops, one per turn of the loop: the daemon passes one for all its services.
+    lock_rounds: LockRounds = field(default_factory=LockRounds)
 
 
 async def observe(

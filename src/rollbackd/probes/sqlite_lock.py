@@ -7,7 +7,9 @@ in /proc/locks with the holder's pid, so this probe reads that table and never t
 closing any fd of it would drop the POSIX locks of the daemon's own SQLite connections (backups, checks), and even
 a brief read transaction can make a writer's commit fail with SQLITE_BUSY in rollback-journal mode. The daemon's
 lock probes share their reads of the table (proc_locks.SharedProcLocks): one may see a read up to 0.25 s old that
-another service's probe took, never the one it used itself last time.
+another service's probe took, never the one it used itself last time. The lock probes of all services run in
+one thread hop per turn of the loop (probes/lock_rounds.py); the holders' and readers' names are looked up in that
+hop too, and only for pids the table lists, never on the event loop.
 
 Where /proc/locks cannot be read, a short-lived subprocess tries ``BEGIN IMMEDIATE`` with no busy timeout and
 rolls back at once (method ``begin_immediate`` in the detail); that does take the lock for an instant and cannot
@@ -27,7 +29,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -81,6 +83,11 @@ class LockState:
     hot_journal: bool
     database_size: int = 0
     wal_readers: tuple[int, ...] = ()  # pids holding a WAL read mark that pins the WAL (proc_locks only)
+    names: dict[int, str | None] = field(default_factory=dict)  # pid -> process name, of the holders and readers
+
+
+class _NeedsOwnHop(Exception):
+    """A quick inspection came to a part that runs a subprocess: it is done again in a thread hop of its own."""
 
 
 class SqliteLockProbe:
@@ -99,6 +106,8 @@ class SqliteLockProbe:
         self.database = service.database
         self.proc_locks = proc_locks
         self._table = context.proc_locks if proc_locks == context.proc_locks.path else SharedProcLocks(proc_locks)
+        self._rounds = context.lock_rounds
+        self._table_unreadable = False  # the last run fell back to BEGIN IMMEDIATE: its own hop, not a round's
         self._table_read_at = -math.inf  # when the lock table this probe last used was read
         self.held_threshold = held_threshold
         self._clock: Callable[[], float] = context.clock
@@ -108,7 +117,12 @@ class SqliteLockProbe:
 
     async def run(self) -> Observation:
         try:
-            state = await asyncio.to_thread(self.inspect)
+            try:
+                if self._table_unreadable:
+                    raise _NeedsOwnHop
+                state = await self._rounds.run(self._inspect_quickly)
+            except _NeedsOwnHop:
+                state = await asyncio.to_thread(self.inspect)
         except FileNotFoundError as error:
             self._holders = None
             return Observation(self.service, self.name, ok=False, reason="unavailable", detail={"error": str(error)})
@@ -128,8 +142,8 @@ class SqliteLockProbe:
         detail: dict[str, object] = {
             "method": state.method,
             "journal_mode": state.journal_mode,
-            "holders": [{"pid": pid, "name": _process_name(pid)} for pid in state.holders],
-            "wal_readers": [{"pid": pid, "name": _process_name(pid)} for pid in state.wal_readers],
+            "holders": [{"pid": pid, "name": state.names.get(pid)} for pid in state.holders],
+            "wal_readers": [{"pid": pid, "name": state.names.get(pid)} for pid in state.wal_readers],
         }
         if state.held:
             detail["held_since"] = self._held_since
@@ -140,22 +154,33 @@ class SqliteLockProbe:
             reason = "hot_journal"
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
 
-    def inspect(self) -> LockState:
-        """Return the lock state now. Raise FileNotFoundError when the database does not exist."""
+    def _inspect_quickly(self) -> LockState:
+        return self.inspect(quick=True)
+
+    def inspect(self, *, quick: bool = False) -> LockState:
+        """Return the lock state now. Raise FileNotFoundError when the database does not exist; with ``quick``
+        (in a shared round), raise _NeedsOwnHop before running a subprocess."""
         database_stat = os.stat(self.database)
         shm, wal, journal = (Path(f"{self.database}{suffix}") for suffix in ("-shm", "-wal", "-journal"))
         shm_stat = _stat_or_none(shm)
         wal_stat = _stat_or_none(wal)
-        journal_mode = self._journal_mode(database_stat, shm_stat is not None or wal_stat is not None)
+        side_files = shm_stat is not None or wal_stat is not None
+        if quick and not side_files and database_stat.st_ino not in self._header_mode:
+            raise _NeedsOwnHop  # the header is read by a subprocess
+        journal_mode = self._journal_mode(database_stat, side_files)
         journal_before = _journal_signature(journal)
         try:
             # A journal's presence asks for a read taken after it was seen (the hot-journal test below brackets
             # the lock read); otherwise a read another service's probe took a moment ago will do.
             self._table_read_at, locks = self._table.read(None if journal_before is not None else self._table_read_at)
         except OSError:
+            if quick:
+                raise _NeedsOwnHop from None  # BEGIN IMMEDIATE is tried in a subprocess
+            self._table_unreadable = True
             held = self._begin_immediate_held()
             wal_size = wal_stat.st_size if wal_stat else 0
             return LockState("begin_immediate", held, (), journal_mode, wal_size, False, database_stat.st_size)
+        self._table_unreadable = False
         database_writers = _writers(locks, database_stat, (RESERVED_BYTE, PENDING_BYTE))
         shm_writers = _writers(locks, shm_stat, (WAL_WRITE_LOCK_BYTE,)) if shm_stat else set()
         holders = database_writers | shm_writers
@@ -165,6 +190,7 @@ class SqliteLockProbe:
         hot = journal_before is not None and not database_writers and _journal_signature(journal) == journal_before
         pids = tuple(sorted(pid for pid in holders if pid is not None))
         readers = _holders(locks, shm_stat, WAL_READ_MARK_BYTES, "READ") if shm_stat else set()
+        reader_pids = tuple(sorted(pid for pid in readers if pid is not None))
         return LockState(
             "proc_locks",
             held,
@@ -173,7 +199,8 @@ class SqliteLockProbe:
             wal_stat.st_size if wal_stat else 0,
             hot,
             database_stat.st_size,
-            tuple(sorted(pid for pid in readers if pid is not None)),
+            reader_pids,
+            {pid: _process_name(pid) for pid in (*pids, *reader_pids)},
         )
 
     def _journal_mode(self, database_stat: os.stat_result, side_files: bool) -> str:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import threading
@@ -41,7 +42,8 @@ from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation, ObservationLog
 from rollbackd.policy.rules import effective_rules
-from rollbackd.probes import Probe, ProbeContext, build_probes, observe
+from rollbackd.probes import ALIGNED_PROBES, Probe, ProbeContext, build_probes, observe
+from rollbackd.probes.lock_rounds import LockRounds
 from rollbackd.probes.proc_locks import SharedProcLocks
 from rollbackd.replication.supervisor import LitestreamSupervisor, Replication, replication_for
 from rollbackd.runtime.alerts import WebhookAlerts
@@ -62,6 +64,7 @@ TICK_SECONDS = 1.0
 TASK_RESTART_DELAY = 5.0
 FIRST_ROUND_TIMEOUT = 60.0  # READY=1 at the latest this long after start, even if a probe never reported
 MIN_RETENTION = 300.0  # seconds of observations kept at least (status, debugging)
+GRID_EPSILON = 1e-6  # in steps: on_grid(k * step + step) is (k + 1) * step despite float rounding, up to 1e9 steps
 
 ObservationListener = Callable[[Observation], Awaitable[None] | None]
 TickListener = Callable[[], Awaitable[None] | None]
@@ -165,6 +168,7 @@ class Daemon:
         self.watch_observer = SharedObserver()
         # One /proc/locks reader for every service's lock probe (a read taken within 0.25 s is shared).
         self.proc_locks = SharedProcLocks()
+        self.lock_rounds = LockRounds()  # every service's lock probes: one thread hop per turn of the loop
 
     @property
     def probes(self) -> dict[str, list[Probe]]:
@@ -279,6 +283,7 @@ class Daemon:
             stopping=self._stopping,
             replication=replication,
             proc_locks=self.proc_locks,
+            lock_rounds=self.lock_rounds,
         )
         try:
             probes = self._probe_builder(service, context)
@@ -624,9 +629,12 @@ class Daemon:
 
     async def _run_probe(self, slot: _ServiceSlot, probe: Probe) -> None:
         """Run ``probe`` every ``interval`` seconds from the start of one run to the next; a slow run delays the
-        next one rather than piling runs up. While the daemon is overloaded the interval stretches (self_load)."""
+        next one rather than piling runs up. While the daemon is overloaded the interval stretches (self_load). An
+        aligned probe (ALIGNED_PROBES) runs first at once, then on the grid of its (stretched) interval that every
+        service's run of it shares (``on_grid``), so that they come due in one turn of the loop (lock_rounds.py)."""
         loop = asyncio.get_running_loop()
         next_run = loop.time()
+        aligned = probe.name in ALIGNED_PROBES
         slot.started.add(probe.name)
         if len(slot.started) == len(slot.probes):
             slot.first_started.set()
@@ -641,7 +649,9 @@ class Daemon:
             slot.reported.add(probe.name)
             if len(slot.reported) == len(slot.probes):
                 slot.first_round.set()
-            next_run = max(next_run + probe.interval * self.self_load.stretch(probe.name), loop.time())
+            step = probe.interval * self.self_load.stretch(probe.name)
+            next_run = on_grid(next_run + step, step) if aligned else next_run + step
+            next_run = max(next_run, loop.time())
             await asyncio.sleep(next_run - loop.time())
 
     async def record(self, probe: Probe, observation: Observation) -> None:
@@ -682,6 +692,14 @@ class Daemon:
             else:
                 log.info("task %s finished", name)
                 return
+
+
+def on_grid(when: float, step: float) -> float:
+    """The last multiple of ``step`` (on the loop's clock) at or before ``when``: the same instant for every probe
+    of that interval, whatever its phase was. The gap to the run after a probe's first one (or after its interval
+    was stretched or given back) is therefore at most ``step``, never longer than the interval asks, and every
+    later gap is ``step``. The epsilon keeps a grid instant plus ``step`` from flooring back onto itself."""
+    return math.floor(when / step + GRID_EPSILON) * step
 
 
 async def _call_safely(what: str, function: Callable[..., Awaitable[None] | None], *args: Any) -> None:

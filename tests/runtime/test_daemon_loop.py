@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -162,8 +163,8 @@ def test_the_lock_probes_of_all_services_run_on_one_grid_and_share_their_thread_
     for index in range(3):
         database = tmp_path / f"vbrpg-{index}.db"
         make_game_database(database)
-        services.append(single.service[0].model_copy(update={"name": f"vbrpg-{index}", "database": database}))
-    config = single.model_copy(update={"service": services})
+        services.append(replace(single.service[0], name=f"vbrpg-{index}", database=database))
+    config = replace(single, service=services)
     daemon = Daemon(config, metrics=Metrics(), probe_builder=only_lock_probes)
 
     def eight_runs_each(seen: list[Observation]) -> bool:

@@ -128,3 +128,18 @@ def test_the_child_runs_this_checkout_and_not_a_module_in_the_daemons_working_di
 
     assert not caplog.records, caplog.text
     assert config == load_config(path)
+
+
+def test_the_running_binary_as_proc_self_exe_finds_the_same_code_without_a_venv_of_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a daemon run as a user who may not search a directory on sys.executable's path falls back to: the
+    # child gets no venv from its path, only this process's import path.
+    path = tmp_path / "rollbackd.toml"
+    path.write_text(SERVICES)
+
+    with caplog.at_level(logging.WARNING, logger="rollbackd.config.child_load"):
+        config = load_config_in_child(path, python="/proc/self/exe")
+
+    assert not caplog.records, caplog.text
+    assert config == load_config(path)

@@ -26,6 +26,9 @@ from rollbackd.config.model import Config, ConfigError, ConfigProblem, load_conf
 
 log = logging.getLogger(__name__)
 
+# The binary this process runs, whatever path started it: a daemon run as a user who may not search a directory
+# on sys.executable's path (a venv whose interpreter links into /root) can still run it again this way.
+RUNNING_INTERPRETER = "/proc/self/exe"
 CHILD_TIMEOUT_SECONDS = 120.0  # a starved machine (issue 11's 1 % of a core) still validates well within it
 # The daemon's own systemd channels: a child that inherited them could speak for it.
 _DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -35,20 +38,31 @@ class ChildLoadFailed(Exception):
     """The child did not hand back a config or a ConfigError (it could not start, crashed or answered garbage)."""
 
 
+class _CannotStart(ChildLoadFailed):
+    """The interpreter could not be run by that path (missing, or a directory on it this user may not search)."""
+
+
 def load_config_in_child(path: Path, *, python: str | None = None) -> Config:
-    """Given a config file, return it validated as load_config does, by a child running ``python`` (this
-    interpreter by default). Raise ConfigError for a bad file, exactly as load_config would; when the child
-    fails, validate here (pydantic then stays loaded) and log why."""
-    try:
-        return _validated_by_child(path, python or sys.executable)
-    except ChildLoadFailed as error:
-        log.warning("validating %s in a child interpreter failed (%s); validating it in the daemon", path, error)
-        return load_config(path)
+    """Given a config file, return it validated as load_config does, by a child running ``python`` (by default
+    this interpreter: by its path, else as /proc/self/exe). Raise ConfigError for a bad file, exactly as
+    load_config would; when no child answers, validate here (pydantic then stays loaded) and log why."""
+    interpreters = [python] if python else [sys.executable, RUNNING_INTERPRETER]
+    failure = ChildLoadFailed("no interpreter to run")
+    for interpreter in interpreters:
+        try:
+            return _validated_by_child(path, interpreter)
+        except _CannotStart as error:
+            failure = error  # the next way to run it, if any
+        except ChildLoadFailed as error:
+            failure = error
+            break
+    log.warning("validating %s in a child interpreter failed (%s); validating it in the daemon", path, failure)
+    return load_config(path)
 
 
 def _validated_by_child(path: Path, python: str) -> Config:
     if not python:
-        raise ChildLoadFailed("no interpreter path (sys.executable is empty)")
+        raise _CannotStart("no interpreter path (sys.executable is empty)")
     try:
         child = subprocess.run(  # noqa: S603 - fixed argv, this interpreter
             [python, "-P", "-m", __name__, str(path)],
@@ -57,7 +71,9 @@ def _validated_by_child(path: Path, python: str) -> Config:
             timeout=CHILD_TIMEOUT_SECONDS,
             check=False,
         )
-    except (OSError, subprocess.SubprocessError) as error:
+    except OSError as error:
+        raise _CannotStart(str(error)) from error
+    except subprocess.SubprocessError as error:
         raise ChildLoadFailed(str(error)) from error
     stderr = child.stderr.decode(errors="replace").strip()
     if child.returncode != 0:
@@ -80,12 +96,14 @@ def _config_from(answer: Any) -> Config:
 
 
 def _child_environment() -> dict[str, str]:
-    """This process's environment, without its systemd channels, and with the folder this rollbackd was imported
-    from first on the path: the child validates with the same code, installed or not."""
+    """This process's environment, without its systemd channels, and with this process's import path first: the
+    child validates with the same code and libraries, installed or not, and found even when it runs as
+    /proc/self/exe (which finds no venv of its own)."""
     environment = {key: value for key, value in os.environ.items() if key not in _DAEMON_ONLY_ENV}
     package_root = str(Path(__file__).resolve().parents[2])
+    here = [entry for entry in sys.path if entry and os.path.isabs(entry)]  # never the cwd ('' or relative)
     inherited = environment.get("PYTHONPATH")
-    environment["PYTHONPATH"] = package_root + (os.pathsep + inherited if inherited else "")
+    environment["PYTHONPATH"] = os.pathsep.join([package_root, *here, *([inherited] if inherited else [])])
     return environment
 
 

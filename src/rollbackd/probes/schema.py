@@ -165,6 +165,8 @@ class SchemaProbe:
         finally:
             if connection is not kept:
                 connection.close()
+            else:
+                self._watch.release_cache()
         if stamp is not None:
             self._database_read = (stamp, revisions, fingerprint)
         return revisions, fingerprint

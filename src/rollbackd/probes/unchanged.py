@@ -96,6 +96,7 @@ class ChangeWatch:
                 self._file = (database.st_dev, database.st_ino)
                 self._opened += 1
             version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            self.release_cache()
         except (DatabaseUnavailable, sqlite3.Error):
             self.close()
             return None
@@ -105,10 +106,19 @@ class ChangeWatch:
             wal = None
         return DatabaseStamp(self._opened, version, FileStamp.of(database), wal)
 
+    def release_cache(self) -> None:
+        """Free the kept connection's page cache: reading ``data_version`` (or a page of ``sqlite_master``) makes
+        SQLite allocate its initial bulk of 20 pages, ~85 KiB of C heap per connection held between runs for pages
+        the next stamp reads again anyway (each service keeps three watches). Costs ~2 us a stamp, and a read of
+        page 1 from the OS's cache (bench/RESULTS.md, "Issue 13, mem20")."""
+        if self._connection is not None:
+            self._connection.execute("PRAGMA shrink_memory")
+
     @property
     def connection(self) -> sqlite3.Connection | None:
         """The kept connection (after a stamp that was told), for a small read of the same file that needs no
-        connection of its own: a statement run to its end leaves no transaction open."""
+        connection of its own: a statement run to its end leaves no transaction open. Call ``release_cache``
+        after the read."""
         return self._connection
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from rollbackd.host.http_client import HttpClient
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.proc_locks import SharedProcLocks
+from rollbackd.probes.unchanged import ChangeWatches
 from rollbackd.state.state_dir import StateDir
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ class ProbeContext:
     replication: Replication | None = None
     # /proc/locks as read by the lock probes: the daemon passes one for all its services, to share the reads.
     proc_locks: SharedProcLocks = field(default_factory=SharedProcLocks)
+    # The read-only connections that tell whether a database changed: one per database for the probes built
+    # from this context (the daemon builds one context per service).
+    change_watches: ChangeWatches = field(default_factory=ChangeWatches)
 
 
 async def observe(

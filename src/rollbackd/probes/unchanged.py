@@ -32,7 +32,7 @@ T = TypeVar("T")
 SAME_DATABASE = "same data_version, size, mtime, inode and device of the database and its -wal"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the schema probe keeps one per script file, twice
 class FileStamp:
     size: int
     mtime_ns: int
@@ -66,7 +66,7 @@ def directory_stamp(path: Path) -> DirectoryStamp | None:
     return own, tuple(sorted(entries))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DatabaseStamp:
     """Equal stamps from one watch mean no commit and no file change in between."""
 

@@ -2,9 +2,10 @@
 
 prometheus_client's ``Gauge``/``Counter``/``Histogram`` make each labelled series a full metric object with a
 value object and a lock per value (per bucket for a histogram): 0.6-0.7 KiB per gauge or counter series and
-3.3-4.5 KiB per histogram series, ~130 KiB for each service's ~300 series (bench/RESULTS.md, "Issue 13,
-mem20"). Here a series is a small slotted object in its family's dict, and ``collect()`` yields the same samples
-in the same order as prometheus_client would: names, labels, values, HELP and TYPE are identical on /metrics.
+3.3-4.5 KiB per histogram series: 98 KiB for one service's ~320 samples, 21 KiB here (bench/metrics_cost.py,
+bench/RESULTS.md "Issue 13, mem20"). Here a series is a small slotted object in its family's dict, and
+``collect()`` yields the same samples in the same order as prometheus_client would: names, labels, values, HELP
+and TYPE are identical on /metrics.
 
 Writers are the event loop and worker threads; one lock per family guards the read-modify-write of ``inc`` and
 ``observe`` and the copy ``collect`` takes (``set`` is a single store).

@@ -68,6 +68,11 @@ class KeptValues(Mapping[str, float]):
     def __getitem__(self, key: str) -> float:
         return self._numbers[self._layout[key]]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """As a dict's: the policy reads one value of each run in its windows this way."""
+        index = self._layout.get(key)
+        return default if index is None else self._numbers[index]
+
     def __contains__(self, key: object) -> bool:
         return key in self._layout
 

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rollbackd"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__", "exit_codes", "units", "observation", "host"}),
     frozenset({"config"}),
-    frozenset({"metrics"}),
+    frozenset({"metrics", "metric_families"}),
     frozenset({"target"}),
     frozenset({"state"}),
     frozenset({"probes", "backup", "replication"}),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import tracemalloc
 from dataclasses import replace
 
+import pytest
+
+from rollbackd import observation
 from rollbackd.observation import Observation, ObservationLog
 
 
@@ -75,3 +80,54 @@ def test_a_run_that_repeats_the_one_before_shares_its_mappings_and_reads_the_sam
     assert kept == [replace(run, started_at=float(at)) for at, run in enumerate((first, again, changed))]
     assert kept[1].values is kept[0].values and kept[1].detail is kept[0].detail
     assert kept[2].values is not kept[1].values and kept[2].detail is kept[1].detail
+
+
+def latency_values(base: float) -> dict[str, float]:
+    """What a latency run of two paths reports (probes/latency.py): 7 values per path and 5 summaries."""
+    values = {}
+    for offset, path in enumerate(("/api/rooms", "/health")):
+        for index, key in enumerate(("latency", "p50", "p95", "p99", "error_ratio", "samples", "sum")):
+            values[f"{path}:{key}"] = base + offset + index / 100
+    values.update({key: base + index for index, key in enumerate(("p50", "p95", "p99", "error_ratio", "latency"))})
+    return values
+
+
+def held_by_a_log(runs: int) -> tuple[ObservationLog, int]:
+    """A log of ``runs`` latency runs, and the bytes it holds for them (each run's dict made and handed over)."""
+    log = ObservationLog(max_per_probe=500, max_age=10_000.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for at in range(runs):
+            log.append(Observation("vbrpg", "latency", True, values=latency_values(at / 1000), started_at=float(at)))
+        return log, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_kept_run_with_many_values_reads_as_the_probe_gave_them_in_less_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log, held = held_by_a_log(300)
+    with monkeypatch.context() as plain:
+        plain.setattr(observation, "COMPACT_FROM", 10**6)
+        _, held_as_dicts = held_by_a_log(300)
+    assert held < held_as_dicts * 0.6
+    given = [latency_values(at / 1000) for at in range(300)]
+    kept = log.recent("vbrpg", "latency")
+    assert [run.values for run in kept] == given
+    assert given == [run.values for run in kept]
+    assert list(kept[7].values) == list(given[7]) and list(kept[7].values.items()) == list(given[7].items())
+    assert kept[7].values.get("/health:p95") == given[7]["/health:p95"] and "p99" in kept[7].values
+    assert kept[7].values.get("/nowhere:p95") is None
+    assert kept[7].as_dict()["values"] == given[7]
+    assert json.dumps(kept[7].as_dict()["values"]) == json.dumps(given[7])
+
+
+def test_values_that_are_not_all_floats_are_kept_as_given() -> None:
+    log = ObservationLog()
+    values: dict[str, float] = {**latency_values(1.0), "samples": 3}
+    log.append(Observation("vbrpg", "latency", True, values=values, started_at=1.0))
+    kept = log.latest("vbrpg", "latency")
+    assert kept is not None and kept.values is values
+    assert json.dumps(kept.as_dict()["values"]) == json.dumps(values)

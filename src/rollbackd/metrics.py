@@ -10,19 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Gauge, GCCollector, Info, PlatformCollector, ProcessCollector
 
 from rollbackd import __version__
+from rollbackd.metric_families import CounterFamily, Family, GaugeFamily, GaugeSeries, HistogramFamily, HistogramSeries
 
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -66,15 +57,19 @@ class ProbeSeries:
     """The series of one probe of one service that every observation sets, looked up once: ``labels()`` hashes
     and validates its arguments on each call, and the daemon records several observations a second per service."""
 
-    success: Gauge
-    duration_seconds: Histogram
-    last_run_timestamp_seconds: Gauge
+    success: GaugeSeries
+    duration_seconds: HistogramSeries
+    last_run_timestamp_seconds: GaugeSeries
 
 
 class Metrics:
-    """The metric objects, as attributes. Tests build one per test on a fresh ``CollectorRegistry``."""
+    """The metric objects, as attributes. Tests build one per test on a fresh ``CollectorRegistry``.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    The labelled ones are plain-data families (metric_families.py: a service's series cost 98 KiB as
+    prometheus_client objects, 21 KiB as these); ``created`` says whether their counters and histograms export
+    ``_created``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, created: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         service = ["service"]
@@ -83,23 +78,25 @@ class Metrics:
         self.build_info.info({"version": __version__})
 
         # Probes (all of them)
-        self.probe_success = Gauge(
+        self.probe_success = GaugeFamily(
             "rollbackd_probe_success", "1 if the probe's last run was ok, else 0.", ["service", "probe"], registry=r
         )
-        self.probe_duration_seconds = Histogram(
+        self.probe_duration_seconds = HistogramFamily(
             "rollbackd_probe_duration_seconds",
             "How long a probe run took.",
             ["service", "probe"],
-            buckets=PROBE_BUCKETS,
+            bounds=PROBE_BUCKETS,
             registry=r,
+            created=created,
         )
-        self.probe_failures = Counter(
+        self.probe_failures = CounterFamily(
             "rollbackd_probe_failures",
             "Failed probe runs, by reason (timeout, connect_refused, http_5xx, corrupt, ...).",
             ["service", "probe", "reason"],
             registry=r,
+            created=created,
         )
-        self.probe_last_run_timestamp_seconds = Gauge(
+        self.probe_last_run_timestamp_seconds = GaugeFamily(
             "rollbackd_probe_last_run_timestamp_seconds",
             "When the probe last finished (Unix time).",
             ["service", "probe"],
@@ -107,74 +104,75 @@ class Metrics:
         )
 
         # HTTP health and latency (path labels come from the config, so they are bounded)
-        self.http_request_duration_seconds = Histogram(
+        self.http_request_duration_seconds = HistogramFamily(
             "rollbackd_http_request_duration_seconds",
             "Latency of probe requests to the service.",
             ["service", "path"],
-            buckets=HTTP_BUCKETS,
+            bounds=HTTP_BUCKETS,
             registry=r,
+            created=created,
         )
         # The window's percentiles as gauges (no summary: its _count/_sum would cover only the window and reset);
         # rate() and histogram_quantile() belong on rollbackd_http_request_duration_seconds.
-        self.http_latency_window_percentile_seconds = Gauge(
+        self.http_latency_window_percentile_seconds = GaugeFamily(
             "rollbackd_http_latency_window_percentile_seconds",
             "Latency percentile (50, 95, 99) over the latency probe's rolling window: what the policy compares.",
             ["service", "path", "percentile"],
             registry=r,
         )
-        self.http_latency_window_samples = Gauge(
+        self.http_latency_window_samples = GaugeFamily(
             "rollbackd_http_latency_window_samples",
             "Requests in the latency probe's rolling window.",
             ["service", "path"],
             registry=r,
         )
-        self.http_error_ratio = Gauge(
+        self.http_error_ratio = GaugeFamily(
             "rollbackd_http_error_ratio",
             "Share of failed requests in the rolling window.",
             ["service", "path"],
             registry=r,
         )
-        self.health_status_code = Gauge(
+        self.health_status_code = GaugeFamily(
             "rollbackd_health_status_code", "HTTP status of the last health check (0: no answer).", service, registry=r
         )
 
         # SQLite
-        self.sqlite_write_lock_held = Gauge(
+        self.sqlite_write_lock_held = GaugeFamily(
             "rollbackd_sqlite_write_lock_held", "1 while a writer holds the database's write lock.", service, registry=r
         )
-        self.sqlite_write_lock_held_seconds = Gauge(
+        self.sqlite_write_lock_held_seconds = GaugeFamily(
             "rollbackd_sqlite_write_lock_held_seconds",
             "How long the current holder has held the write lock (0 when free).",
             service,
             registry=r,
         )
-        self.sqlite_wal_size_bytes = Gauge(
+        self.sqlite_wal_size_bytes = GaugeFamily(
             "rollbackd_sqlite_wal_size_bytes", "Size of the -wal file (0 when absent).", service, registry=r
         )
-        self.sqlite_hot_journal = Gauge(
+        self.sqlite_hot_journal = GaugeFamily(
             "rollbackd_sqlite_hot_journal",
             "1 when a rollback journal was left behind by a crashed writer.",
             service,
             registry=r,
         )
-        self.sqlite_check_ok = Gauge(
+        self.sqlite_check_ok = GaugeFamily(
             "rollbackd_sqlite_check_ok",
             "1 if the last check passed (check: quick, full, foreign_keys, indexes).",
             ["service", "check"],
             registry=r,
         )
-        self.sqlite_missing_indexes = Gauge(
+        self.sqlite_missing_indexes = GaugeFamily(
             "rollbackd_sqlite_missing_indexes", "Expected indexes that are missing.", service, registry=r
         )
-        self.sqlite_database_size_bytes = Gauge(
+        self.sqlite_database_size_bytes = GaugeFamily(
             "rollbackd_sqlite_database_size_bytes", "Size of the main database file.", service, registry=r
         )
 
         # Schema (Alembic)
-        self.schema_in_sync = Gauge(
+        self.schema_in_sync = GaugeFamily(
             "rollbackd_schema_in_sync", "1 when the database revision equals the code's head.", service, registry=r
         )
-        self.schema_state = Gauge(
+        self.schema_state = GaugeFamily(
             "rollbackd_schema_state",
             "1 for the current schema state (in_sync, db_ahead, db_behind, unknown_revision, unversioned, unknown).",
             ["service", "state"],
@@ -186,32 +184,32 @@ class Metrics:
             service,
             registry=r,
         )
-        self.vault_scripts = Gauge(
+        self.vault_scripts = GaugeFamily(
             "rollbackd_vault_scripts", "Migration scripts kept in the script vault.", service, registry=r
         )
 
         # Rows
-        self.table_rows = Gauge(
+        self.table_rows = GaugeFamily(
             "rollbackd_table_rows", "Row count of a watched table.", ["service", "table"], registry=r
         )
 
         # The watched service's process (rollbackd's own is process_* and python_*, from the collectors below)
-        self.service_process_up = Gauge(
+        self.service_process_up = GaugeFamily(
             "rollbackd_service_process_up", "1 if the service's main process is alive.", service, registry=r
         )
-        self.service_process_cpu_ratio = Gauge(
+        self.service_process_cpu_ratio = GaugeFamily(
             "rollbackd_service_process_cpu_ratio",
             "CPU used by the service process, as a share of one core.",
             service,
             registry=r,
         )
-        self.service_process_resident_memory_bytes = Gauge(
+        self.service_process_resident_memory_bytes = GaugeFamily(
             "rollbackd_service_process_resident_memory_bytes", "RSS of the service process.", service, registry=r
         )
-        self.service_process_open_fds = Gauge(
+        self.service_process_open_fds = GaugeFamily(
             "rollbackd_service_process_open_fds", "Open file descriptors of the service process.", service, registry=r
         )
-        self.service_process_start_time_seconds = Gauge(
+        self.service_process_start_time_seconds = GaugeFamily(
             "rollbackd_service_process_start_time_seconds",
             "Start time of the service process (Unix time).",
             service,
@@ -219,115 +217,125 @@ class Metrics:
         )
 
         # Backups
-        self.backup_last_success_timestamp_seconds = Gauge(
+        self.backup_last_success_timestamp_seconds = GaugeFamily(
             "rollbackd_backup_last_success_timestamp_seconds",
             "When the last verified backup finished.",
             service,
             registry=r,
         )
-        self.backup_duration_seconds = Histogram(
+        self.backup_duration_seconds = HistogramFamily(
             "rollbackd_backup_duration_seconds",
             "How long a backup took, verification included.",
             service,
-            buckets=LONG_BUCKETS,
+            bounds=LONG_BUCKETS,
             registry=r,
+            created=created,
         )
-        self.backups = Gauge("rollbackd_backups", "Verified backups on disk.", service, registry=r)
-        self.backup_size_bytes = Gauge(
+        self.backups = GaugeFamily("rollbackd_backups", "Verified backups on disk.", service, registry=r)
+        self.backup_size_bytes = GaugeFamily(
             "rollbackd_backup_size_bytes", "Size of the newest verified backup.", service, registry=r
         )
-        self.backup_failures = Counter(
+        self.backup_failures = CounterFamily(
             "rollbackd_backup_failures",
             "Backups that failed (reason: disk_full, source_unavailable, verify_failed, io_error, ...).",
             ["service", "reason"],
             registry=r,
+            created=created,
         )
-        self.backup_last_drill_success_timestamp_seconds = Gauge(
+        self.backup_last_drill_success_timestamp_seconds = GaugeFamily(
             "rollbackd_backup_last_drill_success_timestamp_seconds",
             "When a restore drill last proved a backup restorable.",
             service,
             registry=r,
         )
-        self.backup_drill_failures = Counter(
-            "rollbackd_backup_drill_failures", "Restore drills that failed.", service, registry=r
+        self.backup_drill_failures = CounterFamily(
+            "rollbackd_backup_drill_failures", "Restore drills that failed.", service, registry=r, created=created
         )
-        self.backups_pruned = Counter("rollbackd_backups_pruned", "Backups removed by rotation.", service, registry=r)
+        self.backups_pruned = CounterFamily(
+            "rollbackd_backups_pruned", "Backups removed by rotation.", service, registry=r, created=created
+        )
 
         # Policy and recovery
-        self.policy_state = Gauge(
+        self.policy_state = GaugeFamily(
             "rollbackd_policy_state", "1 for the service's current policy state.", ["service", "state"], registry=r
         )
-        self.recovery_actions = Counter(
+        self.recovery_actions = CounterFamily(
             "rollbackd_recovery_actions",
             "Recovery actions taken (outcome: success, failed, dry_run, refused).",
             ["service", "action", "outcome"],
             registry=r,
+            created=created,
         )
-        self.recovery_duration_seconds = Histogram(
+        self.recovery_duration_seconds = HistogramFamily(
             "rollbackd_recovery_duration_seconds",
             "Time from an incident's detection to its verified recovery.",
             service,
-            buckets=LONG_BUCKETS,
+            bounds=LONG_BUCKETS,
             registry=r,
+            created=created,
         )
-        self.incidents = Counter("rollbackd_incidents", "Incidents opened, by rule.", ["service", "rule"], registry=r)
-        self.deploy_window_open = Gauge(
+        self.incidents = CounterFamily(
+            "rollbackd_incidents", "Incidents opened, by rule.", ["service", "rule"], registry=r, created=created
+        )
+        self.deploy_window_open = GaugeFamily(
             "rollbackd_deploy_window_open", "1 while a deploy window is open.", service, registry=r
         )
-        self.notifications_failed = Counter(
+        self.notifications_failed = CounterFamily(
             "rollbackd_notifications_failed",
             "Alerts (webhook or Alertmanager) not delivered after their retries.",
             service,
             registry=r,
+            created=created,
         )
 
         # Replication (Litestream): set by the replication probe and the supervisor of the child
-        self.replication_up = Gauge(
+        self.replication_up = GaugeFamily(
             "rollbackd_replication_up",
             "1 when the replica answers and (managed) the Litestream child runs.",
             service,
             registry=r,
         )
-        self.replication_lag_seconds = Gauge(
+        self.replication_lag_seconds = GaugeFamily(
             "rollbackd_replication_lag_seconds",
             "Seconds between the database's last commit and the newest transaction in the replica.",
             service,
             registry=r,
         )
-        self.replication_max_lag_seconds = Gauge(
+        self.replication_max_lag_seconds = GaugeFamily(
             "rollbackd_replication_max_lag_seconds",
             "The configured replication.max_lag (the lag alert's threshold).",
             service,
             registry=r,
         )
-        self.replication_last_replicated_timestamp_seconds = Gauge(
+        self.replication_last_replicated_timestamp_seconds = GaugeFamily(
             "rollbackd_replication_last_replicated_timestamp_seconds",
             "When the newest transaction in the replica was replicated (Unix time).",
             service,
             registry=r,
         )
-        self.replication_last_snapshot_timestamp_seconds = Gauge(
+        self.replication_last_snapshot_timestamp_seconds = GaugeFamily(
             "rollbackd_replication_last_snapshot_timestamp_seconds",
             "When the replica's newest full snapshot was taken (Unix time).",
             service,
             registry=r,
         )
-        self.replication_errors = Counter(
+        self.replication_errors = CounterFamily(
             "rollbackd_replication_errors",
             "Replication errors (reason: credentials, unreachable, sync, exited, not_wal, missing_binary, ...).",
             ["service", "reason"],
             registry=r,
+            created=created,
         )
 
         # Replica drills (replication/drill.py): the replica restored into scratch and verified, on a schedule
-        self.replication_last_drill_success_timestamp_seconds = Gauge(
+        self.replication_last_drill_success_timestamp_seconds = GaugeFamily(
             "rollbackd_replication_last_drill_success_timestamp_seconds",
             "When a replica drill last proved the replica restorable (restored into scratch, fully checked).",
             service,
             registry=r,
         )
-        self.replication_drill_failures = Counter(
-            "rollbackd_replication_drill_failures", "Replica drills that failed.", service, registry=r
+        self.replication_drill_failures = CounterFamily(
+            "rollbackd_replication_drill_failures", "Replica drills that failed.", service, registry=r, created=created
         )
 
         # The daemon itself
@@ -343,23 +351,24 @@ class Metrics:
             "evidence are held.",
             registry=r,
         )
-        self.probe_staleness_seconds = Gauge(
+        self.probe_staleness_seconds = GaugeFamily(
             "rollbackd_probe_staleness_seconds",
             "How far past its (stretched) interval the probe's last completed run is.",
             ["service", "probe"],
             registry=r,
         )
-        self.probe_interval_seconds = Gauge(
+        self.probe_interval_seconds = GaugeFamily(
             "rollbackd_probe_interval_seconds",
             "The probe's interval now: the configured one, or stretched while the daemon is overloaded.",
             ["service", "probe"],
             registry=r,
         )
-        self.probe_inconclusive = Counter(
+        self.probe_inconclusive = CounterFamily(
             "rollbackd_probe_inconclusive",
             "Failed probe runs taken while the daemon itself lagged: they prove nothing and no rule counts them.",
             ["service", "probe"],
             registry=r,
+            created=created,
         )
         self.worker_queue_depth = Gauge(
             "rollbackd_worker_queue_depth", "Blocking jobs waiting for a worker thread.", registry=r
@@ -367,8 +376,12 @@ class Metrics:
         self.cpu_ratio = Gauge(
             "rollbackd_cpu_ratio", "CPU time the daemon used per second of wall time (1 = one core).", registry=r
         )
-        self.config_reloads = Counter(
-            "rollbackd_config_reloads", "Config reloads (outcome: success, rejected).", ["outcome"], registry=r
+        self.config_reloads = CounterFamily(
+            "rollbackd_config_reloads",
+            "Config reloads (outcome: success, rejected).",
+            ["outcome"],
+            registry=r,
+            created=created,
         )
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
@@ -408,7 +421,7 @@ class Metrics:
         for reason in REPLICATION_ERROR_REASONS:
             self.replication_errors.labels(service=service, reason=reason)
 
-    def set_state(self, gauge: Gauge, service: str, states: tuple[str, ...], current: str) -> None:
+    def set_state(self, gauge: GaugeFamily, service: str, states: tuple[str, ...], current: str) -> None:
         """Set an enum-style gauge: 1 for ``current``, 0 for every other state, so each state is a series."""
         for state in states:
             gauge.labels(service=service, state=state).set(1 if state == current else 0)
@@ -430,6 +443,10 @@ class Metrics:
         for key in [key for key in self._probe_series if key[0] == service]:
             del self._probe_series[key]
         for metric in vars(self).values():
+            if isinstance(metric, Family):
+                if "service" in metric.labelnames:
+                    metric.remove_where("service", service)
+                continue
             labelnames = getattr(metric, "_labelnames", ())
             if "service" not in labelnames:
                 continue
@@ -444,7 +461,5 @@ class Metrics:
 
 def daemon_metrics() -> Metrics:
     """The daemon's metrics, with the ``_created`` series off: they double the series count and no rule or
-    panel reads them. prometheus_client keeps that switch process-wide, so only the daemon's entry point flips it.
-    """
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
-    return Metrics()
+    panel reads them. (None of the prometheus_client metrics left here has a ``_created`` series.)"""
+    return Metrics(created=False)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import observe
-from rollbackd.runtime.self_load import STRETCH_ORDER, MeasuredExecutor, SelfLoad
+from rollbackd.runtime.self_load import STRETCH_ORDER, MeasuredExecutor, SampleRing, SelfLoad
 
 
 class Clock:
@@ -224,3 +224,13 @@ def test_status_shows_the_daemons_own_load_and_the_decisions_it_holds() -> None:
     assert "overloaded: holding decisions (the daemon lags 0.60s)" in text
     assert "health FAIL timeout (inconclusive)" in text
     assert "overloaded: holding decisions: rule health-failing would restart" in text
+
+
+def test_the_wait_ring_keeps_the_newest_samples_newest_first() -> None:
+    ring = SampleRing(3)
+    assert list(reversed(ring)) == [] and len(ring) == 0
+    for at in range(5):
+        ring.append((float(at), at / 10))
+    assert len(ring) == 3
+    assert list(reversed(ring)) == [(4.0, 0.4), (3.0, 0.3), (2.0, 0.2)]
+    assert list(ring) == [(2.0, 0.2), (3.0, 0.3), (4.0, 0.4)]

@@ -21,6 +21,7 @@ from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.lock_rounds import LockRounds
 from rollbackd.probes.proc_locks import SharedProcLocks
+from rollbackd.probes.unchanged import ChangeWatches
 from rollbackd.state.state_dir import StateDir
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class ProbeContext:
     proc_locks: SharedProcLocks = field(default_factory=SharedProcLocks)
     # The lock probes' thread hops, one per turn of the loop: the daemon passes one for all its services.
     lock_rounds: LockRounds = field(default_factory=LockRounds)
+    # The read-only connections that tell whether a database changed: one per database for the probes built
+    # from this context (the daemon builds one context per service).
+    change_watches: ChangeWatches = field(default_factory=ChangeWatches)
 
 
 async def observe(

@@ -29,7 +29,7 @@ from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import ProbeContext
-from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
+from rollbackd.probes.unchanged import SAME_DATABASE, DatabaseStamp
 from rollbackd.target.database import SCAN_CACHE_KIB, DatabaseUnavailable, connect_readonly, index_names, read_revision
 
 MAX_ERRORS = 20  # quick_check(N) / integrity_check(N): stop after N problems, list them
@@ -71,7 +71,7 @@ class IntegrityProbe:
         self._schedule_path = state_dir / "integrity.json"
         self._schedule: dict[str, Any] | None = None  # integrity.json, read at the first run, written when it changes
         # The stamp taken before the last passing check and that check's observation (probes/unchanged.py).
-        self._watch = ChangeWatch(self.database)
+        self._watch = context.change_watches.of(self.database)
         self._passed: tuple[DatabaseStamp, float, Observation] | None = None
 
     async def run(self) -> Observation:

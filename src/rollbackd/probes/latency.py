@@ -19,6 +19,9 @@ from rollbackd.probes.base import ProbeContext
 from rollbackd.probes.http_request import HttpResult, timed_get
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+PERCENTILE_LABELS = tuple((key, f"{q * 100:g}") for key, q in QUANTILES)  # rollbackd_http_latency_window_...
+# What a run reports per path: this run's latency and the window's summary (LatencyWindow.summary).
+VALUE_KEYS = ("latency", *(key for key, _ in QUANTILES), "error_ratio", "samples", "sum")
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -70,6 +73,9 @@ class LatencyProbe:
         self._http = context.http
         self._clock: Callable[[], float] = context.clock
         self.windows = {path: LatencyWindow(config.window) for path in self.paths}
+        # Each path's value keys made once: every observation the log keeps shares these strings instead of
+        # holding its own (the log keeps a service's latency runs over the policy's lookback).
+        self._keys = {path: {key: f"{path}:{key}" for key in VALUE_KEYS} for path in self.paths}
 
     async def run(self) -> Observation:
         results = await asyncio.gather(
@@ -84,33 +90,30 @@ class LatencyProbe:
             latency = min(result.latency, self.timeout) if result.error_reason == "timeout" else result.latency
             self.windows[path].add(now, latency, failed)
             summary = self.windows[path].summary()
-            values[f"{path}:latency"] = latency
-            values.update({f"{path}:{key}": value for key, value in summary.items()})
+            keys = self._keys[path]
+            values[keys["latency"]] = latency
+            values.update({keys[key]: value for key, value in summary.items()})
             detail[path] = (
                 {"status_code": result.status, "error": result.error} if failed else {"status_code": result.status}
             )
             reason = reason or path_reason
         for key in ("p50", "p95", "p99", "error_ratio", "latency"):
-            values[key] = max((values[f"{path}:{key}"] for path in self.paths), default=0.0)
+            values[key] = max((values[self._keys[path][key]] for path in self.paths), default=0.0)
         return Observation(self.service, self.name, ok=not reason, reason=reason, values=values, detail=detail)
 
     def export(self, metrics: Metrics, observation: Observation) -> None:
+        values = observation.values
         for path in self.paths:
-            if f"{path}:latency" not in observation.values:
+            keys = self._keys[path]
+            if keys["latency"] not in values:
                 continue
-            metrics.http_request_duration_seconds.labels(service=self.service, path=path).observe(
-                observation.values[f"{path}:latency"]
-            )
-            for key, q in QUANTILES:
-                metrics.http_latency_window_percentile_seconds.labels(
-                    service=self.service, path=path, percentile=f"{q * 100:g}"
-                ).set(observation.values[f"{path}:{key}"])
-            metrics.http_latency_window_samples.labels(service=self.service, path=path).set(
-                observation.values[f"{path}:samples"]
-            )
-            metrics.http_error_ratio.labels(service=self.service, path=path).set(
-                observation.values[f"{path}:error_ratio"]
-            )
+            metrics.http_request_duration_seconds.labels(self.service, path).observe(values[keys["latency"]])
+            for key, percentile in PERCENTILE_LABELS:
+                metrics.http_latency_window_percentile_seconds.labels(self.service, path, percentile).set(
+                    values[keys[key]]
+                )
+            metrics.http_latency_window_samples.labels(self.service, path).set(values[keys["samples"]])
+            metrics.http_error_ratio.labels(self.service, path).set(values[keys["error_ratio"]])
 
 
 def _failure(result: HttpResult) -> tuple[bool, str]:

@@ -24,7 +24,7 @@ from rollbackd.host.atomic_files import read_json, write_json_atomic
 from rollbackd.metrics import Metrics
 from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
-from rollbackd.probes.unchanged import SAME_DATABASE, ChangeWatch, DatabaseStamp
+from rollbackd.probes.unchanged import SAME_DATABASE, DatabaseStamp
 from rollbackd.target.database import SCAN_CACHE_KIB, DatabaseUnavailable, connect_readonly, count_rows, read_revision
 
 PROGRESS_STEPS = 10_000
@@ -55,7 +55,7 @@ class RowsProbe:
         self._written: dict[str, Any] | None = None  # what rows.json holds now
         self._written_at = 0.0
         # The stamp taken before the last count, when it was taken, and what it counted.
-        self._watch = ChangeWatch(self.database)
+        self._watch = context.change_watches.of(self.database)
         self._counted: tuple[DatabaseStamp, float, tuple[str | None, dict[str, int | None]]] | None = None
 
     async def run(self) -> Observation:

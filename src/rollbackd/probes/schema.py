@@ -22,6 +22,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,6 @@ from rollbackd.observation import Observation
 from rollbackd.probes.base import DEFAULT_TIMEOUT, ProbeContext
 from rollbackd.probes.unchanged import (
     SAME_DATABASE,
-    ChangeWatch,
     DatabaseStamp,
     DirectoryStamp,
     directory_stamp,
@@ -87,7 +87,7 @@ class SchemaProbe:
         self._reader = ScriptReader()
         self.vault = Vault(context.state_dir.vault(service.name))
         # What the last run read of each side, with the stamps taken before it was read.
-        self._watch = ChangeWatch(self.database)
+        self._watch = context.change_watches.of(self.database)
         self._database_read: tuple[DatabaseStamp, tuple[str, ...], str] | None = None
         self._scripts_read: tuple[ScriptsStamp, RevisionGraph, RevisionGraph] | None = None  # + code's, vault's graph
 
@@ -157,14 +157,11 @@ class SchemaProbe:
             reused.append(f"database ({SAME_DATABASE})")
             return cached[1], cached[2]
         self._database_read = None
-        kept = self._watch.connection if stamp is not None else None  # a few pages of sqlite_master: no new one
-        connection = kept or connect_readonly(self.database)
-        try:
-            revisions = read_revisions(connection)
-            fingerprint = schema_fingerprint(connection)
-        finally:
-            if connection is not kept:
-                connection.close()
+        read = self._watch.read(_revisions_and_fingerprint) if stamp is not None else None  # a few pages: no new one
+        if read is None:
+            with closing(connect_readonly(self.database)) as connection:
+                read = _revisions_and_fingerprint(connection)
+        revisions, fingerprint = read
         if stamp is not None:
             self._database_read = (stamp, revisions, fingerprint)
         return revisions, fingerprint
@@ -186,3 +183,7 @@ class SchemaProbe:
         )
         if "vault_scripts" in observation.values:
             metrics.vault_scripts.labels(service=service).set(observation.values["vault_scripts"])
+
+
+def _revisions_and_fingerprint(connection: sqlite3.Connection) -> tuple[tuple[str, ...], str]:
+    return read_revisions(connection), schema_fingerprint(connection)

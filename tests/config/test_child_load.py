@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rollbackd.config.child_load import load_config_in_child
-from rollbackd.config.model import ConfigError, load_config
+from rollbackd.config.model import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,16 +51,22 @@ backups = { keep_last = 0 }
 """
 
 
+def answered_by_the_child(path: Path, caplog: pytest.LogCaptureFixture, python: str | None = None) -> Config:
+    """load_config_in_child, failing when it fell back to validating in this process (its one warning)."""
+    with caplog.at_level(logging.WARNING, logger="rollbackd.config.child_load"):
+        config = load_config_in_child(path, python=python)
+    assert not caplog.records, caplog.text
+    return config
+
+
 def test_the_child_hands_back_the_config_load_config_makes_in_this_process(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "rollbackd.toml"
     path.write_text(SERVICES)
 
-    with caplog.at_level(logging.WARNING, logger="rollbackd.config.child_load"):
-        config = load_config_in_child(path)
+    config = answered_by_the_child(path, caplog)
 
-    assert not caplog.records, caplog.text  # the child answered: no fallback to validating here
     assert config == load_config(path)
     assert config.service[0].workdir == tmp_path / "backend"  # resolved against the file's folder, in the child
     assert config.service[0].control.kind == "systemd"
@@ -123,10 +129,8 @@ def test_the_child_runs_this_checkout_and_not_a_module_in_the_daemons_working_di
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", "")
 
-    with caplog.at_level(logging.WARNING, logger="rollbackd.config.child_load"):
-        config = load_config_in_child(path, python=sys.executable)
+    config = answered_by_the_child(path, caplog, python=sys.executable)
 
-    assert not caplog.records, caplog.text
     assert config == load_config(path)
 
 
@@ -138,8 +142,6 @@ def test_the_running_binary_as_proc_self_exe_finds_the_same_code_without_a_venv_
     path = tmp_path / "rollbackd.toml"
     path.write_text(SERVICES)
 
-    with caplog.at_level(logging.WARNING, logger="rollbackd.config.child_load"):
-        config = load_config_in_child(path, python="/proc/self/exe")
+    config = answered_by_the_child(path, caplog, python="/proc/self/exe")
 
-    assert not caplog.records, caplog.text
     assert config == load_config(path)

@@ -1,5 +1,6 @@
 """The config's classes are plain dataclasses: importing them, or receiving a validated config pickled, loads no
-pydantic (~10 MiB the daemon would carry for its whole life, issue 13); only validating does.
+pydantic (~10 MiB the daemon would carry for its whole life, issue 13); only validating does, and then only
+pydantic-core (config/validation.py builds the validator).
 
 Each check runs in a fresh child interpreter, whose ``sys.modules`` is what it says.
 """
@@ -109,3 +110,17 @@ def test_a_validated_config_unpickles_whole_in_a_process_that_never_imports_pyda
     assert (unit, min_free_bytes, schema_every) == ("vbrpg-backend.service", 512 * 1024**2, 3.0)
     assert socket_path == tmp_path / "state" / "rollbackd.sock"
     assert send_url == "https://hooks.example/x?token=TOKEN"
+
+
+def test_validating_a_config_loads_pydantic_core_and_not_pydantic() -> None:
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from rollbackd.config.model import dump_config, parse_config
+        result = dump_config(parse_config({RICH_CONFIG!r}, Path("/srv/rollbackd.toml")))
+        """
+    )
+    result, modules = loaded_by(code)
+    assert result["service"][0]["replication"]["replicas"][0]["endpoint"] == "http://127.0.0.1:9000"
+    assert "pydantic_core" in modules
+    assert not [name for name in modules if name.split(".")[0] == "pydantic"]

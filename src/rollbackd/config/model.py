@@ -5,8 +5,8 @@ dicts. Every problem in a file is reported at once, each with its key path (``se
 and, where it can be found, its line.
 
 The classes are plain stdlib dataclasses, their rules ``Annotated`` markers (config/validation_markers.py) that
-pydantic reads when it validates: importing this module, or unpickling a config, loads no pydantic; validating
-does (``validated``), once per process.
+pydantic-core reads when it validates (config/validation.py builds the validator): importing this module, or
+unpickling a config, loads no pydantic; validating loads pydantic-core (``validated``), once per process.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from rollbackd.host.http_url import InvalidUrl, control_character, parse_url
 from rollbackd.units import format_duration, format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from pydantic import GetCoreSchemaHandler, TypeAdapter, ValidationError
-    from pydantic_core import CoreSchema
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema, ValidationError
 
 
 @dataclass(frozen=True)
@@ -664,25 +664,14 @@ M = TypeVar("M", bound=_Model)
 
 def validated(model: type[M], data: object) -> M:
     """Given the raw data of one of the config's classes (a TOML table as tomllib reads it), return it
-    validated, its defaults filled in. Raise pydantic's ValidationError listing every problem.
+    validated, its defaults filled in. Raise pydantic-core's ValidationError listing every problem.
 
-    pydantic is imported here, on first use: ``parse_config`` validates a whole file; a test may validate a
+    pydantic-core is imported here, on first use: ``parse_config`` validates a whole file; a test may validate a
     fragment (``validated(WebhookConfig, {"url": ...})``). A dataclass built directly is not validated.
     """
-    return typing.cast(M, _adapter(model).validate_python(data))
+    from rollbackd.config.validation import VALIDATORS
 
-
-def _adapter(model: type[_Model]) -> TypeAdapter[Any]:
-    """One validator per class and process: building it is most of validation's cost (~2.4 MiB for Config)."""
-    adapter = _ADAPTERS.get(model)
-    if adapter is None:
-        from pydantic import TypeAdapter
-
-        adapter = _ADAPTERS[model] = TypeAdapter(model)
-    return adapter
-
-
-_ADAPTERS: dict[type[_Model], TypeAdapter[Any]] = {}
+    return typing.cast(M, VALIDATORS.validator(model).validate_python(data))
 
 
 def _script_location_from_ini(ini: Path, pyproject: Path | None = None) -> Path:
@@ -729,7 +718,7 @@ def parse_config(text: str, source: Path) -> Config:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {error}", line)]) from error
     except RecursionError as error:  # tomllib parses nested arrays and tables recursively
         raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or tables nested too deeply")]) from error
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
 
     problems = _semantic_problems(raw) + _integer_problems(raw)
     try:
@@ -779,7 +768,7 @@ def _integer_problems(raw: Mapping[str, Any]) -> list[ConfigProblem]:
 def status_socket_of(path: Path) -> Path | None:
     """The daemon's status socket as ``path`` names it even when the rest of the file is invalid (only its
     [daemon] table read), so `rollbackd status` still reaches the running daemon; None if that cannot be told."""
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
 
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -1098,4 +1087,6 @@ def _device_of(path: Path) -> int | None:
 
 def dump_config(config: Config) -> dict[str, Any]:
     """Return the resolved config as plain data in the file's own spelling (aliases, durations, sizes)."""
-    return typing.cast(dict[str, Any], _adapter(Config).dump_python(config, mode="json", by_alias=True))
+    from rollbackd.config.validation import dumped
+
+    return dict(dumped(Config, config))

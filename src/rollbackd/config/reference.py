@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import TypeAdapter
+from pydantic_core import SchemaSerializer
 
 from rollbackd.config.model import Config, _as_duration, _as_size, field_types, toml_key
 from rollbackd.config.reference_text import DESCRIPTIONS, SECTION_NOTES
+from rollbackd.config.validation import schema_of
 from rollbackd.config.validation_markers import Before, Ge, Gt, Le, Lt, MinLen
 
 HEADER = """\
@@ -194,8 +195,7 @@ def _default_text(info: ConfigField) -> str:
     if default is None:
         return "unset"
     annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
-    value = adapter.dump_python(default, mode="json")
+    value = SchemaSerializer(schema_of(annotation)).to_python(default, mode="json")
     return f"`{_toml_value(value)}`"
 
 

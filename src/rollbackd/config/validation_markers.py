@@ -2,8 +2,9 @@
 
 The daemon keeps the config's classes for its whole life, and pydantic with its validator costs ~10 MiB of RSS
 (issue 13): so the classes are stdlib dataclasses and these markers say how to validate a field. pydantic reads
-each marker's ``__get_pydantic_core_schema__`` only when it builds the config's validator, which is the one time
-``pydantic_core`` is imported. Constraints give pydantic's own error types, so the messages stay pydantic's
+each marker's ``__get_pydantic_core_schema__`` only when it builds the config's validator (config/validation.py,
+or its ``TypeAdapter`` in the tests that hold the two to the same schema), the one time ``pydantic_core`` is
+imported. Constraints give pydantic's own error types, so the messages stay pydantic's
 ("Input should be greater than or equal to 100"); ``config/reference.py`` reads the same markers for
 docs/CONFIG.md.
 """
@@ -150,14 +151,21 @@ class MinLen:
 
 
 class Tagged:
-    """A union of dataclasses told apart by the value of one key (``kind = "systemd"``, ``type = "s3"``)."""
+    """A union of dataclasses told apart by the value of one key (``kind = "systemd"``, ``type = "s3"``): each
+    class's ``Literal`` type for that key names its tag, as pydantic's ``Field(discriminator=key)`` reads it."""
 
     def __init__(self, key: str) -> None:
         self.key = key
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        from typing import Annotated
+        import typing
 
-        from pydantic import Field
+        from pydantic_core import core_schema
 
-        return handler(Annotated[source, Field(discriminator=self.key)])
+        choices: dict[Any, CoreSchema] = {}
+        for member in typing.get_args(source):
+            schema = handler.generate_schema(member)
+            for tag in typing.get_args(typing.get_type_hints(member)[self.key]):
+                choices[tag] = schema
+        # strict=False and from_attributes as pydantic's discriminated unions are built (a dict or an instance)
+        return core_schema.tagged_union_schema(choices, self.key, strict=False, from_attributes=True)

@@ -4,10 +4,10 @@ imported above it (issue 13: where the daemon's memory goes).
     .venv/bin/python bench/import_increments.py asyncio pydantic rollbackd.config.model httpx \\
         rollbackd.runtime.daemon load:config/demo.toml
 
-``load:PATH`` loads a rollbackd config file (pydantic builds the config's validator then); ``pickled:PATH`` has a
-child interpreter load it and unpickles the result here, as a daemon that validates in a child would hold it;
-``trim`` collects garbage and calls ``malloc_trim(0)``, as the running daemon does now and then
-(host/glibc_malloc.py): what an import leaves resident once the heap its compiling used is handed back.
+``load:PATH`` loads a rollbackd config file (pydantic-core validates it then, config/validation.py);
+``pickled:PATH`` has a child interpreter load it and unpickles the result here, as a daemon that validates in a
+child would hold it; ``trim`` collects garbage and calls ``malloc_trim(0)``, as the running daemon does now and
+then (host/glibc_malloc.py): what an import leaves resident once the heap its compiling used is handed back.
 
     .venv/bin/python bench/import_increments.py asyncio rollbackd.runtime.daemon pickled:config/demo.toml trim
 """

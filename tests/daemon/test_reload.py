@@ -16,7 +16,7 @@ import pytest
 from rollbackd.config.model import load_config
 from rollbackd.probes import PROBE_NAMES
 from rollbackd.runtime.daemon import Daemon
-from rollbackd.runtime.status_socket import StatusSocketError, query_status
+from rollbackd.runtime.status_client import StatusSocketError, query_status
 from tests.probes.example_app import VbrpgApp, serving
 from tests.support.notify_listener import NotifyListener
 from tests.support.rollbackd_config import daemon_toml, service_toml

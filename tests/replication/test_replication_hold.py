@@ -20,7 +20,8 @@ from rollbackd.exit_codes import ExitCode
 from rollbackd.metrics import Metrics
 from rollbackd.replication.supervisor import ChildState, LitestreamSupervisor
 from rollbackd.runtime.replication_hold import PAUSE_REQUEST, DaemonReplicationPause, Holdable, ReplicationHolds
-from rollbackd.runtime.status_socket import StatusServer, query_status
+from rollbackd.runtime.status_client import query_status
+from rollbackd.runtime.status_socket import StatusServer
 from rollbackd.state.state_dir import StateDir
 from tests.backup.helpers import make_database, make_service, rollbackd
 from tests.backup.test_restore import control_log, marker_control

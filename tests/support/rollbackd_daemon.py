@@ -22,7 +22,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rollbackd.probes import PROBE_NAMES
-from rollbackd.runtime.status_socket import StatusSocketError, query_status
+from rollbackd.runtime.status_client import StatusSocketError, query_status
 from tests.support.notify_listener import NotifyListener, first_index
 
 T = TypeVar("T")

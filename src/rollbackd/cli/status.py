@@ -28,7 +28,7 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> ExitCode:
     from rollbackd.config.model import ConfigError
-    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+    from rollbackd.runtime.status_client import StatusSocketError, query_status
 
     try:
         config = load_cli_config(args)
@@ -64,7 +64,7 @@ def _despite_the_config(args: argparse.Namespace, error: ConfigError) -> ExitCod
     """The config file is invalid now, but a daemon that loaded an earlier, valid one may be running: show its
     status and say that the file would be refused (by a reload, and at the next start). Exit 2 all the same."""
     from rollbackd.config.model import status_socket_of
-    from rollbackd.runtime.status_socket import StatusSocketError, query_status
+    from rollbackd.runtime.status_client import StatusSocketError, query_status
 
     socket = status_socket_of(resolve_config_path(args.config, os.environ))
     if socket is None:

@@ -6,7 +6,6 @@ record needs: exit code, the tail of its output and how long it took.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -106,6 +105,10 @@ async def run_command_async(
     inherit_env: bool = True,
 ) -> CommandResult:
     """Run ``argv`` without blocking the event loop; same result and timeout behaviour as ``run_command``."""
+    # Imported here: the blocking commands' callers (check-config's Litestream checks, the CLI) then load no
+    # asyncio, and with it no ssl (a tenth of a `rollbackd check-config`); whoever awaits this has it loaded.
+    import asyncio
+
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(

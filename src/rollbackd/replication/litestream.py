@@ -238,7 +238,9 @@ def prepare(service: ServiceConfig, state_dir: StateDir, environ: Mapping[str, s
 def check_wal_mode(database: Path, *, timeout: float = HEADER_TIMEOUT) -> None:
     """Raise NotWalMode when ``database`` is in rollback-journal mode (header bytes 18-19 are 1, not 2). A file
     that is missing, short or unreadable is not refused here: Litestream waits for it, and the probes report it."""
-    result = run_command([sys.executable, "-c", _HEADER_SCRIPT, str(database)], timeout=timeout)
+    # -I -S: the two bytes need no site packages, and the child starts in 15 ms instead of 60 (check-config runs
+    # this once per replicated service), as probes/sqlite_lock.py reads the same header.
+    result = run_command([sys.executable, "-I", "-S", "-c", _HEADER_SCRIPT, str(database)], timeout=timeout)
     if result.ok and result.output_tail.strip() == "0101":
         raise NotWalMode(
             f"{database} is in rollback-journal mode and Litestream replicates only WAL databases: have the service "

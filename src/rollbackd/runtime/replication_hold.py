@@ -31,7 +31,7 @@ from typing import Any
 from rollbackd.config.model import ServiceConfig
 from rollbackd.replication.pause import NoPause, ReplicationControlError, ReplicationPause
 from rollbackd.replication.supervisor import LitestreamSupervisor, UnitReplication
-from rollbackd.runtime.status_socket import StatusSocketError, connect, send_request
+from rollbackd.runtime.status_client import StatusSocketError, connect, send_request
 
 log = logging.getLogger(__name__)
 

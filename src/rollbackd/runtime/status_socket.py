@@ -1,7 +1,8 @@
 """The running daemon's status, over a Unix socket that only its owner can open (0600, never a TCP port).
 
 `rollbackd status` connects, reads one JSON document and closes; the daemon answers from memory (last
-observation of each probe, policy state, backups) plus the state DB (deploy window, incidents).
+observation of each probe, policy state, backups) plus the state DB (deploy window, incidents). This is the
+daemon's side; the CLI's is runtime/status_client.py, which loads no asyncio.
 
 A client may first send one JSON line naming a request (``{"request": "status"}``; others are registered by the
 daemon, e.g. ``replication-pause``, which keeps the connection for as long as it holds the pause). A client that
@@ -22,21 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from rollbackd.host.private_dirs import make_private_dir
+from rollbackd.runtime.status_client import STATUS_REQUEST
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 # A request's handler: the request's JSON object, then the connection, which it answers on and may keep open.
 RequestHandler = Callable[[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-MAX_STATUS_BYTES = 8 * 1024 * 1024
 MAX_REQUEST_BYTES = 4096
 REQUEST_WAIT = 2.0  # seconds a client has to send its request line; then it gets the status
 SOCKET_MODE = 0o600
-STATUS_REQUEST = {"request": "status"}
-
-
-class StatusSocketError(Exception):
-    """No daemon answers on the socket (not running, or the socket is not ours to open)."""
 
 
 class StatusServer:
@@ -113,52 +109,6 @@ class StatusServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-
-
-def connect(path: Path, timeout: float) -> socket.socket:
-    """A connection to the daemon on ``path``. Raise StatusSocketError when nobody answers."""
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(timeout)
-    try:
-        client.connect(str(path))
-    except FileNotFoundError:
-        client.close()
-        raise StatusSocketError(f"no daemon socket at {path}: is `rollbackd run` running?") from None
-    except (ConnectionRefusedError, PermissionError, OSError) as error:
-        client.close()
-        raise StatusSocketError(f"cannot reach the daemon at {path}: {error.strerror or error}") from error
-    return client
-
-
-def send_request(client: socket.socket, request: dict[str, Any]) -> None:
-    """Send one request line. Raise StatusSocketError when the daemon is gone."""
-    try:
-        client.sendall(json.dumps(request).encode() + b"\n")
-    except OSError as error:
-        raise StatusSocketError(f"the daemon closed the connection: {error.strerror or error}") from error
-
-
-def query_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
-    """Ask the daemon on ``path`` for its status. Raise StatusSocketError when nobody answers."""
-    with connect(path, timeout) as client:
-        send_request(client, STATUS_REQUEST)
-        chunks = []
-        received = 0
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            received += len(chunk)
-            if received > MAX_STATUS_BYTES:
-                raise StatusSocketError("the daemon's status answer is too large")
-    try:
-        data = json.loads(b"".join(chunks))
-    except ValueError as error:
-        raise StatusSocketError(f"the daemon's status answer is not JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise StatusSocketError("the daemon's status answer is not a JSON object")
-    return data
 
 
 async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any]:

@@ -6,7 +6,8 @@ again, SIGTERM; then the child lists ``sys.modules``. Each excluded package cost
 whole life: Alembic and SQLAlchemy (the state DB's queries go through ``sqlite3``; its upgrade, the one user of
 both, runs in a child process), httpx with httpcore and anyio (the daemon's HTTP is host/http_client.py on h11:
 ~6 MiB less, bench/RESULTS.md), click/pygments (httpx's own command line), and pydantic with pydantic_core
-(~10 MiB: the config is validated in a child and handed over as plain dataclasses, config/child_load.py).
+(~10 MiB: the config is validated in a child and handed over as plain dataclasses, config/child_load.py), and
+statistics with fractions and decimal (~0.5 MiB for the verifier's one median: target/verify.py's median_of).
 prometheus_client and watchdog are loaded, and are not pinned here. Nor does a config without
 ``[service.replication]`` load the replica drills, and the daemon never loads the deploy/rehearse code
 (``rollbackd migrate`` and ``rehearse`` run it in their own process). Of the command line it holds only
@@ -39,6 +40,9 @@ EXCLUDED = (
     "pydantic_core",
     "annotated_types",
     "typing_extensions",
+    "statistics",
+    "fractions",
+    "decimal",
 )
 # What a config that does not use it does not load (issue 13): packages, or modules by their full name.
 UNUSED_BY_THIS_CONFIG = ("rollbackd.replication.drill", "rollbackd.deploy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from rollbackd.config.model import ServiceConfig, SmokeStep, load_config, validated
 from rollbackd.host.http_client import HttpClient
-from rollbackd.target.verify import Expectations, Verification, Verifier
+from rollbackd.target.verify import Expectations, Verification, Verifier, median_of
 from tests.support.stack import Stack
 from tests.support.vbrpg_service import CLEAN_HEAD
 
@@ -133,3 +134,12 @@ def test_a_200_that_says_degraded_fails_the_health_item_and_a_smoke_step(stack: 
     finally:
         with stack.client() as client:
             client.delete("/chaos")
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [[0.2], [0.3, 0.1], [0.05, 0.4, 0.01], [0.1, 0.1, 0.2, 0.7], [0.013, 0.011, 0.017, 0.012, 0.019], [1e-9, 3.0]],
+)
+def test_the_performance_median_is_statistics_median_to_the_last_bit(samples: list[float]) -> None:
+    assert median_of(samples) == statistics.median(samples)
+    assert median_of(list(reversed(samples))) == statistics.median(samples)

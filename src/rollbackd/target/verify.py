@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,7 +227,7 @@ class Verifier:
                 samples.append(time.monotonic() - started)
                 if response.status >= 500:
                     return CheckItem("performance", False, f"GET {path} returned {response.status}")
-            median = statistics.median(samples)
+            median = median_of(samples)
             timings.append(f"{path} {median * 1000:.0f} ms")
             if median >= bound:
                 slow.append(path)
@@ -301,3 +300,14 @@ def _counts(connection: sqlite3.Connection, reference: Mapping[str, int], tolera
             short.append(f"{table} {actual} < {expected}")
     detail = ", ".join(f"{table} {counts.get(table)}" for table in reference)
     return CheckItem("data", not short, f"short: {', '.join(short)}" if short else f"rows intact: {detail}")
+
+
+def median_of(samples: Sequence[float]) -> float:
+    """The median of ``samples`` (not empty), as ``statistics.median`` computes it: the middle value, or the mean
+    of the two middle ones. Not statistics itself: it loads fractions and decimal (~0.7 MiB of the daemon's RSS
+    for its whole life, bench/RESULTS.md "Issue 13, svcmem") for this one call."""
+    ordered = sorted(samples)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2

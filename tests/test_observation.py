@@ -131,3 +131,101 @@ def test_values_that_are_not_all_floats_are_kept_as_given() -> None:
     kept = log.latest("vbrpg", "latency")
     assert kept is not None and kept.values is values
     assert json.dumps(kept.as_dict()["values"]) == json.dumps(values)
+
+
+def varied_runs(count: int) -> list[Observation]:
+    """Runs as the probes make them, varied from one to the next in every way the log keeps apart: values that
+    repeat, numbers that change (a latency), ints and bools among floats, other keys, no values, a failure with its
+    own detail, inconclusive runs."""
+    runs = []
+    for index in range(count):
+        at = 1000.0 + index
+        kind = index % 11
+        values: dict[str, float] = {"status_code": 200.0, "latency": 0.001 * (index % 4)}
+        detail: dict[str, object] = {"url": "http://127.0.0.1:8000/health"}
+        ok, reason, inconclusive = True, "", ""
+        if kind == 3:
+            values = {"status_code": 200, "latency": 0.001 * ((index - 1) % 4)}  # equal to the last run, but an int
+        elif kind == 5:
+            values = {}
+            ok, reason, detail = False, "timeout", {"error": f"timed out after {index} s"}
+        elif kind == 7:
+            values = {"latency": 0.001 * ((index - 1) % 4), "status_code": 200.0}  # the last run's, in another order
+        elif kind == 8:
+            values = {"status_code": 503.0, "latency": 0.01, "up": True}  # type: ignore[dict-item]  # a bool
+        elif kind == 9:
+            inconclusive = "the daemon lagged 2.1 s"
+        runs.append(Observation("vbrpg", "health", ok, reason, values, detail, at, 0.001 * index, inconclusive))
+    return runs
+
+
+def test_runs_read_back_as_they_were_appended_each_value_of_its_own_type() -> None:
+    log = ObservationLog(max_per_probe=1000, max_age=10_000.0)
+    runs = varied_runs(300)
+    for run in runs:
+        log.append(run)
+    kept = log.recent("vbrpg", "health")
+    assert kept == runs
+    for run, given in zip(kept, runs, strict=True):
+        assert [(key, type(value)) for key, value in run.values.items()] == [  # in order, each of its type
+            (key, type(value)) for key, value in given.values.items()
+        ]
+        assert json.dumps(run.as_dict()) == json.dumps(given.as_dict())
+    window = log.window("vbrpg", "health", since=0.0)
+    assert list(window.conclusive) == [run for run in runs if not run.inconclusive]
+    assert list(reversed(window.inconclusive)) == [run for run in reversed(runs) if run.inconclusive]
+    assert [window.conclusive[index] for index in range(-3, 0)] == [run for run in runs if not run.inconclusive][-3:]
+
+
+def test_a_run_that_differs_from_the_one_before_only_in_its_numbers_keeps_its_own() -> None:
+    """The log keeps such a run as the one before's shape and its own numbers: it must not read as that one."""
+    log = ObservationLog(max_per_probe=100, max_age=1000.0)
+    for at, latency in enumerate((0.1, 0.2, 0.2, 0.1, 0.3)):
+        log.append(
+            Observation(
+                "vbrpg", "health", True, values={"latency": latency, "status_code": 200.0}, started_at=float(at)
+            )
+        )
+    assert [run.values["latency"] for run in log.recent("vbrpg", "health")] == [0.1, 0.2, 0.2, 0.1, 0.3]
+    assert [run.started_at for run in log.recent("vbrpg", "health")] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert log.latest("vbrpg", "health") == Observation(
+        "vbrpg", "health", True, values={"latency": 0.3, "status_code": 200.0}, started_at=4.0
+    )
+
+
+def test_windows_handed_out_stay_as_they_were_through_appends_and_compactions() -> None:
+    """Windows taken along the way (each a view of the columns as they were) read the same runs after the log has
+    appended far past its bounds, dropped their runs and moved its columns to new arrays many times."""
+    log = ObservationLog(max_per_probe=40, max_age=10_000.0)
+    runs = varied_runs(600)
+    taken = []
+    for index, run in enumerate(runs):
+        log.append(run)
+        if index % 37 == 0:
+            window = log.window("vbrpg", "health", since=run.started_at - 30.0)
+            taken.append((window, list(window.conclusive), list(window.inconclusive)))
+    assert len(log.recent("vbrpg", "health")) == 40
+    for window, conclusive, inconclusive in taken:
+        assert list(window.conclusive) == conclusive and list(window.inconclusive) == inconclusive
+        assert list(reversed(window.conclusive)) == conclusive[::-1]
+        assert list(window.conclusive.since(conclusive[-1].started_at)) == conclusive[-1:]
+    assert log.recent("vbrpg", "health") == runs[-40:]
+
+
+def test_a_run_that_repeats_the_one_before_but_for_its_times_costs_a_few_dozen_bytes() -> None:
+    """The lock probe's runs every second repeat each other: the log keeps their times and a reference each."""
+    log = ObservationLog(max_per_probe=5000, max_age=100_000.0)
+    values = {"held": 0.0, "held_seconds": 0.0, "wal_size_bytes": 4e6, "hot_journal": 0.0}
+    detail = {"method": "proc_locks", "journal_mode": "wal", "holders": [], "wal_readers": []}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for at in range(2000):
+            log.append(Observation("vbrpg", "sqlite_lock", True, "", dict(values), dict(detail), float(at), 0.002))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held / 2000 < 64
+    assert log.recent("vbrpg", "sqlite_lock")[1234] == Observation(
+        "vbrpg", "sqlite_lock", True, "", values, detail, 1234.0, 0.002
+    )

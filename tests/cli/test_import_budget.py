@@ -7,26 +7,13 @@ brings them back.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.cli.test_command_modules import modules_loaded
 
 HEAVY = ("pydantic", "sqlalchemy", "alembic", "httpx", "prometheus_client", "watchdog", "psutil", "asyncio")
 
 
-def imported_by(*args: str) -> set[str]:
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "rollbackd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode in (0, 2), result.stderr
-    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-
-
 def test_help_imports_none_of_the_heavy_libraries() -> None:
-    modules = imported_by("--help")
+    modules, _ = modules_loaded(["--help"], 0)
     assert "rollbackd.cli.backup" in modules  # the probe sees the subcommand modules load
     loaded = sorted(name for name in modules if name.split(".")[0] in HEAVY)
     assert not loaded, loaded
@@ -34,7 +21,7 @@ def test_help_imports_none_of_the_heavy_libraries() -> None:
 
 
 def test_a_usage_error_imports_none_of_the_heavy_libraries() -> None:
-    modules = imported_by("status", "--no-such-option")
+    modules, _ = modules_loaded(["status", "--no-such-option"], 2)
     assert not sorted(name for name in modules if name.split(".")[0] in HEAVY)
     assert "rollbackd.cli.status" in modules and "rollbackd.cli.backup" not in modules  # its command's module only
 
@@ -49,6 +36,6 @@ def test_migrate_parser_default_is_the_deploy_lock_wait() -> None:
 def test_check_config_validates_with_pydantic_core_alone() -> None:
     """pydantic's Python layer (its schema generation, its plugin discovery through importlib.metadata) was
     ~0.1 s of each check-config and status; the validator is built by config/validation.py instead."""
-    modules = imported_by("check-config", "config/demo.toml")
+    modules, _ = modules_loaded(["check-config", "config/demo.toml"], 0)
     assert "pydantic_core" in modules and "rollbackd.config.validation" in modules
     assert not sorted(name for name in modules if name.split(".")[0] == "pydantic" or name == "importlib.metadata")

@@ -194,3 +194,20 @@ def test_the_state_db_module_loads_without_sqlalchemy() -> None:
     code = "import sys, rollbackd.state.history; print(sorted(m for m in sys.modules if m.startswith('sqlalchemy')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_processes_upgrading_a_new_state_db_at_once_all_succeed(tmp_path: Path) -> None:
+    """The daemon's first start and a `rollbackd status` polling it both find no schema: one upgrades, the
+    other waits for it and finds the schema at head (before, one failed "table incidents already exists")."""
+    path = tmp_path / "state" / "rollbackd.db"
+    code = (
+        "import sys; from pathlib import Path; from rollbackd.state.history import History; "
+        "History(Path(sys.argv[1])).upgrade()"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)  # noqa: S603 - ours
+        for _ in range(4)
+    ]
+    errors = [child.communicate(timeout=120)[1].decode() for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0, 0], errors
+    assert History(path).schema_revision() == STATE_SCHEMA_HEAD

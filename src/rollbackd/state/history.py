@@ -10,8 +10,10 @@ bench/RESULTS.md) is imported only by ``upgrade()``, which Alembic needs and the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -225,6 +227,19 @@ class History:
             self.path.touch(mode=0o600)
         if self.schema_revision() == STATE_SCHEMA_HEAD:
             return
+        # One process upgrades at a time: two that both found no schema (the daemon starting while `rollbackd
+        # status` polls it, as the demo does) would both create its tables, and one fails "table incidents
+        # already exists". The lock is a file of its own: closing any descriptor of the database itself would
+        # drop SQLite's POSIX locks in this process.
+        lock = os.open(self.path.with_name(self.path.name + ".upgrade-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.schema_revision() != STATE_SCHEMA_HEAD:  # not done meanwhile by the process it waited for
+                self._upgrade_with_alembic()
+        finally:
+            os.close(lock)
+
+    def _upgrade_with_alembic(self) -> None:
         from alembic import command
         from alembic.config import Config as AlembicConfig
         from alembic.util import CommandError

@@ -130,3 +130,20 @@ def test_the_dump_is_pydantics(tmp_path: Path) -> None:
     expected = TypeAdapter(model.Config).dump_python(config, mode="json", by_alias=True)
     assert model.dump_config(config) == expected
     assert expected["service"][0]["probes"]["schema"]["every"] == "3s"  # aliases and durations, as the file has them
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)  # as the config's classes are
+class _Untagged:
+    either: int | str = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Optional:
+    maybe: int | None = None
+
+
+def test_an_untagged_union_is_refused_and_an_optional_is_pydantics() -> None:
+    # pydantic's smart-mode union has rules of its own that no config field needs: a new field must be tagged
+    with pytest.raises(TypeError, match="untagged union"):
+        schema_of(_Untagged)
+    assert comparable(schema_of(_Optional)) == comparable(TypeAdapter(_Optional).core_schema)

@@ -107,12 +107,11 @@ class SchemaBuilder:
             return core_schema.tuple_schema([self.schema_of(arguments[0])], variadic_item_index=0)
         if origin in (Union, types.UnionType):
             members = [member for member in arguments if member is not type(None)]
-            schema = self.schema_of(members[0]) if len(members) == 1 else self._union(members)
+            if len(members) > 1:  # pydantic's smart-mode union has rules of its own, and no config field needs it
+                raise TypeError(f"no schema for the untagged union {source!r}: tag it (validation_markers.Tagged)")
+            schema = self.schema_of(members[0])
             return core_schema.nullable_schema(schema) if len(members) < len(arguments) else schema
         raise TypeError(f"no schema for {source!r} in the config's classes: add it to config/validation.py")
-
-    def _union(self, members: list[Any]) -> CoreSchema:
-        return core_schema.union_schema([self.schema_of(member) for member in members])
 
     def _dataclass_schema(self, cls: type) -> CoreSchema:
         hints = typing.get_type_hints(cls, include_extras=True)
